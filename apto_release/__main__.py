@@ -1,0 +1,4 @@
+from apto_release.cli import main
+
+if __name__ == "__main__":
+    main()

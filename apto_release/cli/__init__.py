@@ -1,0 +1,81 @@
+"""The ``apto-release`` command line: a thin layer over the library.
+
+Each command parses its options, calls one library function and renders the result. ``main`` is
+the one error boundary: library errors (``AptoError``) and the usual file-system errors become one
+line on standard error and an exit code; a traceback appears only for real bugs, or with
+``APTO_DEBUG=1``. Command modules import heavy libraries inside the commands, so that
+``apto-release --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+import click
+
+from apto_release import __version__
+from apto_release.errors import AptoError
+
+EPILOG = "Example: apto-release example-data -o data/example.jsonl && apto-release validate data/example.jsonl"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
+@click.version_option(__version__, "-V", "--version", prog_name="apto-release")
+def cli() -> None:
+    """Cut Japanese LLM-safety releases on the Hugging Face Hub.
+
+    Validate the dataset, draw the public sample, build the Hub dataset folder; later stages
+    train, merge, quantize and publish.
+    """
+
+
+from apto_release.cli import dataset as _dataset  # noqa: E402  (registers the commands)
+
+_dataset.register(cli)
+
+
+# What the user sees for an error that is theirs to fix: (type, exit code, hint).
+_OS_ERRORS: dict[int, str] = {
+    errno.ENOENT: "check the path",
+    errno.EACCES: "check the permissions",
+    errno.ENOSPC: "free some disk space",
+    errno.EISDIR: "give a file, not a folder",
+    errno.ENOTDIR: "give a folder, not a file",
+    errno.EEXIST: "choose another output or pass --overwrite",
+}
+
+
+def _fail(message: str, hint: str | None, code: int) -> int:
+    click.echo(f"Error: {message}", err=True)
+    if hint:
+        click.echo(f"Hint: {hint}", err=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and exit with its code."""
+    debug = os.environ.get("APTO_DEBUG") == "1"
+    try:
+        rv = cli.main(args=argv, prog_name="apto-release", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        code = 130
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except AptoError as exc:
+        if debug:
+            raise
+        code = _fail(str(exc), exc.hint, exc.exit_code)
+    except OSError as exc:
+        if debug or exc.errno not in _OS_ERRORS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        code = _fail(f"{where}{exc.strerror or exc}", _OS_ERRORS[exc.errno], 1)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; nothing was left half-written.", err=True)
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,228 @@
+"""Commands of the dataset side: example-data, validate, sample, dataset build, schema."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import click
+
+FORMATS = ("text", "json", "github")
+
+
+def validation_options(f):
+    """The options that say how records are validated; shared by validate, sample and build."""
+    options = [
+        click.option("--strict", is_flag=True, help="Treat warnings (unknown fields included) as failures."),
+        click.option("--min-judge-score", type=click.IntRange(1, 5), default=4, show_default=True, help="Release gate: lower judge scores are errors."),
+        click.option("--taxonomy", type=click.Path(dir_okay=False, path_type=Path), help="Allowed harm categories: one a line, or a JSON list."),
+        click.option("--against", "against", multiple=True, type=click.Path(dir_okay=False, path_type=Path), help="Benchmark file (JSONL, JSON or Parquet) whose items must not be in the data. Repeatable."),
+        click.option("--against-field", "against_fields", multiple=True, metavar="FIELD", help="Text field of the --against items to compare (default: the usual prompt and answer fields). Repeatable."),
+        click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True, help="3-gram Jaccard similarity from which texts count as near duplicates."),
+        click.option("--max-record-bytes", type=click.IntRange(1), default=1_000_000, show_default=True, help="Records larger than this are errors."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _validate_options(strict, min_judge_score, taxonomy, against, against_fields, threshold, max_record_bytes, **extra):
+    from apto_release.dataset.validate import ValidateOptions, load_benchmark, load_taxonomy
+
+    return ValidateOptions(
+        strict=strict,
+        min_judge_score=min_judge_score,
+        taxonomy=load_taxonomy(taxonomy) if taxonomy else None,
+        against=tuple(load_benchmark(p, against_fields) for p in against),
+        threshold=threshold,
+        max_record_bytes=max_record_bytes,
+        **extra,
+    )
+
+
+def _pop_validation(kwargs: dict) -> dict:
+    names = ("strict", "min_judge_score", "taxonomy", "against", "against_fields", "threshold", "max_record_bytes")
+    return {name: kwargs.pop(name) for name in names}
+
+
+def _show_failed_validation(exc, fmt: str = "text") -> None:
+    from apto_release.cli import render
+
+    click.echo(render.render_github(exc.report) if fmt == "github" else render.render_text(exc.report, max_findings=20), err=True)
+
+
+def _with_validation_report(command):
+    """Print the findings when a stage refuses its input because validation failed."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from apto_release.errors import ValidationFailed
+
+        try:
+            return command(*args, **kwargs)
+        except ValidationFailed as exc:
+            _show_failed_validation(exc, "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text")
+            raise
+
+    return wrapper
+
+
+@click.command("validate", epilog="Example: apto-release validate data/records.jsonl --expected-count 18000 --against ac.jsonl")
+@click.argument("path", type=click.Path(path_type=Path))
+@validation_options
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Report format [default: github when GITHUB_ACTIONS=true, else text].")
+@click.option("--expected-count", type=click.IntRange(0), help="Warn when the record count is more than 10% away from this.")
+@click.option("--no-near-duplicates", is_flag=True, help="Skip the near-duplicate prompt check.")
+@click.option("--max-findings", type=click.IntRange(0), default=20, show_default=True, help="Findings listed in the text format (0: all).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the full report as JSON to this file.")
+def validate_command(path, fmt, expected_count, no_near_duplicates, max_findings, output, **kwargs):
+    """Check every record of PATH (JSONL, JSONL.GZ or Parquet) against record schema v1.
+
+    Exit 0 when there is no error (warnings allowed unless --strict), 1 when there are
+    errors, 2 for usage errors or an unreadable file.
+    """
+    from apto_release.cli import render
+    from apto_release.dataset.validate import validate_file
+    from apto_release.io import write_text
+
+    options = _validate_options(**kwargs, expected_count=expected_count, near_duplicates=not no_near_duplicates)
+    report = validate_file(path, options).report
+    fmt = fmt or ("github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text")
+    if fmt == "json":
+        click.echo(render.render_json(report))
+    elif fmt == "github":
+        click.echo(render.render_github(report))
+    else:
+        click.echo(render.render_text(report, max_findings=max_findings))
+    if output:
+        write_text(output, render.render_json(report) + "\n")
+    return 0 if report.ok else 1
+
+
+@click.command("sample", epilog="Example: apto-release sample data/records.jsonl -n 500 --seed 0 -o out/sample")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("-n", "n", type=click.IntRange(1), default=500, show_default=True, help="Records in the sample.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Selection seed; the same seed gives the same sample.")
+@click.option("--by", "by", multiple=True, metavar="FIELD", help="Stratify by FIELD (repeat to nest: --by category --by has_jailbreak). [default: category]")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--allow-personal-data", is_flag=True, help="Keep records with personal-data findings in the pool.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@validation_options
+@_with_validation_report
+def sample_command(path, n, seed, by, out_dir, allow_personal_data, overwrite, **kwargs):
+    """Draw a stratified, deterministic sample of PATH into a folder.
+
+    Writes sample.jsonl, sample.parquet and a distribution report (distribution.json,
+    distribution.md). A file with validation errors is refused.
+    """
+    from apto_release.dataset.sample import SampleOptions, sample_file
+
+    options = SampleOptions(n=n, seed=seed, by=tuple(by) or ("category",), allow_personal_data=allow_personal_data)
+    result = sample_file(path, out_dir, options, _validate_options(**kwargs), overwrite=overwrite)
+    report = result.report
+    click.echo(f"Drew {report['sample_count']:,} of {report['full_count']:,} eligible records (seed {seed}, by {', '.join(report['by'])}) into {out_dir}/")
+    width = max(len(r["stratum"]) for r in report["categories"])
+    for row in report["categories"]:
+        click.echo(f"  {row['stratum']:<{width}}  {row['sample_count']:>5,}  {row['sample_share']:6.1%}  (full set {row['full_share']:6.1%}, {row['diff_points']:+.2f} pt)")
+    click.echo(f"Largest difference {report['max_abs_diff_points']:.2f} points; total variation distance {report['total_variation_distance']:.4f}.")
+    if result.excluded:
+        click.echo(f"Left out {len(result.excluded)} records with personal-data findings (see distribution.json).")
+    return 0
+
+
+@click.group("dataset")
+def dataset_group() -> None:
+    """Build the Hub dataset folder."""
+
+
+@dataset_group.command("build", epilog="Example: apto-release dataset build out/sample/sample.jsonl --report out/sample/distribution.json -o out/dataset")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="distribution.json from 'sample', for the card's distribution table.")
+@click.option("--repo-id", help="Hub repo id used in the card's examples.")
+@click.option("--pretty-name", help="The dataset's display name.")
+@click.option("--license", "license_", help="Licence id for the card (Hub licence identifiers).")
+@click.option("--version", "version", help="Release version named in the card.")
+@click.option("--gated-prompt", help="Text shown to users who request access (extra_gated_prompt).")
+@click.option("--gated-field", "gated_fields", multiple=True, metavar="NAME=TYPE", help="An access-request field (text, checkbox, country, date_picker). Repeatable; replaces the defaults.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--no-verify", is_flag=True, help="Skip loading the built folder back with datasets.")
+@validation_options
+@_with_validation_report
+def dataset_build_command(input_path, out_dir, report, repo_id, pretty_name, license_, version, gated_prompt, gated_fields, overwrite, no_verify, **kwargs):
+    """Write a Hub dataset folder (Parquet per category, typed features, bilingual card) from INPUT."""
+    import dataclasses
+    import json
+
+    from apto_release.dataset.build import CardOptions, build_dataset
+    from apto_release.dataset.validate import validate_file
+    from apto_release.errors import InputError, UsageError, ValidationFailed
+
+    if out_dir.exists() and not overwrite:
+        raise UsageError("the output folder already exists", path=out_dir, hint="choose another -o or pass --overwrite")
+    overrides = {
+        "repo_id": repo_id, "pretty_name": pretty_name, "license": license_, "version": version, "gated_prompt": gated_prompt,
+    }
+    options = CardOptions(**{k: v for k, v in overrides.items() if v is not None})
+    if gated_fields:
+        parsed = {}
+        for item in gated_fields:
+            name, sep, kind = item.partition("=")
+            if not sep or not name.strip() or not kind.strip():
+                raise UsageError(f"--gated-field {item!r} is not NAME=TYPE", hint="for example --gated-field Affiliation=text")
+            parsed[name.strip()] = kind.strip()
+        options = dataclasses.replace(options, gated_fields=parsed)
+    distribution = None
+    if report:
+        try:
+            distribution = json.loads(report.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read the sample report: {exc}", path=report) from exc
+        if not isinstance(distribution, dict) or "categories" not in distribution:
+            raise InputError("not a distribution report from 'apto-release sample'", path=report, field="categories")
+    validation = validate_file(input_path, dataclasses.replace(_validate_options(**kwargs), near_duplicates=False), keep_records=True)
+    if validation.report.errors:
+        raise ValidationFailed(f"{len(validation.report.errors)} validation errors; fix them before building", path=input_path, report=validation.report)
+    records = [record for _, record in validation.records]
+    result = build_dataset(records, out_dir, options=options, distribution=distribution, overwrite=overwrite, verify=not no_verify)
+    click.echo(f"Built {out_dir}/ with {result.rows:,} rows:")
+    for category, count in result.rows_per_category.items():
+        click.echo(f"  {category:<24} {count:>6,}")
+    click.echo(f"Configs: {', '.join(result.configs)}" + ("" if no_verify else " (each loaded back with datasets)"))
+    return 0
+
+
+@click.command("example-data", epilog="Example: apto-release example-data -o data/example.jsonl -n 18000 --seed 0")
+@click.option("-o", "--output", "path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output file (.jsonl or .jsonl.gz).")
+@click.option("-n", "n", type=click.IntRange(1), default=18000, show_default=True, help="Number of records.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Generator seed.")
+def example_data_command(path, n, seed):
+    """Write a deterministic, clearly labelled synthetic dataset in record schema v1."""
+    from apto_release.dataset.example import write_example_data
+
+    result = write_example_data(path, n=n, seed=seed)
+    click.echo(f"Wrote {result.count:,} synthetic records to {result.path}")
+    for category, count in result.category_counts.items():
+        click.echo(f"  {category:<24} {count:>6,}  {count / result.count:6.1%}")
+    return 0
+
+
+@click.command("schema", epilog="Example: apto-release schema -o record-v1.schema.json")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead of standard output.")
+def schema_command(output):
+    """Print the JSON Schema of record schema v1."""
+    from apto_release import schema
+    from apto_release.io import write_text
+
+    text = schema.render_json_schema()
+    if output:
+        write_text(output, text)
+    else:
+        click.echo(text, nl=False)
+    return 0
+
+
+def register(cli: click.Group) -> None:
+    for command in (example_data_command, validate_command, sample_command, dataset_group, schema_command):
+        cli.add_command(command)

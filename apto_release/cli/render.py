@@ -1,0 +1,64 @@
+"""Rendering a ValidationReport: text for people, JSON for programs, annotations for GitHub."""
+
+from __future__ import annotations
+
+import json
+
+from apto_release.dataset.findings import RULES, ValidationReport
+
+
+def render_text(report: ValidationReport, *, max_findings: int = 20) -> str:
+    lines = [
+        f"{report.path}: {report.status} — {report.records:,} records, "
+        f"{len(report.errors):,} errors, {len(report.warnings):,} warnings"
+        + (" (--strict: warnings fail)" if report.strict and report.warnings else ""),
+    ]
+    counts = report.counts_by_rule()
+    if counts:
+        lines += ["", "Findings by rule:"]
+        width = max(len(rule) for rule in counts)
+        for rule, count in counts.items():
+            r = RULES[rule]
+            lines.append(f"  {r.severity:<8} {rule:<{width}} {count:>7,}  {r.description}")
+    total = sum(report.category_counts.values())
+    if total:
+        lines += ["", "Categories:"]
+        for category, count in report.category_counts.items():
+            lines.append(f"  {category:<24} {count:>7,}  {count / total:6.1%}")
+    if report.findings:
+        shown = report.findings if max_findings <= 0 else report.findings[:max_findings]
+        lines += ["", "Findings:" if len(shown) == len(report.findings) else f"First {len(shown)} findings:"]
+        for f in shown:
+            where = f"{report.path}:{f.line}" if f.line is not None else report.path
+            rid = f" (id {f.id!r})" if f.id else ""
+            lines.append(f"  {where}: {f.severity} [{f.rule}] {f.message}{rid}")
+        hidden = len(report.findings) - len(shown)
+        if hidden:
+            lines.append(f"  … and {hidden:,} more (use --max-findings 0 or --format json to see all)")
+    return "\n".join(lines)
+
+
+def render_json(report: ValidationReport) -> str:
+    return json.dumps(report.to_dict(), ensure_ascii=False, indent=2)
+
+
+def _escape_data(value: str) -> str:
+    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(value: str) -> str:
+    return _escape_data(value).replace(":", "%3A").replace(",", "%2C")
+
+
+def render_github(report: ValidationReport) -> str:
+    """GitHub Actions workflow commands (``::error file=…,line=…::message``)."""
+    out = []
+    for f in report.findings:
+        props = [f"file={_escape_property(report.path)}"]
+        if f.line is not None:
+            props.append(f"line={f.line}")
+        props.append(f"title={_escape_property(f.rule)}")
+        rid = f" (id {f.id})" if f.id else ""
+        out.append(f"::{f.severity} {','.join(props)}::{_escape_data(f.message + rid)}")
+    out.append(f"{report.path}: {report.status} — {report.records:,} records, {len(report.errors):,} errors, {len(report.warnings):,} warnings")
+    return "\n".join(out)

@@ -1,0 +1,98 @@
+"""Writing outputs so that an interrupted command never leaves a file that looks finished.
+
+Everything is written beside its destination under a hidden temporary name, flushed, and renamed
+into place only when complete (``os.replace`` is atomic on one file system).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def _temp_name(dest: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it onto ``dest`` if the block succeeds.
+
+    The parent folder is created. On any exception (KeyboardInterrupt included) the temporary
+    file is removed and ``dest`` is left as it was.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(dest)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``dest``; move it onto ``dest`` if the block succeeds.
+
+    An existing ``dest`` is replaced only with ``overwrite``; the old folder is moved aside first
+    and removed after the new one is in place, so a failure at any point leaves one complete
+    folder at ``dest``.
+    """
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        # Raised by callers as a user error; kept generic here.
+        raise FileExistsError(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+            os.replace(dest, old / "x")
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_text(dest: str | Path, text: str) -> Path:
+    """Write UTF-8 text atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(dest)
+
+
+def write_json(dest: str | Path, data: Any) -> Path:
+    """Write pretty, UTF-8 (not ASCII-escaped) JSON atomically."""
+    return write_text(dest, json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
+
+
+def dump_jsonl_line(record: dict[str, Any]) -> str:
+    """One record as a compact JSON Lines line (UTF-8 text, no ASCII escapes), with newline."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def sha256_file(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
+    """The hex SHA-256 of a file, read in chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,109 @@
+"""validate, sample and schema from the command line: exit codes, formats, error lines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import make_record, make_records, write_jsonl
+
+
+def test_help_is_light():
+    code = (
+        "import sys\nfrom apto_release.cli import main\n"
+        "for args in (['--help'], ['validate', '--help'], ['sample', '--help'], ['dataset', 'build', '--help'], ['example-data', '--help']):\n"
+        "    try:\n        main(args)\n    except SystemExit as e:\n        assert not e.code, (args, e.code)\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'peft', 'numpy', 'pyarrow') if m in sys.modules), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stderr.strip() == "[]"
+    assert "validate" in proc.stdout and "Example:" in proc.stdout
+
+
+def test_module_entry_point_and_version():
+    proc = subprocess.run([sys.executable, "-m", "apto_release", "--version"], capture_output=True, text=True, check=True)
+    assert proc.stdout.startswith("apto-release, version ")
+
+
+def test_validate_pass(run_cli, tmp_path):
+    path = write_jsonl(tmp_path / "ok.jsonl", make_records(20))
+    code, out, err = run_cli("validate", path)
+    assert code == 0, err
+    assert out.startswith(f"{path}: PASSED — 20 records, 0 errors, 0 warnings")
+    assert "safety_refusal" in out
+
+
+def test_validate_errors_exit_1_with_lines(run_cli, tmp_path):
+    records = make_records(5) + [make_record(9, category="unknown")]
+    path = write_jsonl(tmp_path / "bad.jsonl", records, raw_lines=[b"{not json"])
+    code, out, _ = run_cli("validate", path)
+    assert code == 1
+    assert f"{path}:6: error [unknown_category] unknown category 'unknown'" in out
+    assert f"{path}:7: error [invalid_json]" in out
+    assert "FAILED" in out.splitlines()[0]
+
+
+def test_validate_json_and_github_formats(run_cli, tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [make_record(0), make_record(1, judge_score=3, extra="x")])
+    code, out, _ = run_cli("validate", path, "--format", "json")
+    assert code == 1
+    data = json.loads(out)
+    assert data["status"] == "FAILED" and data["errors"] == 1 and data["warnings"] == 1
+    assert {(f["rule"], f["severity"], f["line"], f["id"], f["field"]) for f in data["findings"]} == {
+        ("judge_score_below_gate", "error", 2, "rec-00001", "judge_score"),
+        ("unknown_field", "warning", 2, "rec-00001", "extra"),
+    }
+    code, out, _ = run_cli("validate", path, env={"GITHUB_ACTIONS": "true"})
+    assert code == 1
+    assert f"::error file={path},line=2,title=judge_score_below_gate::judge_score 3 is below the release gate of 4 (id rec-00001)" in out
+    assert f"::warning file={path},line=2,title=unknown_field::" in out
+
+
+def test_strict_and_report_file(run_cli, tmp_path):
+    path = write_jsonl(tmp_path / "warn.jsonl", [make_record(0, extra="x")])
+    assert run_cli("validate", path)[0] == 0
+    code, out, _ = run_cli("validate", path, "--strict", "-o", tmp_path / "report.json")
+    assert code == 1 and "--strict: warnings fail" in out
+    assert json.loads((tmp_path / "report.json").read_text())["status"] == "FAILED"
+
+
+def test_usage_errors_exit_2_without_traceback(run_cli, tmp_path):
+    code, _, err = run_cli("validate", tmp_path / "missing.jsonl")
+    assert code == 2
+    assert err.strip() == f"Error: {tmp_path / 'missing.jsonl'}: no such file"
+    code, _, err = run_cli("validate", tmp_path / "x.jsonl", "--min-judge-score", "9")
+    assert code == 2 and "Invalid value for '--min-judge-score'" in err
+    (tmp_path / "t.json").write_text("{", encoding="utf-8")
+    path = write_jsonl(tmp_path / "ok.jsonl", [make_record(0)])
+    code, _, err = run_cli("validate", path, "--taxonomy", tmp_path / "t.json")
+    assert code == 2 and err.startswith(f"Error: {tmp_path / 't.json'}:1: invalid JSON")
+    assert "Traceback" not in err
+
+
+def test_sample_cli(run_cli, tmp_path):
+    path = write_jsonl(tmp_path / "data.jsonl", make_records(100))
+    code, out, err = run_cli("sample", path, "-n", "20", "--seed", "3", "-o", tmp_path / "s")
+    assert code == 0, err
+    assert out.startswith(f"Drew 20 of 100 eligible records (seed 3, by category) into {tmp_path / 's'}/")
+    assert (tmp_path / "s" / "sample.parquet").is_file()
+    code, _, err = run_cli("sample", path, "-n", "20", "-o", tmp_path / "s")
+    assert code == 2 and "already exists" in err and "Hint: choose another -o or pass --overwrite" in err
+    code, _, err = run_cli("sample", path, "-n", "20", "--by", "messages", "-o", tmp_path / "s2")
+    assert code == 2 and "cannot stratify by 'messages'" in err
+
+
+def test_sample_cli_refuses_invalid_input_with_findings(run_cli, tmp_path):
+    path = write_jsonl(tmp_path / "data.jsonl", make_records(10) + [make_record(50, messages=[])])
+    code, _, err = run_cli("sample", path, "-n", "5", "-o", tmp_path / "s")
+    assert code == 1
+    assert f"{path}:11: error [bad_role_order]" in err
+    assert "Error: " in err and "validation errors" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_schema_cli(run_cli, tmp_path):
+    code, out, _ = run_cli("schema")
+    assert code == 0 and json.loads(out)["title"].startswith("apto-release")
