@@ -1,30 +1,53 @@
-"""Near-duplicate text detection: exact Jaccard similarity of character 3-gram sets.
+"""Near-duplicate text detection: Jaccard similarity of character 3-gram sets.
 
 Two texts are near duplicates when the Jaccard similarity of their sets of character 3-grams is at
 least the threshold (``DEFAULT_THRESHOLD`` = 0.8), after ``normalize`` (NFKC, case folding, all
 whitespace removed). Texts shorter than 3 characters count as one gram, themselves.
 
-The join is exact (no MinHash misses): it uses *prefix filtering* (Chaudhuri et al. 2006,
-"A primitive operator for similarity joins"; Bayardo et al. 2007, "Scaling up all pairs
-similarity search"). Order every gram by how many texts contain it, rarest first. Two sets with
-Jaccard >= t share at least one gram among the first ``|x| - ceil(t*|x|) + 1`` grams of each, so
-only texts that share a rare gram become candidates, and only candidates are compared in full.
-Grams are packed exactly into 63 bits (three 21-bit code points), so there are no hash collisions.
+Comparing all pairs of 18,000 prompts is 162 million comparisons, so candidates come from
+MinHash locality-sensitive hashing (Broder 1997; Leskovec, Rajaraman and Ullman, *Mining of
+Massive Datasets*, ch. 3), and every candidate is then compared exactly:
+
+- Each text gets ``SKETCHES`` one-permutation MinHash sketches (Li, Owen and Zhang 2012) of
+  ``BINS`` bins each: 64 minimum hash values in all, computed with a few vectorised passes.
+- The 64 values form bands of ``rows_per_band(threshold)`` values (4 at the default threshold);
+  texts that agree on a whole band are candidates. At the default, a pair with Jaccard 0.8
+  becomes a candidate with probability 1 - (1 - 0.8^4)^16 > 99.97%, and one with Jaccard 0.9,
+  with probability > 99.9999%. Lower thresholds use shorter bands, so that pairs at the
+  threshold are still found with probability above 99%.
+- Candidates whose sketches agree on a share of values more than 3.5 standard deviations below
+  the threshold are dropped; the rest are verified with exact gram sets, so every reported pair
+  and its similarity are exact.
+- Texts that are identical after normalisation are always paired, whatever the sketches say.
+
+The hashes have fixed seeds: the same texts give the same pairs on every machine.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 DEFAULT_THRESHOLD = 0.8
-_WS = dict.fromkeys(c for c in range(0x3000 + 1) if chr(c).isspace())
+SKETCHES = 2
+BIN_BITS = 5
+BINS = 1 << BIN_BITS  # bins per sketch; the top bits of a gram's hash pick its bin
+VALUES = SKETCHES * BINS
+#: Values keep 57 bits, so that ``_densify`` can add up to 31 << 57 and stay below ``_EMPTY``.
+VALUE_BITS = 57
+_EMPTY = (1 << 64) - 1
+_SEED = 0x9E3779B97F4A7C15
+#: Odd multipliers that turn one well-mixed hash into one hash per sketch and per band row.
+_MULTIPLIERS = (0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD)
+_WHITESPACE_RE = re.compile(r"\s+")
+_SEP, _PAD = "\U0010ffff", "\U0010fffe"
 
 
 def normalize(text: str) -> str:
     """The form texts are compared in: NFKC, case-folded, without any whitespace."""
-    return unicodedata.normalize("NFKC", text).casefold().translate(_WS)
+    return _WHITESPACE_RE.sub("", unicodedata.normalize("NFKC", text).casefold())
 
 
 @dataclass(frozen=True)
@@ -34,32 +57,133 @@ class SimilarPair:
     jaccard: float
 
 
-def _gram_sets(texts: Sequence[str]):
-    """Sorted unique (text index, gram id) pairs and each text's gram count."""
+def grams(text: str) -> set[str]:
+    """The character 3-gram set of a normalized text (the text itself when shorter)."""
+    if len(text) < 3:
+        return {text} if text else set()
+    return {text[i:i + 3] for i in range(len(text) - 2)}
+
+
+def jaccard(a: str, b: str) -> float:
+    """The exact 3-gram Jaccard similarity of two normalized texts."""
+    ga, gb = grams(a), grams(b)
+    if not ga or not gb:
+        return 0.0
+    common = len(ga & gb)
+    return common / (len(ga) + len(gb) - common)
+
+
+def _mix(x):
+    """A 64-bit mixing function (SplitMix64's finaliser) of ``x``, for numpy uint64 arrays."""
+    import numpy as np
+
+    z = x ^ np.uint64(_SEED)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def signatures(texts: Sequence[str]):
+    """The (len(texts), SKETCHES * BINS) matrix of MinHash values.
+
+    Each sketch is one-permutation MinHash: a gram's hash picks a bin with its top bits, and each
+    bin keeps the smallest value that falls into it. Bins that no gram falls into are filled by
+    ``_densify``.
+    """
     import numpy as np
 
     n = len(texts)
-    lens = np.fromiter((len(t) for t in texts), dtype=np.int64, count=n)
-    codes = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    owner = np.repeat(np.arange(n, dtype=np.int64), lens)
-    pos = np.arange(codes.size, dtype=np.int64) - offsets[owner]
-    gram_len = np.maximum(lens - 2, np.minimum(lens, 1))  # texts of 1-2 chars: one gram
-    keep = pos < gram_len[owner]
-    idx = np.flatnonzero(keep)
-    short = lens[owner[idx]] < 3
-    c0 = codes[idx]
-    c1 = np.where(short, 0, codes[np.minimum(idx + 1, codes.size - 1)])
-    c2 = np.where(short, 0, codes[np.minimum(idx + 2, codes.size - 1)])
-    # Short texts: pack the whole text (one or two code points) and mark it with bit 62 so that it
-    # never equals a real 3-gram.
-    c1 = np.where(short & (lens[owner[idx]] == 2), codes[np.minimum(idx + 1, codes.size - 1)], c1)
-    grams = (c0 << 42) | (c1 << 21) | c2 | (short.astype(np.int64) << 62)
-    gram_values, gram_ids = np.unique(grams, return_inverse=True)
-    n_grams = gram_values.size
-    pairs = np.unique(owner[idx] * n_grams + gram_ids)
-    return pairs // n_grams, pairs % n_grams, n_grams
+    # One array of code points for all texts, separated by U+10FFFF; texts of one or two
+    # characters are padded with U+10FFFE so that they make exactly one gram (both are
+    # noncharacters, which do not occur in text).
+    padded = [t + _PAD * (3 - len(t)) if 0 < len(t) < 3 else t for t in texts]
+    codes = np.frombuffer(_SEP.join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    sep = codes == np.uint64(ord(_SEP))
+    doc_of = np.cumsum(sep)
+    # Three 21-bit code points fill 63 bits exactly: no two grams share a value.
+    gram = (codes[:-2] << np.uint64(42)) | (codes[1:-1] << np.uint64(21)) | codes[2:]
+    valid = ~(sep[:-2] | sep[1:-1] | sep[2:])
+    gram, doc = gram[valid], doc_of[:-2][valid]
+
+    base = _mix(gram)
+    slot_base = doc * BINS
+    sig = np.empty((n, SKETCHES * BINS), dtype=np.uint64)
+    for s in range(SKETCHES):
+        h = base * np.uint64(_MULTIPLIERS[s])
+        slot = slot_base + (h >> np.uint64(64 - BIN_BITS)).astype(np.int64)
+        value = (h << np.uint64(BIN_BITS)) >> np.uint64(64 - VALUE_BITS)
+        block = np.full(n * BINS, _EMPTY, dtype=np.uint64)
+        np.minimum.at(block, slot, value)
+        sig[:, s * BINS:(s + 1) * BINS] = _densify(block.reshape(n, BINS))
+    return sig
+
+
+def _densify(block):
+    """Fill empty bins from the next non-empty bin to the right, plus an offset per step
+    (rotation densification, Shrivastava and Li 2014), so that short texts, which leave many bins
+    empty, still agree on about a Jaccard share of their values."""
+    import numpy as np
+
+    empty_value = np.uint64(_EMPTY)
+    empty = block == empty_value
+    shifted = block
+    for distance in range(1, BINS):
+        if not empty.any():
+            break
+        shifted = np.roll(shifted, -1, axis=1)
+        fill = empty & (shifted != empty_value)
+        block = np.where(fill, shifted + np.uint64(distance << VALUE_BITS), block)
+        empty &= ~fill
+    # An empty text: values unique to it, so that it never agrees with anything.
+    rows = np.flatnonzero(empty.all(axis=1))
+    block[rows] = empty_value - np.uint64(1) - (rows[:, None] * BINS + np.arange(BINS)).astype(np.uint64)
+    return block
+
+
+def rows_per_band(threshold: float) -> int:
+    """Values per LSH band: fewer for lower thresholds, so that recall at the threshold stays high."""
+    if threshold >= 0.75:
+        return 4
+    if threshold >= 0.6:
+        return 3
+    return 2 if threshold >= 0.4 else 1
+
+
+def _band_candidates(sig, rows: int):
+    """Pairs (a < b) of rows of ``sig`` that agree on at least one whole band, as an (m, 2) array."""
+    import numpy as np
+
+    found = []
+    for band in range(VALUES // rows):
+        cols = sig[:, band * rows:(band + 1) * rows]
+        key = cols[:, 0].copy()
+        for c in range(1, rows):
+            key = key * np.uint64(_MULTIPLIERS[c]) ^ cols[:, c]
+        order = np.argsort(key, kind="stable")
+        sorted_keys = key[order]
+        same_as_next = sorted_keys[1:] == sorted_keys[:-1]
+        if not same_as_next.any():
+            continue
+        # Runs of equal keys: every pair inside a run is a candidate. Most runs are pairs.
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], same_as_next, [False])).astype(np.int8)))
+        starts, stops = edges[::2], edges[1::2] + 1
+        pairs_only = stops - starts == 2
+        found.append(np.sort(np.stack((order[starts[pairs_only]], order[starts[pairs_only] + 1]), axis=1), axis=1))
+        for start, stop in zip(starts[~pairs_only], stops[~pairs_only]):
+            members = np.sort(order[start:stop])
+            a, b = np.triu_indices(members.size, k=1)
+            found.append(np.stack((members[a], members[b]), axis=1))
+    if not found:
+        return np.empty((0, 2), dtype=np.int64)
+    return _unique_pairs(np.concatenate(found), sig.shape[0])
+
+
+def _unique_pairs(pairs, n: int):
+    """The distinct rows of an (m, 2) array of indices below ``n``, sorted."""
+    import numpy as np
+
+    keys = np.unique(pairs[:, 0] * np.int64(n) + pairs[:, 1])
+    return np.stack((keys // n, keys % n), axis=1)
 
 
 def similar_pairs(
@@ -68,7 +192,7 @@ def similar_pairs(
     threshold: float = DEFAULT_THRESHOLD,
     groups: Sequence[int] | None = None,
 ) -> list[SimilarPair]:
-    """Every pair of (already ``normalize``d) texts whose 3-gram Jaccard is at least ``threshold``.
+    """Pairs of (already ``normalize``d) texts whose 3-gram Jaccard is at least ``threshold``.
 
     Args:
         texts: the texts; empty texts are never similar to anything.
@@ -77,7 +201,7 @@ def similar_pairs(
             reported (a join of records against benchmark items, say).
 
     Returns:
-        Pairs with ``left < right`` in index order, each with its similarity.
+        Pairs with ``left < right``, sorted, each with its exact similarity.
     """
     import numpy as np
 
@@ -85,61 +209,45 @@ def similar_pairs(
         raise ValueError("threshold must be in (0, 1]")
     if len(texts) < 2:
         return []
-    doc, gram, n_grams = _gram_sets(texts)
-    size = np.bincount(doc, minlength=len(texts))
-    # Rarest grams first; ties broken by gram id so the order is total.
-    df = np.bincount(gram, minlength=n_grams)
-    rank = np.empty(n_grams, dtype=np.int64)
-    rank[np.lexsort((np.arange(n_grams), df))] = np.arange(n_grams)
-    order = np.lexsort((rank[gram], doc))
-    doc, gram = doc[order], gram[order]
-    starts = np.zeros(len(texts) + 1, dtype=np.int64)
-    np.cumsum(size, out=starts[1:])
-    prefix_len = size - np.ceil(threshold * size - 1e-9).astype(np.int64) + 1
-    position = np.arange(doc.size) - starts[doc]
-    in_prefix = position < prefix_len[doc]
-    p_doc, p_gram = doc[in_prefix], gram[in_prefix]
+    sig = signatures(texts)
+    pairs = _band_candidates(sig, rows_per_band(threshold))
+    if len(pairs):
+        # The share of agreeing values estimates the Jaccard similarity with this deviation.
+        margin = 3.5 * (threshold * (1 - threshold) / VALUES) ** 0.5
+        agree = np.empty(len(pairs))
+        for start in range(0, len(pairs), 65536):  # bounded memory for many candidates
+            chunk = pairs[start:start + 65536]
+            agree[start:start + 65536] = (sig[chunk[:, 0]] == sig[chunk[:, 1]]).mean(axis=1)
+        pairs = pairs[agree >= threshold - margin]
+    # Identical texts are always paired (with the first occurrence), whatever the sketches say.
+    first_of: dict[str, int] = {}
+    identical = []
+    for i, t in enumerate(texts):
+        if t in first_of:
+            identical.append((first_of[t], i))
+        elif t:
+            first_of[t] = i
+    if identical:
+        pairs = _unique_pairs(np.concatenate((pairs, np.array(identical, dtype=np.int64))), len(texts))
+    if groups is not None and len(pairs):
+        group = np.asarray(groups)
+        pairs = pairs[group[pairs[:, 0]] != group[pairs[:, 1]]]
+    return _verify(texts, pairs, threshold)
 
-    # Texts sharing a prefix gram are candidates.
-    by_gram = np.lexsort((p_doc, p_gram))
-    p_doc, p_gram = p_doc[by_gram], p_gram[by_gram]
-    bounds = np.flatnonzero(np.diff(p_gram)) + 1
-    group_of = None if groups is None else np.asarray(groups)
-    candidates: set[tuple[int, int]] = set()
-    for members in np.split(p_doc, bounds):
-        if members.size < 2:
+
+def _verify(texts: Sequence[str], pairs, threshold: float) -> list[SimilarPair]:
+    out = []
+    cache: dict[int, set[str]] = {}
+    for a, b in pairs.tolist():
+        if not texts[a] or not texts[b]:
             continue
-        members = members.tolist()
-        for i, a in enumerate(members):
-            for b in members[i + 1:]:
-                candidates.add((a, b))
-
-    grams_of = [None] * len(texts)
-    result = []
-    for a, b in sorted(candidates):
-        if group_of is not None and group_of[a] == group_of[b]:
+        ga = cache[a] if a in cache else cache.setdefault(a, grams(texts[a]))
+        gb = cache[b] if b in cache else cache.setdefault(b, grams(texts[b]))
+        small, large = sorted((len(ga), len(gb)))
+        if small < threshold * large - 1e-9:  # J <= |small| / |large|
             continue
-        small, large = sorted((int(size[a]), int(size[b])))
-        if small < threshold * large - 1e-9:  # length filter: J <= |small| / |large|
-            continue
-        for t in (a, b):
-            if grams_of[t] is None:
-                grams_of[t] = set(gram[starts[t]:starts[t + 1]].tolist())
-        common = len(grams_of[a] & grams_of[b])
-        jaccard = common / (size[a] + size[b] - common)
-        if jaccard >= threshold - 1e-12:
-            result.append(SimilarPair(a, b, float(jaccard)))
-    return result
-
-
-def jaccard(a: str, b: str) -> float:
-    """The 3-gram Jaccard similarity of two normalized texts (a slow reference, for tests)."""
-
-    def grams(t: str) -> set[str]:
-        return {t} if 0 < len(t) < 3 else {t[i:i + 3] for i in range(len(t) - 2)}
-
-    ga, gb = grams(a), grams(b)
-    if not ga or not gb:
-        return 0.0
-    return len(ga & gb) / len(ga | gb)
-
+        common = len(ga & gb)
+        similarity = common / (len(ga) + len(gb) - common)
+        if similarity >= threshold - 1e-12:
+            out.append(SimilarPair(a, b, similarity))
+    return out

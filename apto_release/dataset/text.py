@@ -27,10 +27,18 @@ MOJIBAKE_RE = re.compile(
     "|[縺繧繝]"
 )
 
+#: One character class that every match of the four patterns above starts with: a single fast
+#: search tells that a text (as almost every text) has none of them.
+ODD_CHARACTER_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\uff61-\uff9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\ufffdÃÂã縺繧繝]")
+
 _JAPANESE = "\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f々〆ヵヶ"
 JAPANESE_RUN_RE = re.compile(f"[{_JAPANESE}]+")
-# Letters that are not Japanese: word characters minus digits, underscore and the Japanese ranges.
-OTHER_LETTER_RUN_RE = re.compile(f"[^\\W\\d_{_JAPANESE}]+")
+# Letters of the other scripts one meets in Japanese data: Latin (with accents), Greek, Cyrillic,
+# Hangul, Arabic, Hebrew, Thai and Devanagari. (Han characters count as Japanese.)
+OTHER_LETTER_RUN_RE = re.compile(
+    "[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u0370-\u03ff\u0400-\u04ff\u0590-\u05ff"
+    "\u0600-\u06ff\u0900-\u097f\u0e00-\u0e7f\u1100-\u11ff\uac00-\ud7af\uff21-\uff3a\uff41-\uff5a]+"
+)
 JAPANESE_SHARE_MIN = 0.5
 JAPANESE_MIN_LETTERS = 20
 
@@ -38,7 +46,9 @@ EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+[@＠][A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*
 # A run of digits, possibly grouped by hyphens or spaces, that could be a phone, My Number or card.
 _DIGITS = "0-9０-９"
 _SEP = "\\- －‐‑–—ー"
-NUMBER_RUN_RE = re.compile(f"(?:\\+81[{_SEP}]?)?[{_DIGITS}](?:[{_SEP}]?[{_DIGITS}]){{9,18}}(?![{_DIGITS}])")
+# The optional "+" (of "+81") sits in the first character class, so that the regex engine can
+# skip quickly to the next digit.
+NUMBER_RUN_RE = re.compile(f"[+{_DIGITS}](?:[{_SEP}]?[{_DIGITS}]){{9,18}}(?![{_DIGITS}])")
 _TO_ASCII = str.maketrans("０１２３４５６７８９", "0123456789")
 _NON_DIGIT_RE = re.compile(r"\D")
 # National numbers: 0 + area/mobile prefix, 10 digits (landline, 0120/0800) or 11 (070/080/090/050).
@@ -48,11 +58,21 @@ _PHONE_GROUPED_RE = re.compile(r"0\d{1,4}[-－‐ ]\d{1,4}[-－‐ ]\d{3,4}")
 def japanese_share(text: str) -> tuple[float, int]:
     """(share of Japanese characters among letters, number of letters) of ``text``."""
     other = sum(map(len, OTHER_LETTER_RUN_RE.findall(text)))
-    if other == 0:
-        return 1.0, len(text) - len(JAPANESE_RUN_RE.sub("", text))
     japanese = len(text) - len(JAPANESE_RUN_RE.sub("", text))
     letters = japanese + other
-    return japanese / letters, letters
+    return (japanese / letters if letters else 1.0), letters
+
+
+def mostly_not_japanese(text: str) -> float | None:
+    """The Japanese share of ``text`` when it is below ``JAPANESE_SHARE_MIN`` (with at least
+    ``JAPANESE_MIN_LETTERS`` letters), else None. Fast for Japanese text."""
+    other = sum(map(len, OTHER_LETTER_RUN_RE.findall(text)))
+    # A share below one half needs more other letters than Japanese ones, so with fewer than half
+    # the minimum of letters in other scripts the text cannot be flagged.
+    if other * 2 < JAPANESE_MIN_LETTERS:
+        return None
+    share, letters = japanese_share(text)
+    return share if letters >= JAPANESE_MIN_LETTERS and share < JAPANESE_SHARE_MIN else None
 
 
 def my_number_check_digit(first11: str) -> int:
@@ -87,6 +107,11 @@ def _is_phone(run: str, digits: str) -> bool:
     if len(digits) == 11:
         return digits[:3] in {"070", "080", "090", "050", "020"} or bool(_PHONE_GROUPED_RE.fullmatch(run))
     return len(digits) == 10 and (bool(_PHONE_GROUPED_RE.fullmatch(run)) or digits.startswith(("0120", "0800")) or not any(c in run for c in "- "))
+
+
+def may_hold_personal_data(text: str) -> bool:
+    """A fast test: False means ``personal_data(text)`` is certainly empty."""
+    return "@" in text or "＠" in text or NUMBER_RUN_RE.search(text) is not None
 
 
 def personal_data(text: str) -> list[tuple[str, str]]:

@@ -216,23 +216,24 @@ def check_text(rec: dict[str, Any], emit: Emit) -> None:
     if not fields:
         return
     blob = "\n".join(value for _, value in fields)
-    for rule, pattern in (
-        ("control_character", text.CONTROL_RE),
-        ("mojibake", text.MOJIBAKE_RE),
-        ("zero_width_character", text.ZERO_WIDTH_RE),
-        ("halfwidth_katakana", text.HALFWIDTH_KATAKANA_RE),
-    ):
-        if pattern.search(blob):
+    if text.ODD_CHARACTER_RE.search(blob):
+        for rule, pattern in (
+            ("control_character", text.CONTROL_RE),
+            ("mojibake", text.MOJIBAKE_RE),
+            ("zero_width_character", text.ZERO_WIDTH_RE),
+            ("halfwidth_katakana", text.HALFWIDTH_KATAKANA_RE),
+        ):
             for name, value in fields:
                 m = pattern.search(value)
                 if m:
                     emit(rule, f"{name} has {_describe(m.group())} at character {m.start() + 1}", name)
-    for name, value in fields:
-        for rule, excerpt in text.personal_data(value):
-            emit(rule, f"{name} contains {RULES[rule].description.split('contains ')[-1]} ({excerpt})", name)
+    if text.may_hold_personal_data(blob):
+        for name, value in fields:
+            for rule, excerpt in text.personal_data(value):
+                emit(rule, f"{name} contains {RULES[rule].description.split('contains ')[-1]} ({excerpt})", name)
     dialogue = "\n".join(v for n, v in fields if n.startswith("messages") and not _is_system(rec, n))
-    share, letters = text.japanese_share(dialogue)
-    if letters >= text.JAPANESE_MIN_LETTERS and share < text.JAPANESE_SHARE_MIN:
+    share = text.mostly_not_japanese(dialogue)
+    if share is not None:
         emit("not_japanese", f"only {share:.0%} of the letters are kana or kanji (threshold {text.JAPANESE_SHARE_MIN:.0%})", "messages")
 
 
