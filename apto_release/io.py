@@ -16,8 +16,16 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _temp_name(dest: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    # mkstemp makes the file private (0600); the finished output gets the mode open() would give.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     return Path(name)
 
@@ -56,6 +64,7 @@ def atomic_dir(dest: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         raise FileExistsError(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would follow the folder into place
     try:
         yield tmp
         if dest.exists():

@@ -182,8 +182,8 @@ def dataset_build_command(input_path, out_dir, report, repo_id, pretty_name, lic
         if not isinstance(distribution, dict) or "categories" not in distribution:
             raise InputError("not a distribution report from 'apto-release sample'", path=report, field="categories")
     validation = validate_file(input_path, dataclasses.replace(_validate_options(**kwargs), near_duplicates=False), keep_records=True)
-    if validation.report.errors:
-        raise ValidationFailed(f"{len(validation.report.errors)} validation errors; fix them before building", path=input_path, report=validation.report)
+    if not validation.report.ok:
+        raise ValidationFailed(f"{validation.report.failure_summary()}; fix them before building", path=input_path, report=validation.report)
     records = [record for _, record in validation.records]
     result = build_dataset(records, out_dir, options=options, distribution=distribution, overwrite=overwrite, verify=not no_verify)
     click.echo(f"Built {out_dir}/ with {result.rows:,} rows:")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from apto_release import schema
+from apto_release.dataset.parquet import metadata_keys
 from apto_release.dataset.card import CardOptions, config_names, configs_metadata, render_dataset_card
 from apto_release.errors import BuildError, InputError, UsageError
 from apto_release.io import atomic_dir
@@ -58,14 +59,6 @@ class BuildResult:
 def data_file(category: str) -> Path:
     """The Parquet file of ``category``, relative to the release folder."""
     return Path("data") / category / SHARD_NAME
-
-
-def metadata_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The sorted union of metadata keys over ``records``."""
-    keys: set[str] = set()
-    for record in records:
-        keys.update(record.get("metadata") or ())
-    return sorted(keys)
 
 
 def dataset_features(keys: Sequence[str] = ()):
@@ -274,13 +267,6 @@ def verify_release(
             del ds, got
 
 
-def _chmod_like_mkdir(path: Path) -> None:
-    """Give the temporary folder (0700 from mkdtemp) the mode a plain mkdir would give it."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
-
-
 # --- the stage --------------------------------------------------------------------------------
 
 
@@ -330,7 +316,6 @@ def build_dataset(
     files = [Path(README)] + [data_file(c) for c in present]
     try:
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-            _chmod_like_mkdir(tmp)
             for category in present:
                 _write_parquet(by_category[category], features, tmp / data_file(category))
             with tempfile.TemporaryDirectory(prefix="apto-release-sizes-") as cache:

@@ -122,6 +122,13 @@ class ValidationReport:
             return "FAILED"
         return "PASSED with warnings" if self.findings else "PASSED"
 
+    def failure_summary(self) -> str:
+        """What makes the report fail, in words: "3 validation errors" (and warnings under strict)."""
+        text = f"{len(self.errors)} validation error{'s' if len(self.errors) != 1 else ''}"
+        if self.strict and self.warnings:
+            text += f" and {len(self.warnings)} warning{'s' if len(self.warnings) != 1 else ''} (--strict)"
+        return text
+
     def counts_by_rule(self) -> dict[str, int]:
         return dict(Counter(f.rule for f in self.findings).most_common())
 

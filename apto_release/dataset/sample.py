@@ -285,9 +285,9 @@ def sample_file(
     # Near-duplicate prompts are warnings and do not decide eligibility, so the sampler skips them.
     validation = validate_file(path, replace(validate_options, near_duplicates=False), keep_records=True)
     report = validation.report
-    if report.errors:
+    if not report.ok:
         raise ValidationFailed(
-            f"{len(report.errors)} validation errors; fix them (see 'apto-release validate') before sampling",
+            f"{report.failure_summary()}; fix them (see 'apto-release validate') before sampling",
             path=path,
             report=report,
         )

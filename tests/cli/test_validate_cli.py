@@ -100,7 +100,7 @@ def test_sample_cli_refuses_invalid_input_with_findings(run_cli, tmp_path):
     code, _, err = run_cli("sample", path, "-n", "5", "-o", tmp_path / "s")
     assert code == 1
     assert f"{path}:11: error [bad_role_order]" in err
-    assert "Error: " in err and "validation errors" in err
+    assert err.rstrip().endswith(f"Error: {path}: 1 validation error; fix them (see 'apto-release validate') before sampling")
     assert not (tmp_path / "s").exists()
 
 

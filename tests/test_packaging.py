@@ -1,0 +1,57 @@
+"""The wheel carries the card templates and the JSON Schema, and works outside the checkout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (path,) = out.glob("apto_release-*.whl")
+    return path
+
+
+def test_wheel_contents(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "apto_release/_templates/dataset_cards/README.md.j2" in names
+    assert "apto_release/schemas/record-v1.schema.json" in names
+    assert any(n.endswith("entry_points.txt") for n in names)
+
+
+def test_installed_wheel_renders_the_card_away_from_the_checkout(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    code = (
+        "import apto_release, apto_release.templates as t\n"
+        "from apto_release.dataset.card import render_dataset_card\n"
+        "from apto_release.schema import published_schema\n"
+        "print(apto_release.__file__)\n"
+        "print(t.template_dir('dataset_cards'))\n"
+        "text = render_dataset_card({'safety_refusal': 3, 'overrefusal_prevention': 2, 'mid_refusal': 1, 'anti_hallucination': 1})\n"
+        "assert text.startswith('---') and 'mid_refusal' in text\n"
+        "assert published_schema()['title']\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(target))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    package_file, templates = proc.stdout.split()
+    assert package_file.startswith(str(target))
+    assert templates == str(target / "apto_release" / "_templates" / "dataset_cards")
