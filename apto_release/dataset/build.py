@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from apto_release import schema
-from apto_release.dataset.parquet import metadata_keys
 from apto_release.dataset.card import CardOptions, config_names, configs_metadata, render_dataset_card
+from apto_release.dataset.parquet import metadata_keys
 from apto_release.errors import BuildError, InputError, UsageError
 from apto_release.io import atomic_dir
 

@@ -9,12 +9,13 @@ MinHash locality-sensitive hashing (Broder 1997; Leskovec, Rajaraman and Ullman,
 Massive Datasets*, ch. 3), and every candidate is then compared exactly:
 
 - Each text gets ``SKETCHES`` one-permutation MinHash sketches (Li, Owen and Zhang 2012) of
-  ``BINS`` bins each: 64 minimum hash values in all, computed with a few vectorised passes.
-- The 64 values form bands of ``rows_per_band(threshold)`` values (4 at the default threshold);
-  texts that agree on a whole band are candidates. At the default, a pair with Jaccard 0.8
-  becomes a candidate with probability 1 - (1 - 0.8^4)^16 > 99.97%, and one with Jaccard 0.9,
-  with probability > 99.9999%. Lower thresholds use shorter bands, so that pairs at the
-  threshold are still found with probability above 99%.
+  ``BINS`` bins each: 128 minimum hash values in all, computed with a few vectorised passes over
+  blocks of texts (so memory stays bounded).
+- The values form bands of ``rows_per_band(threshold)`` values: as many as keep a pair at the
+  threshold a candidate with probability ``TARGET_RECALL`` (99%). At the default threshold that
+  is 21 bands of 6: a pair with Jaccard 0.8 becomes a candidate with probability
+  1 - (1 - 0.8^6)^21 > 99.8%, one with Jaccard 0.9 with probability > 99.9999%, and one with
+  Jaccard 0.5, which need not be compared, with probability 28%.
 - Candidates whose sketches agree on a share of values more than 3.5 standard deviations below
   the threshold are dropped; the rest are verified with exact gram sets, so every reported pair
   and its similarity are exact.
@@ -32,15 +33,19 @@ from dataclasses import dataclass
 
 DEFAULT_THRESHOLD = 0.8
 SKETCHES = 2
-BIN_BITS = 5
+BIN_BITS = 6
 BINS = 1 << BIN_BITS  # bins per sketch; the top bits of a gram's hash pick its bin
 VALUES = SKETCHES * BINS
-#: Values keep 57 bits, so that ``_densify`` can add up to 31 << 57 and stay below ``_EMPTY``.
-VALUE_BITS = 57
+#: The probability with which ``rows_per_band`` wants a pair at the threshold to be a candidate.
+TARGET_RECALL = 0.99
+#: Values keep 56 bits, so that ``_densify`` can add up to 63 << 56 and stay below ``_EMPTY``.
+VALUE_BITS = 56
 _EMPTY = (1 << 64) - 1
 _SEED = 0x9E3779B97F4A7C15
 #: Odd multipliers that turn one well-mixed hash into one hash per sketch and per band row.
 _MULTIPLIERS = (0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD)
+#: Texts per block when computing signatures, so that memory stays bounded on large files.
+_BLOCK = 4096
 _WHITESPACE_RE = re.compile(r"\s+")
 _SEP, _PAD = "\U0010ffff", "\U0010fffe"
 
@@ -84,12 +89,21 @@ def _mix(x):
 
 
 def signatures(texts: Sequence[str]):
-    """The (len(texts), SKETCHES * BINS) matrix of MinHash values.
+    """The (len(texts), VALUES) matrix of MinHash values, computed a block of texts at a time.
 
     Each sketch is one-permutation MinHash: a gram's hash picks a bin with its top bits, and each
     bin keeps the smallest value that falls into it. Bins that no gram falls into are filled by
     ``_densify``.
     """
+    import numpy as np
+
+    sig = np.empty((len(texts), VALUES), dtype=np.uint64)
+    for start in range(0, len(texts), _BLOCK):
+        sig[start:start + _BLOCK] = _block_signatures(texts[start:start + _BLOCK])
+    return sig
+
+
+def _block_signatures(texts: Sequence[str]):
     import numpy as np
 
     n = len(texts)
@@ -99,83 +113,100 @@ def signatures(texts: Sequence[str]):
     padded = [t + _PAD * (3 - len(t)) if 0 < len(t) < 3 else t for t in texts]
     codes = np.frombuffer(_SEP.join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     sep = codes == np.uint64(ord(_SEP))
-    doc_of = np.cumsum(sep)
-    # Three 21-bit code points fill 63 bits exactly: no two grams share a value.
-    gram = (codes[:-2] << np.uint64(42)) | (codes[1:-1] << np.uint64(21)) | codes[2:]
     valid = ~(sep[:-2] | sep[1:-1] | sep[2:])
-    gram, doc = gram[valid], doc_of[:-2][valid]
-
-    base = _mix(gram)
+    doc = np.cumsum(sep)[:-2][valid]
+    # Three 21-bit code points fill 63 bits exactly: no two grams share a value.
+    base = _mix(((codes[:-2] << np.uint64(42)) | (codes[1:-1] << np.uint64(21)) | codes[2:])[valid])
+    del codes, sep, valid
     slot_base = doc * BINS
-    sig = np.empty((n, SKETCHES * BINS), dtype=np.uint64)
+    sig = np.empty((n, VALUES), dtype=np.uint64)
     for s in range(SKETCHES):
         h = base * np.uint64(_MULTIPLIERS[s])
         slot = slot_base + (h >> np.uint64(64 - BIN_BITS)).astype(np.int64)
-        value = (h << np.uint64(BIN_BITS)) >> np.uint64(64 - VALUE_BITS)
         block = np.full(n * BINS, _EMPTY, dtype=np.uint64)
-        np.minimum.at(block, slot, value)
+        np.minimum.at(block, slot, (h << np.uint64(BIN_BITS)) >> np.uint64(64 - VALUE_BITS))
         sig[:, s * BINS:(s + 1) * BINS] = _densify(block.reshape(n, BINS))
     return sig
 
 
 def _densify(block):
-    """Fill empty bins from the next non-empty bin to the right, plus an offset per step
-    (rotation densification, Shrivastava and Li 2014), so that short texts, which leave many bins
-    empty, still agree on about a Jaccard share of their values."""
+    """Fill each empty bin from the next non-empty bin to its right (circularly), plus an offset
+    for the distance (rotation densification, Shrivastava and Li 2014), so that short texts, which
+    leave many bins empty, still agree on about a Jaccard share of their values."""
     import numpy as np
 
-    empty_value = np.uint64(_EMPTY)
-    empty = block == empty_value
-    shifted = block
-    for distance in range(1, BINS):
-        if not empty.any():
-            break
-        shifted = np.roll(shifted, -1, axis=1)
-        fill = empty & (shifted != empty_value)
-        block = np.where(fill, shifted + np.uint64(distance << VALUE_BITS), block)
-        empty &= ~fill
-    # An empty text: values unique to it, so that it never agrees with anything.
-    rows = np.flatnonzero(empty.all(axis=1))
-    block[rows] = empty_value - np.uint64(1) - (rows[:, None] * BINS + np.arange(BINS)).astype(np.uint64)
-    return block
+    n, bins = block.shape
+    positions = np.arange(bins)
+    filled = block != np.uint64(_EMPTY)
+    # The index of the next filled bin at or after each bin, looking across two copies of the row
+    # so that the search wraps around.
+    index = np.where(np.concatenate((filled, filled), axis=1), np.arange(2 * bins), 2 * bins)
+    following = np.minimum.accumulate(index[:, ::-1], axis=1)[:, ::-1][:, :bins]
+    empty_rows = following[:, 0] == 2 * bins
+    following[empty_rows] = positions  # an empty text: handled below
+    source = np.take_along_axis(block, following % bins, axis=1)
+    distance = (following - positions).astype(np.uint64)
+    out = source + (distance << np.uint64(VALUE_BITS))
+    # An empty text gets values unique to it, so that it never agrees with anything.
+    rows = np.flatnonzero(empty_rows)
+    out[rows] = np.uint64(_EMPTY) - np.uint64(1) - (rows[:, None] * bins + positions).astype(np.uint64)
+    return out
 
 
 def rows_per_band(threshold: float) -> int:
-    """Values per LSH band: fewer for lower thresholds, so that recall at the threshold stays high."""
-    if threshold >= 0.75:
-        return 4
-    if threshold >= 0.6:
-        return 3
-    return 2 if threshold >= 0.4 else 1
+    """Values per LSH band: the most for which a pair at ``threshold`` is still a candidate with
+    probability ``TARGET_RECALL``. More values per band make fewer candidates of low similarity."""
+    for rows in range(VALUES, 0, -1):
+        bands = VALUES // rows
+        if 1 - (1 - threshold**rows) ** bands >= TARGET_RECALL:
+            return rows
+    return 1
 
 
-def _band_candidates(sig, rows: int):
-    """Pairs (a < b) of rows of ``sig`` that agree on at least one whole band, as an (m, 2) array."""
+def _pairs_in_runs(order, keys):
+    """Every pair (a < b) of entries of ``order`` whose ``keys`` (sorted) are equal."""
     import numpy as np
 
-    found = []
+    same = keys[1:] == keys[:-1]
+    if not same.any():
+        return np.empty((0, 2), dtype=np.int64)
+    run_id = np.concatenate(([0], np.cumsum(~same)))
+    run_start = np.flatnonzero(np.concatenate(([True], ~same)))
+    run_size = np.diff(np.concatenate((run_start, [len(order)])))
+    # Each entry pairs with every later entry of its run.
+    offset = np.arange(len(order)) - run_start[run_id]
+    later = run_size[run_id] - offset - 1
+    left = np.repeat(np.arange(len(order)), later)
+    block_start = np.cumsum(later) - later
+    right = left + 1 + (np.arange(len(left)) - np.repeat(block_start, later))
+    pairs = np.stack((order[left], order[right]), axis=1)
+    pairs.sort(axis=1)
+    return pairs
+
+
+def _candidates(sig, threshold: float):
+    """Pairs (a < b) that agree on a whole band and whose share of equal values is within 3.5
+    standard deviations of ``threshold``, as a sorted (m, 2) array."""
+    import numpy as np
+
+    rows = rows_per_band(threshold)
+    # The share of agreeing values estimates the Jaccard similarity with this deviation.
+    floor = threshold - 3.5 * (threshold * (1 - threshold) / VALUES) ** 0.5
+    kept = []
     for band in range(VALUES // rows):
         cols = sig[:, band * rows:(band + 1) * rows]
         key = cols[:, 0].copy()
         for c in range(1, rows):
-            key = key * np.uint64(_MULTIPLIERS[c]) ^ cols[:, c]
+            key = key * np.uint64(_MULTIPLIERS[c % len(_MULTIPLIERS)]) ^ cols[:, c]
         order = np.argsort(key, kind="stable")
-        sorted_keys = key[order]
-        same_as_next = sorted_keys[1:] == sorted_keys[:-1]
-        if not same_as_next.any():
-            continue
-        # Runs of equal keys: every pair inside a run is a candidate. Most runs are pairs.
-        edges = np.flatnonzero(np.diff(np.concatenate(([False], same_as_next, [False])).astype(np.int8)))
-        starts, stops = edges[::2], edges[1::2] + 1
-        pairs_only = stops - starts == 2
-        found.append(np.sort(np.stack((order[starts[pairs_only]], order[starts[pairs_only] + 1]), axis=1), axis=1))
-        for start, stop in zip(starts[~pairs_only], stops[~pairs_only]):
-            members = np.sort(order[start:stop])
-            a, b = np.triu_indices(members.size, k=1)
-            found.append(np.stack((members[a], members[b]), axis=1))
-    if not found:
+        pairs = _pairs_in_runs(order, key[order])
+        for start in range(0, len(pairs), 1 << 16):  # bounded memory for many candidates
+            chunk = pairs[start:start + (1 << 16)]
+            agree = (sig[chunk[:, 0]] == sig[chunk[:, 1]]).mean(axis=1)
+            kept.append(chunk[agree >= floor])
+    if not kept:
         return np.empty((0, 2), dtype=np.int64)
-    return _unique_pairs(np.concatenate(found), sig.shape[0])
+    return _unique_pairs(np.concatenate(kept), sig.shape[0])
 
 
 def _unique_pairs(pairs, n: int):
@@ -209,16 +240,7 @@ def similar_pairs(
         raise ValueError("threshold must be in (0, 1]")
     if len(texts) < 2:
         return []
-    sig = signatures(texts)
-    pairs = _band_candidates(sig, rows_per_band(threshold))
-    if len(pairs):
-        # The share of agreeing values estimates the Jaccard similarity with this deviation.
-        margin = 3.5 * (threshold * (1 - threshold) / VALUES) ** 0.5
-        agree = np.empty(len(pairs))
-        for start in range(0, len(pairs), 65536):  # bounded memory for many candidates
-            chunk = pairs[start:start + 65536]
-            agree[start:start + 65536] = (sig[chunk[:, 0]] == sig[chunk[:, 1]]).mean(axis=1)
-        pairs = pairs[agree >= threshold - margin]
+    pairs = _candidates(signatures(texts), threshold)
     # Identical texts are always paired (with the first occurrence), whatever the sketches say.
     first_of: dict[str, int] = {}
     identical = []

@@ -276,7 +276,7 @@ def sample_file(
     from dataclasses import replace
 
     from apto_release.dataset.parquet import write_records_parquet
-    from apto_release.io import atomic_dir, dump_jsonl_line, write_json, write_text, sha256_file
+    from apto_release.io import atomic_dir, dump_jsonl_line, sha256_file, write_json, write_text
 
     check_by(options.by)
     out_dir = Path(out_dir)

@@ -6,8 +6,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import make_record, make_records, write_jsonl
 
 
