@@ -58,7 +58,11 @@ def make_records(n: int, *, shares: dict[str, float] | None = None) -> list[dict
 def write_jsonl(path: Path, records: list, *, raw_lines: list[bytes] | None = None) -> Path:
     with open(path, "wb") as f:
         for record in records:
-            f.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+            try:
+                line = json.dumps(record, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: only the \\ud800 escape can spell it
+                line = json.dumps(record).encode("ascii")
+            f.write(line + b"\n")
         for line in raw_lines or ():
             f.write(line if line.endswith(b"\n") else line + b"\n")
     return path

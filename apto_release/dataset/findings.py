@@ -55,6 +55,7 @@ _RULES = [
     Rule("benchmark_contamination", "error", "a prompt or answer equals or nearly equals a benchmark item"),
     # Text.
     Rule("control_character", "error", "text contains a control character other than newline and tab"),
+    Rule("lone_surrogate", "error", "text contains half of a UTF-16 surrogate pair (\\ud800), which is not valid Unicode"),
     Rule("not_japanese", "warning", "text is mostly not Japanese"),
     Rule("halfwidth_katakana", "warning", "text contains half-width katakana"),
     Rule("zero_width_character", "warning", "text contains a zero-width or invisible formatting character"),
@@ -97,7 +98,6 @@ class ValidationReport:
 
     path: str
     records: int = 0
-    lines: int = 0
     findings: list[Finding] = field(default_factory=list)
     category_counts: dict[str, int] = field(default_factory=dict)
     strict: bool = False

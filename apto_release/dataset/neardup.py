@@ -111,7 +111,7 @@ def _block_signatures(texts: Sequence[str]):
     # characters are padded with U+10FFFE so that they make exactly one gram (both are
     # noncharacters, which do not occur in text).
     padded = [t + _PAD * (3 - len(t)) if 0 < len(t) < 3 else t for t in texts]
-    codes = np.frombuffer(_SEP.join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    codes = np.frombuffer(_SEP.join(padded).encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
     sep = codes == np.uint64(ord(_SEP))
     valid = ~(sep[:-2] | sep[1:-1] | sep[2:])
     doc = np.cumsum(sep)[:-2][valid]

@@ -16,6 +16,9 @@ from __future__ import annotations
 import re
 
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# JSON can spell half of a UTF-16 surrogate pair ("\ud800"): that is not text, and no UTF-8 file
+# can hold it.
+LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 HALFWIDTH_KATAKANA_RE = re.compile(r"[\uff61-\uff9f]")
 ZERO_WIDTH_RE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 # UTF-8 read as Latin-1/cp1252 ("ã\x81\x82" for "あ", "Ã©" for "é"), UTF-8 read as Shift_JIS
@@ -29,7 +32,7 @@ MOJIBAKE_RE = re.compile(
 
 #: One character class that every match of the four patterns above starts with: a single fast
 #: search tells that a text (as almost every text) has none of them.
-ODD_CHARACTER_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\uff61-\uff9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\ufffdÃÂã縺繧繝]")
+ODD_CHARACTER_RE = re.compile("[\ud800-\udfff\x00-\x08\x0b-\x1f\x7f-\x9f\uff61-\uff9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\ufffdÃÂã縺繧繝]")
 
 _JAPANESE = "\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f々〆ヵヶ"
 JAPANESE_RUN_RE = re.compile(f"[{_JAPANESE}]+")

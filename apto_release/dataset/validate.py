@@ -219,6 +219,7 @@ def check_text(rec: dict[str, Any], emit: Emit) -> None:
     if text.ODD_CHARACTER_RE.search(blob):
         for rule, pattern in (
             ("control_character", text.CONTROL_RE),
+            ("lone_surrogate", text.LONE_SURROGATE_RE),
             ("mojibake", text.MOJIBAKE_RE),
             ("zero_width_character", text.ZERO_WIDTH_RE),
             ("halfwidth_katakana", text.HALFWIDTH_KATAKANA_RE),
@@ -284,7 +285,6 @@ def validate_records(
         findings.append(Finding(rule, RULES[rule].severity, message, current.get("line"), current.get("id"), field_name))
 
     for raw in raw_records:
-        report.lines = raw.line
         if raw.finding is not None:
             findings.append(raw.finding)
             if raw.finding.rule != "bom":

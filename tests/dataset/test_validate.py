@@ -62,6 +62,7 @@ BAD_RECORDS = [
     ("empty_string", dict(harm_category="  ")),
     ("control_character", dict(messages=[msg(0, "user", "質問\x07です"), msg(1, "assistant", "回答")])),
     ("control_character", dict(messages=[msg(0, "user", "質問です"), msg(1, "assistant", "回答\r\nです")])),
+    ("lone_surrogate", dict(messages=[msg(0, "user", "壊れた\ud800文字"), msg(1, "assistant", "回答です")])),
 ]
 
 
