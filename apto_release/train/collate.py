@@ -1,0 +1,493 @@
+"""From records to token ids and loss labels: the chat template, the loss masks and padding.
+
+The loss is computed on the assistant's answers only:
+
+- every assistant turn's content is trained, followed by the end-of-turn token that closes it
+  (``<|im_end|>``), so that the model learns to stop; the header that opens the turn
+  (``<|im_start|>assistant\\n``) and everything the template puts between the header and the
+  content (such as Qwen's empty ``<think>\\n\\n</think>\\n\\n`` block) is not;
+- system and user turns carry no loss;
+- for ``mid_refusal`` records the ``harmful_prefix`` opens the final assistant turn: the model
+  sees ``harmful_prefix + final answer`` as that turn's content, but the prefix carries no loss.
+  The model learns to turn back after an unsafe start and never learns the unsafe text itself
+  (the harmful-prefix objective of Decoupled Refusal Training, Yuan et al. 2024,
+  arXiv:2407.09121). The final message of a record is the answer *after* the prefix: the prefix is
+  prepended here, never expected inside the message.
+
+How: the conversation is rendered to text with the chat template (``tokenize=False``); each
+assistant content is located in that text by searching from the position of the next assistant
+header (found by rendering a probe conversation with and without ``add_generation_prompt``), not
+through ``{% generation %}`` blocks, which few templates have; the text is tokenized once with
+``return_offsets_mapping=True``; a token is labelled with its id when its characters lie in a
+trained span, else with -100.
+
+**Boundary policy.** A token carries loss only if *every* character it covers lies in a trained
+span. Byte-level BPE can merge the last characters of the harmful prefix with the first ones of
+the answer (or the header's newline with the answer) into one token: such a straddling token is
+*not* trained, because training it would train prefix characters. The cost is at most one token at
+the start of a span; the guarantee is that no trained token starts before the boundary. Offsets
+that a tokenizer trims of whitespace (``ByteLevel(trim_offsets=True)``) would hide a prefix
+character inside a token that seems to start after it, so a token's start is taken as the earlier
+of its own start and the end of the tokens before it: characters in a gap count as the next
+token's. The end-of-turn marker must be a single added token, so a trained span always ends at a
+token boundary.
+
+**Length policy.** A record longer than ``max_length`` tokens is dropped whole (``encode_record``
+returns None) and counted per category; nothing is ever truncated, so no answer is cut in the
+middle and no turn loses its end-of-turn token.
+
+Nothing here imports torch at module level; ``PaddingCollator`` imports it when called.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from apto_release import schema
+from apto_release.errors import InputError, UsageError, ValidationFailed
+
+#: Label of a token that carries no loss (PyTorch's ``CrossEntropyLoss(ignore_index=-100)``).
+IGNORE_INDEX = -100
+
+#: ChatML, the conversation format of the Qwen family: ``<|im_start|>{role}\n{content}<|im_end|>\n``.
+#: Named by presets for base models, which ship without a chat template.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+#: Templates a preset's ``data.chat_template`` may name ("" means the tokenizer's own).
+CHAT_TEMPLATES: dict[str, str] = {"chatml": CHATML_TEMPLATE}
+
+#: Records rendered and tokenized together: the tokenizer batches in parallel in Rust.
+_BATCH = 256
+
+
+class ChatTemplateError(UsageError):
+    """The chat template or the tokenizer cannot give exact loss masks (or a record cannot be encoded)."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One record as the model sees it: token ids, labels (-100 where no loss) and counts."""
+
+    input_ids: tuple[int, ...]
+    labels: tuple[int, ...]
+    category: str
+    n_tokens: int
+    n_trained: int
+    record_id: str | None = None
+
+
+def resolve_chat_template(name: str | None) -> str | None:
+    """A preset's ``data.chat_template`` as Jinja text: "" or None → None (the tokenizer's own).
+
+    A string with a Jinja tag is taken as a template itself.
+    """
+    if not name:
+        return None
+    if name in CHAT_TEMPLATES:
+        return CHAT_TEMPLATES[name]
+    if "{%" in name or "{{" in name:
+        return name
+    raise ChatTemplateError(f"unknown chat template {name!r}; known: {', '.join(CHAT_TEMPLATES)} (or \"\" for the tokenizer's own)")
+
+
+def conversation(record: Mapping[str, Any]) -> tuple[list[dict[str, str]], int]:
+    """The messages as the model sees them, and the length of the harmful prefix (0 if none).
+
+    For ``mid_refusal`` the ``harmful_prefix`` is prepended to the final assistant message.
+    """
+    messages = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
+    prefix = record.get("harmful_prefix") if record.get("category") == schema.PREFIX_CATEGORY else None
+    if not prefix:
+        return messages, 0
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ChatTemplateError(f"record {record.get('id')!r}: a harmful prefix needs a final assistant message")
+    messages[-1]["content"] = prefix + messages[-1]["content"]
+    return messages, len(prefix)
+
+
+def _variants(content: str) -> list[tuple[str, int]]:
+    """Forms a template may render ``content`` in, with the characters each cuts on the left.
+
+    Templates differ in how they treat whitespace around a message (Qwen's strips newlines at
+    the start of an answer), so the search tries the content as it is, then trimmed forms.
+    """
+    out = [(content, 0)]
+    for form in (content.lstrip("\n"), content.strip("\n"), content.strip(), content.lstrip(), content.rstrip()):
+        if form and all(form != seen for seen, _ in out):
+            out.append((form, content.find(form)))
+    return out
+
+
+class RecordEncoder:
+    """Turns records into ``Encoded`` with one tokenizer, template and length limit.
+
+    Build one per run: it renders a probe conversation once to learn the assistant header.
+
+    Args:
+        tokenizer: a fast (Rust-backed) tokenizer; offsets are needed.
+        max_length: records with more tokens are dropped (``encode`` returns None).
+        chat_template: Jinja text, a name of ``CHAT_TEMPLATES``, or None for the tokenizer's own.
+        end_of_turn: the token that closes an assistant turn (default: the tokenizer's eos).
+
+    Raises:
+        ChatTemplateError: no template, a slow tokenizer, an end-of-turn that is not one token,
+            or a template without an assistant header.
+    """
+
+    def __init__(self, tokenizer, *, max_length: int, chat_template: str | None = None, end_of_turn: str | None = None) -> None:
+        if max_length < 1:
+            raise UsageError(f"max_length must be at least 1, not {max_length}")
+        if not getattr(tokenizer, "is_fast", False):
+            raise ChatTemplateError("the loss masks need a fast tokenizer (character offsets); this one is slow", hint="load it with AutoTokenizer.from_pretrained(..., use_fast=True)")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.chat_template = resolve_chat_template(chat_template)
+        if self.chat_template is None and not getattr(tokenizer, "chat_template", None):
+            raise ChatTemplateError(
+                "the tokenizer has no chat template",
+                hint="base models ship without one: name it in the preset (data.chat_template = \"chatml\") or --set data.chat_template=chatml",
+            )
+        eot = end_of_turn or tokenizer.eos_token
+        if not eot:
+            raise ChatTemplateError("no end-of-turn token: the tokenizer has no eos token and none was given", hint="set data.end_of_turn, e.g. <|im_end|>")
+        if eot not in tokenizer.get_added_vocab():
+            raise ChatTemplateError(
+                f"the end-of-turn token {eot!r} is not a single added token of this tokenizer",
+                hint="set data.end_of_turn to the token that closes an assistant turn in this model's chat format",
+            )
+        self.end_of_turn = eot
+        self.header = self._assistant_header()
+        control = sorted(
+            {t.content for t in tokenizer.added_tokens_decoder.values() if t.special} | set(tokenizer.all_special_tokens),
+            key=len,
+            reverse=True,
+        )
+        self._control = re.compile("|".join(map(re.escape, control))) if control else None
+
+    def _render(self, messages: list[dict[str, str]], **kwargs) -> str:
+        try:
+            return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False, **kwargs)
+        except Exception as exc:  # jinja2 errors, raise_exception() in templates
+            raise ChatTemplateError(f"the chat template failed to render: {exc}") from exc
+
+    def _assistant_header(self) -> str:
+        """What the template puts before an assistant answer (``<|im_start|>assistant\\n`` for ChatML)."""
+        probe = [{"role": "user", "content": "probe"}]
+        without = self._render(probe)
+        with_prompt = self._render(probe, add_generation_prompt=True)
+        if not with_prompt.startswith(without) or len(with_prompt) == len(without):
+            raise ChatTemplateError("cannot find the assistant header: the chat template adds nothing for add_generation_prompt=True")
+        return with_prompt[len(without):]
+
+    # -- rendering and spans --------------------------------------------------------------------
+
+    def render(self, record: Mapping[str, Any]) -> tuple[str, list[tuple[int, int]]]:
+        """The rendered conversation and the character spans that carry loss, in order.
+
+        Raises:
+            ChatTemplateError: a message holds a control token, or the template does not render
+                an assistant content verbatim, followed by the end-of-turn token.
+        """
+        rid = record.get("id")
+        messages, prefix_len = conversation(record)
+        if self._control is not None:
+            for i, m in enumerate(messages):
+                hit = self._control.search(m["content"])
+                if hit:
+                    raise ChatTemplateError(f"record {rid!r}: messages[{i}] contains the control token {hit.group()!r}", hint="remove it from the data: it would be encoded as a control token, not as text")
+        text = self._render(messages)
+        spans: list[tuple[int, int]] = []
+        cursor = 0
+        last = len(messages) - 1
+        for i, m in enumerate(messages):
+            if m["role"] != "assistant":
+                # Step over the user's text, so that a header-like string in it is never taken
+                # for the assistant's header; a template that rewrites it is tolerated.
+                limit = text.find(self.header, cursor)
+                limit = len(text) if limit < 0 else limit
+                for form, _ in _variants(m["content"]):
+                    pos = text.find(form, cursor, limit)
+                    if pos >= 0:
+                        cursor = pos + len(form)
+                        break
+                continue
+            h = text.find(self.header, cursor)
+            if h < 0:
+                raise ChatTemplateError(f"record {rid!r}: no assistant header {self.header!r} for messages[{i}] in the rendered text")
+            begin = h + len(self.header)
+            nxt = text.find(self.header, begin)
+            limit = len(text) if nxt < 0 else nxt
+            for form, cut in _variants(m["content"]):
+                pos = text.find(form, begin, limit)
+                if pos >= 0 and text.startswith(self.end_of_turn, pos + len(form)):
+                    break
+            else:
+                raise ChatTemplateError(
+                    f"record {rid!r}: the chat template does not render messages[{i}] (assistant) verbatim followed by {self.end_of_turn!r}",
+                    hint="use a template that keeps the answer's text, or set data.end_of_turn to the token that closes a turn",
+                )
+            start = pos
+            if i == last and prefix_len:
+                # The prefix carries no loss; if the template trimmed the content's left edge,
+                # the prefix is that much shorter in the text (it is never blank).
+                start = pos + max(0, prefix_len - cut)
+            end = pos + len(form) + len(self.end_of_turn)
+            spans.append((start, end))
+            cursor = end
+        return text, spans
+
+    # -- tokens and labels -------------------------------------------------------------------------
+
+    def _label(self, ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+        labels = [IGNORE_INDEX] * len(ids)
+        k = 0
+        covered = 0  # the end of the characters covered by the tokens so far
+        for t, (s, e) in enumerate(offsets):
+            start = min(s, covered)  # characters in a gap (trimmed offsets) count as this token's
+            covered = max(covered, e)
+            while k < len(spans) and start >= spans[k][1]:
+                k += 1
+            if k == len(spans):
+                break
+            if spans[k][0] <= start and e <= spans[k][1] and e > start:
+                labels[t] = ids[t]
+        return labels
+
+    def encode_many(self, records: Iterable[Mapping[str, Any]], *, keep_over_length: bool = False) -> Iterable[Encoded]:
+        """Encode records in batches; yields ``Encoded`` for every record (over-length included)."""
+        batch: list[tuple[Mapping[str, Any], str, list[tuple[int, int]]]] = []
+        for record in records:
+            text, spans = self.render(record)
+            batch.append((record, text, spans))
+            if len(batch) >= _BATCH:
+                yield from self._tokenize(batch)
+                batch = []
+        if batch:
+            yield from self._tokenize(batch)
+
+    def _tokenize(self, batch) -> Iterable[Encoded]:
+        enc = self.tokenizer([text for _, text, _ in batch], add_special_tokens=False, return_offsets_mapping=True)
+        for (record, _, spans), ids, offsets in zip(batch, enc["input_ids"], enc["offset_mapping"]):
+            labels = self._label(ids, offsets, spans)
+            yield Encoded(
+                input_ids=tuple(ids),
+                labels=tuple(labels),
+                category=record.get("category", ""),
+                n_tokens=len(ids),
+                n_trained=sum(1 for x in labels if x != IGNORE_INDEX),
+                record_id=record.get("id"),
+            )
+
+    def encode(self, record: Mapping[str, Any]) -> Encoded | None:
+        """One record, or None when it has more than ``max_length`` tokens (dropped, never cut)."""
+        (encoded,) = self.encode_many([record])
+        return encoded if encoded.n_tokens <= self.max_length else None
+
+
+def encode_record(record: Mapping[str, Any], tokenizer, *, max_length: int, chat_template: str | None = None, end_of_turn: str | None = None) -> Encoded | None:
+    """Token ids and loss labels of one record; None when it is longer than ``max_length``.
+
+    Args:
+        record: a record of schema v1 (validated).
+        tokenizer: a fast tokenizer.
+        max_length: the token limit; a longer record is dropped, never truncated.
+        chat_template: Jinja text or a name of ``CHAT_TEMPLATES`` (``"chatml"``); default the
+            tokenizer's own.
+        end_of_turn: the token closing an assistant turn; default the tokenizer's eos.
+
+    Example::
+
+        enc = encode_record(record, tok, max_length=4096)
+        tok.decode([i for i, l in zip(enc.input_ids, enc.labels) if l != -100])  # the answers
+    """
+    return RecordEncoder(tokenizer, max_length=max_length, chat_template=chat_template, end_of_turn=end_of_turn).encode(record)
+
+
+def encoder_for(tokenizer, config) -> RecordEncoder:
+    """The ``RecordEncoder`` of a ``TrainConfig``'s ``[data]`` settings."""
+    return RecordEncoder(tokenizer, max_length=config.data.max_length, chat_template=config.data.chat_template or None, end_of_turn=config.data.end_of_turn)
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+
+
+@dataclass
+class CategoryStats:
+    """Counts for one category. ``tokens`` and ``trained_tokens`` count the records that are kept."""
+
+    records: int = 0
+    over_length: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    longest: int = 0
+
+    @property
+    def kept(self) -> int:
+        return self.records - self.over_length
+
+    @property
+    def trained_share(self) -> float:
+        return self.trained_tokens / self.tokens if self.tokens else 0.0
+
+    def add(self, encoded: Encoded, max_length: int) -> None:
+        self.records += 1
+        self.longest = max(self.longest, encoded.n_tokens)
+        if encoded.n_tokens > max_length:
+            self.over_length += 1
+        else:
+            self.tokens += encoded.n_tokens
+            self.trained_tokens += encoded.n_trained
+
+
+@dataclass
+class TokenStatistics:
+    """Per-category counts of records, tokens, trained tokens and records over the length limit."""
+
+    max_length: int
+    categories: dict[str, CategoryStats] = field(default_factory=dict)
+
+    @property
+    def total(self) -> CategoryStats:
+        out = CategoryStats()
+        for c in self.categories.values():
+            out.records += c.records
+            out.over_length += c.over_length
+            out.tokens += c.tokens
+            out.trained_tokens += c.trained_tokens
+            out.longest = max(out.longest, c.longest)
+        return out
+
+
+def _empty_stats(max_length: int) -> TokenStatistics:
+    return TokenStatistics(max_length=max_length, categories={c: CategoryStats() for c in schema.CATEGORIES})
+
+
+def encode_records(records: Iterable[Mapping[str, Any]], tokenizer, config) -> tuple[list[Encoded], TokenStatistics]:
+    """Encode records for training with a ``TrainConfig``: the kept ``Encoded`` and the statistics.
+
+    Records over ``config.data.max_length`` are left out and counted in ``over_length``.
+    """
+    encoder = encoder_for(tokenizer, config)
+    stats = _empty_stats(encoder.max_length)
+    kept: list[Encoded] = []
+    for encoded in encoder.encode_many(records):
+        stats.categories.setdefault(encoded.category, CategoryStats()).add(encoded, encoder.max_length)
+        if encoded.n_tokens <= encoder.max_length:
+            kept.append(encoded)
+    return kept, stats
+
+
+def token_statistics(records: Iterable[Mapping[str, Any]], tokenizer, config) -> TokenStatistics:
+    """Per-category records, tokens, trained tokens and records over the length limit."""
+    encoder = encoder_for(tokenizer, config)
+    stats = _empty_stats(encoder.max_length)
+    for encoded in encoder.encode_many(records):
+        stats.categories.setdefault(encoded.category, CategoryStats()).add(encoded, encoder.max_length)
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+
+
+@dataclass(frozen=True)
+class PaddingCollator:
+    """Pads a list of ``Encoded`` (or mappings with ``input_ids`` and ``labels``) into tensors.
+
+    Right padding with ``pad_token_id``; padded labels are -100 and the attention mask is 0
+    there. Use it as a ``DataCollator`` (``Trainer(data_collator=PaddingCollator(tok.pad_token_id))``).
+    """
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features: Sequence[Encoded | Mapping[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        rows = [(f.input_ids, f.labels) if isinstance(f, Encoded) else (f["input_ids"], f["labels"]) for f in features]
+        if not rows:
+            raise ValueError("cannot collate an empty batch")
+        width = max(len(ids) for ids, _ in rows)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (ids, labs) in enumerate(rows):
+            if len(ids) != len(labs):
+                raise ValueError(f"batch item {i}: {len(ids)} input ids but {len(labs)} labels")
+            n = len(ids)
+            input_ids[i, :n] = torch.as_tensor(list(ids), dtype=torch.long)
+            labels[i, :n] = torch.as_tensor(list(labs), dtype=torch.long)
+            attention_mask[i, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def collator_for(tokenizer, *, pad_to_multiple_of: int | None = None) -> PaddingCollator:
+    """A ``PaddingCollator`` with the tokenizer's pad token."""
+    if tokenizer.pad_token_id is None:
+        raise ChatTemplateError("the tokenizer has no pad token", hint="set one (e.g. <|endoftext|>) before training")
+    return PaddingCollator(tokenizer.pad_token_id, pad_to_multiple_of)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs of a run
+
+
+def load_tokenizer(base: str | Path):
+    """``AutoTokenizer.from_pretrained(base)``, with a one-line error naming ``base``."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(base))
+    except (OSError, ValueError, ImportError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if len(reason) > 300:
+            reason = reason[:299] + "…"
+        raise InputError(f"cannot load a tokenizer from {str(base)!r}: {reason}", hint="give a local model folder or a Hub id that is in the local cache") from exc
+
+
+def read_training_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a data file, validated against schema v1 (near duplicates not checked).
+
+    Raises:
+        ValidationFailed: the file has validation errors; ``.report`` holds the findings.
+    """
+    from apto_release.dataset.validate import ValidateOptions, validate_file
+
+    result = validate_file(path, ValidateOptions(near_duplicates=False), keep_records=True)
+    if not result.report.ok:
+        raise ValidationFailed(f"{result.report.failure_summary()}; fix them before training", path=path, report=result.report)
+    return [record for _, record in result.records]
+
+
+__all__ = [
+    "CHATML_TEMPLATE",
+    "CHAT_TEMPLATES",
+    "CategoryStats",
+    "ChatTemplateError",
+    "Encoded",
+    "IGNORE_INDEX",
+    "PaddingCollator",
+    "RecordEncoder",
+    "TokenStatistics",
+    "collator_for",
+    "conversation",
+    "encode_record",
+    "encode_records",
+    "encoder_for",
+    "load_tokenizer",
+    "read_training_records",
+    "resolve_chat_template",
+    "token_statistics",
+]
