@@ -31,9 +31,12 @@ def cli() -> None:
     """
 
 
-from apto_release.cli import dataset as _dataset  # noqa: E402  (registers the commands)
+from apto_release.cli import dataset as _dataset  # noqa: E402  (the command modules import nothing heavy)
+from apto_release.cli import merge as _merge  # noqa: E402
+from apto_release.cli import train as _train  # noqa: E402
 
-_dataset.register(cli)
+for _module in (_dataset, _train, _merge):
+    _module.register(cli)
 
 
 # What the user sees for an error that is theirs to fix: (type, exit code, hint).

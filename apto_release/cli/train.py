@@ -1,0 +1,115 @@
+"""The ``train`` command: LoRA safety tuning from a preset (``--dry-run`` checks data and config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from apto_release.cli.dataset import _with_validation_report
+
+EPILOG = (
+    "Example: apto-release train --preset qwen3.5-9b --base Qwen/Qwen3.5-9B --data data/records.jsonl "
+    "-o out/adapter --set lora.r=16 --dry-run"
+)
+
+
+@click.command("train", epilog=EPILOG)
+@click.option("--preset", required=True, metavar="NAME|FILE", help="A shipped preset (qwen3.5-27b, qwen3.5-9b, qwen3.5-9b-base, tiny) or a .toml file in the same format.")
+@click.option("--base", required=True, metavar="PATH_OR_HUB_ID", help="The model to tune: a local folder or a Hub id (the dry run loads only its tokenizer).")
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Training records (JSONL, JSONL.GZ or Parquet, schema v1); a file with validation errors is refused.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the adapter.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset setting, KEY as table.key (lora.r=8, train.learning_rate=5e-5, data.max_length=2048). Repeatable.")
+@click.option("--dry-run", is_flag=True, help="Load the tokenizer, encode the data and print token counts per category and the resolved config; train nothing.")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in OUTPUT.checkpoints/.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--max-steps", type=click.IntRange(1), help="Stop after this many optimiser steps (default: the preset's epochs).")
+@click.option("--save-steps", type=click.IntRange(1), default=200, show_default=True, help="Checkpoint every this many steps.")
+@click.option("--keep-checkpoints", is_flag=True, help="Keep OUTPUT.checkpoints/ after a successful run.")
+@click.option("--base-model-id", metavar="HUB_ID", help="The base model id written into adapter_config.json [default: --base].")
+@_with_validation_report
+def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, overwrite, max_steps, save_steps, keep_checkpoints, base_model_id):
+    """Tune a LoRA adapter on safety records with a preset.
+
+    The loss covers the assistant's answers and their end-of-turn token only; the harmful prefix
+    of mid_refusal records opens the final answer but carries no loss. Records longer than
+    data.max_length tokens are dropped whole, never cut.
+
+    Several processes: launch it with torchrun or accelerate launch (configs for FSDP and data
+    parallel ship in apto_release/train/accelerate/), e.g. torchrun --nproc_per_node 8 -m
+    apto_release train ...; each process trains on its own share of the records and only the
+    main process writes OUTPUT.
+    """
+    from apto_release.train.presets import load_preset, parse_overrides
+
+    typed = parse_overrides(overrides)
+    config = load_preset(preset, typed)
+    if not dry_run:
+        from apto_release.train.trainer import train
+
+        result = train(
+            config, base=base, data=data_path, out_dir=out_dir, resume=resume, overwrite=overwrite,
+            max_steps=max_steps, save_steps=save_steps, keep_checkpoints=keep_checkpoints, base_model_id=base_model_id,
+        )
+        if result.is_main_process:
+            loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
+            click.echo(f"Trained {result.steps} steps in {result.seconds:.1f}s (final loss {loss}); adapter, training_summary.json and loss_curve.png in {out_dir}/")
+        return 0
+
+    from apto_release.train.collate import load_tokenizer, read_training_records, token_statistics
+
+    records = read_training_records(data_path)
+    tokenizer = load_tokenizer(base)
+    stats = token_statistics(records, tokenizer, config)
+    click.echo(f"Dry run: preset {config.name}, base {base}, data {data_path} ({len(records):,} records); nothing written to {out_dir}/")
+    click.echo("")
+    click.echo(render_statistics(stats))
+    click.echo("")
+    click.echo(render_config(config, set(typed)))
+    return 0
+
+
+def render_statistics(stats) -> str:
+    """The per-category table of a dry run."""
+    header = ("category", "records", "over limit", "tokens", "trained", "trained %", "longest")
+    rows = [
+        (name, c.records, c.over_length, c.tokens, c.trained_tokens, c.trained_share, c.longest)
+        for name, c in list(stats.categories.items()) + [("total", stats.total)]
+    ]
+    width = max(len(header[0]), *(len(r[0]) for r in rows))
+    lines = [f"{header[0]:<{width}}  {header[1]:>8}  {header[2]:>10}  {header[3]:>11}  {header[4]:>11}  {header[5]:>9}  {header[6]:>8}"]
+    for i, (name, records, over, tokens, trained, share, longest) in enumerate(rows):
+        if i == len(rows) - 1:
+            lines.append("-" * len(lines[0]))
+        lines.append(f"{name:<{width}}  {records:>8,}  {over:>10,}  {tokens:>11,}  {trained:>11,}  {share:>9.1%}  {longest:>8,}")
+    total = stats.total
+    lines += [
+        "",
+        (
+            f"tokens and trained count the {total.kept:,} records that are kept; records over data.max_length "
+            f"({stats.max_length:,} tokens) are dropped whole, never cut: {total.over_length:,} of {total.records:,}."
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def render_config(config, overridden: set[str]) -> str:
+    """The resolved config, one ``key = value`` a line, with overridden keys marked."""
+    from apto_release.train.presets import render_value
+
+    flat = config.flat()
+    width = max(len(k) for k in flat)
+    lines = [f"Resolved config (preset {config.name}):"]
+    for key, value in flat.items():
+        mark = "  # --set" if key in overridden else ""
+        lines.append(f"  {key:<{width}} = {render_value(value)}{mark}")
+    lines.append(f"  {'(target regex)':<{width}}   {config.lora.target_regex}")
+    lines.append(
+        f"  {'(batch)':<{width}}   {config.effective_batch_per_device} sequences per optimiser step per device"
+        + (" (times the number of GPUs under FSDP)" if config.train.fsdp else "")
+    )
+    return "\n".join(lines)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(train_command)
