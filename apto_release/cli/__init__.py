@@ -50,6 +50,14 @@ _OS_ERRORS: dict[int, str] = {
 }
 
 
+# Packages of the optional extras: a command that needs one says which extra to install.
+_EXTRAS = {
+    "torch": "train", "transformers": "train", "peft": "train", "accelerate": "train",
+    "safetensors": "train", "tokenizers": "train", "matplotlib": "train",
+}
+_EXTRA_HINTS = {"train": "pip install torch==2.13.0 && pip install 'apto-release[train]' (torch first, so that no CUDA build is fetched on a CPU machine)"}
+
+
 def _fail(message: str, hint: str | None, code: int) -> int:
     click.echo(f"Error: {message}", err=True)
     if hint:
@@ -73,6 +81,12 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         code = _fail(str(exc), exc.hint, exc.exit_code)
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").split(".")[0]
+        if debug or package not in _EXTRAS:
+            raise
+        extra = _EXTRAS[package]
+        code = _fail(f"this command needs {package}, from the [{extra}] extra", _EXTRA_HINTS[extra], 2)
     except OSError as exc:
         if debug or exc.errno not in _OS_ERRORS:
             raise

@@ -105,3 +105,20 @@ def test_sample_cli_refuses_invalid_input_with_findings(run_cli, tmp_path):
 def test_schema_cli(run_cli, tmp_path):
     code, out, _ = run_cli("schema")
     assert code == 0 and json.loads(out)["title"].startswith("apto-release")
+
+
+def test_a_missing_extra_is_a_clear_error(run_cli, monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    code, _, err = run_cli("train", "--preset", "tiny", "--base", tmp_path, "--data", tmp_path / "d.jsonl", "-o", tmp_path / "out")
+    assert code == 2
+    assert err.splitlines()[0] == "Error: this command needs torch, from the [train] extra"
+    assert "pip install torch==2.13.0" in err and "Traceback" not in err
