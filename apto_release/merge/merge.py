@@ -49,6 +49,8 @@ from apto_release.merge.shards import (
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: Written by ``train`` when its preset sets the chat template (base models have none).
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
 #: Test hook: seconds to sleep after each shard is written, so a test can kill the merge part-way.
 PAUSE_ENV = "APTO_MERGE_PAUSE_AFTER_SHARD"
 #: The chat's end of turn (ChatML, as Qwen's templates use it): generation must stop there.
@@ -401,7 +403,7 @@ def plan_merge(base: str | Path, adapter: str | Path, *, force: bool = False) ->
         header = checkpoint.headers[shard]
         targeted = tuple(name for name in header.tensors if name in updates)
         shards.append(ShardPlan(shard, "merge" if targeted else "copy", header.file_size, len(header.tensors), targeted))
-    files, skipped, eos_ids, file_warnings = _plan_files(base, base_config)
+    files, skipped, eos_ids, file_warnings = _plan_files(base, base_config, adapter)
     return MergePlan(
         base=base, adapter=adapter, checkpoint=checkpoint, adapter_config=adapter_config, updates=updates,
         shards=tuple(shards), files=tuple(files), skipped=tuple(skipped), warnings=tuple(warnings + file_warnings),
@@ -552,8 +554,13 @@ def _dump(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def _plan_files(base: Path, base_config: dict[str, Any]) -> tuple[list[FilePlan], list[str], list[int], list[str]]:
-    """Which non-weight files are copied and which edited so that ``<|im_end|>`` ends generation."""
+def _plan_files(base: Path, base_config: dict[str, Any], adapter: Path) -> tuple[list[FilePlan], list[str], list[int], list[str]]:
+    """Which non-weight files are copied and which edited so that ``<|im_end|>`` ends generation.
+
+    An adapter trained with a chat template of its preset (a base model has none of its own)
+    carries it as ``chat_template.jinja``; the merged model gets that template, since it is the
+    format the model was tuned in.
+    """
     files: dict[str, FilePlan] = {}
     skipped: list[str] = []
     for path in sorted(base.iterdir(), key=lambda p: p.name):
@@ -591,17 +598,27 @@ def _plan_files(base: Path, base_config: dict[str, Any]) -> tuple[list[FilePlan]
             generation["pad_token_id"] = pad
         files["generation_config.json"] = FilePlan("generation_config.json", "edit", f"written: eos_token_id {eos_ids}", _dump(generation))
 
+    trained_template = adapter / CHAT_TEMPLATE_FILE
+    if trained_template.is_file():
+        files[CHAT_TEMPLATE_FILE] = FilePlan(
+            CHAT_TEMPLATE_FILE, "edit", "the chat template the adapter was trained with", trained_template.read_text("utf-8")
+        )
     for name in _TOKENIZER_FILES:
         path = base / name
         if not path.is_file():
             continue
         data = _load_json(path, f"the tokenizer's {name}")
+        notes = []
         eos = data.get("eos_token")
         current = eos.get("content") if isinstance(eos, dict) else eos
-        if current == END_OF_TURN or (eos is None and name == "special_tokens_map.json"):
-            continue
-        data["eos_token"] = dict(eos, content=END_OF_TURN) if isinstance(eos, dict) else END_OF_TURN
-        files[name] = FilePlan(name, "edit", f"eos_token {current!r} → {END_OF_TURN!r}", _dump(data))
+        if current != END_OF_TURN and not (eos is None and name == "special_tokens_map.json"):
+            data["eos_token"] = dict(eos, content=END_OF_TURN) if isinstance(eos, dict) else END_OF_TURN
+            notes.append(f"eos_token {current!r} → {END_OF_TURN!r}")
+        if trained_template.is_file() and "chat_template" in data:
+            del data["chat_template"]  # chat_template.jinja from the adapter is the one
+            notes.append("chat_template moved to chat_template.jinja")
+        if notes:
+            files[name] = FilePlan(name, "edit", "; ".join(notes), _dump(data))
     return list(files.values()), skipped, eos_ids, warnings
 
 

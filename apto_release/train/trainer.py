@@ -170,7 +170,14 @@ def train(
     from transformers import AutoModelForCausalLM, Trainer, set_seed
 
     from apto_release.io import atomic_dir
-    from apto_release.train.collate import collator_for, encode_records, load_tokenizer, read_training_records
+    from apto_release.merge.merge import CHAT_TEMPLATE_FILE
+    from apto_release.train.collate import (
+        collator_for,
+        encode_records,
+        load_tokenizer,
+        read_training_records,
+        resolve_chat_template,
+    )
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -184,6 +191,7 @@ def train(
     records = read_training_records(data)
     tokenizer = load_tokenizer(base)
     encoded, stats = encode_records(records, tokenizer, config)
+    template = resolve_chat_template(config.data.chat_template or None)
     if not encoded:
         raise InputError(f"no record fits in data.max_length = {config.data.max_length} tokens", path=data)
     dataset = [{"input_ids": list(e.input_ids), "labels": list(e.labels), "record_id": e.record_id} for e in encoded]
@@ -261,6 +269,8 @@ def train(
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
             trainer.model.save_pretrained(str(tmp))
             (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty card stub; cards come from `cards`
+            if template:  # the format the adapter learned; merge gives it to the merged model
+                (tmp / CHAT_TEMPLATE_FILE).write_text(template, "utf-8")
             _set_base_model(tmp / "adapter_config.json", base_model_id or str(base))
             (tmp / SUMMARY_NAME).write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", "utf-8")
             plot_loss(history, tmp / LOSS_CURVE_NAME, title=f"{config.name} on {Path(str(base)).name}")

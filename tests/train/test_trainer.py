@@ -40,7 +40,9 @@ def test_single_process_run_writes_adapter_summary_and_curve(workspace):
     out = root / "single"
     result = train(load_preset("tiny"), base=str(base), data=data, out_dir=out, max_steps=3, base_model_id="org/tiny-qwen3.5")
     assert result.steps == 3 and result.is_main_process
-    assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "loss_curve.png", "training_summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja", "loss_curve.png", "training_summary.json",
+    ]
     adapter_config = json.loads((out / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == "org/tiny-qwen3.5"
     assert adapter_config["peft_type"] == "LORA" and adapter_config["r"] == 4
@@ -115,3 +117,27 @@ def test_two_processes_train_on_different_records(workspace):
     assert rank0 and rank1 and not rank0 & rank1
     # Only the main process wrote: one output folder, nothing half-written beside it.
     assert sorted(p.name for p in root.iterdir() if p.name.startswith((".ddp", "ddp"))) == ["ddp"]
+
+
+def test_a_base_model_gets_the_chat_template_it_was_tuned_with(workspace):
+    """A base model ships without a chat template; its preset names one, and merge passes it on."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from apto_release.merge.merge import merge
+    from apto_release.train.collate import CHATML_TEMPLATE
+
+    root, base, data = workspace
+    bare = root / "bare-base"
+    shutil.copytree(base, bare)
+    (bare / "chat_template.jinja").unlink()
+    assert AutoTokenizer.from_pretrained(bare).chat_template is None
+    adapter = root / "bare-adapter"
+    train(load_preset("tiny"), base=str(bare), data=data, out_dir=adapter, max_steps=1)
+    assert (adapter / "chat_template.jinja").read_text() == CHATML_TEMPLATE
+    merged = root / "bare-merged"
+    merge(bare, adapter, merged)
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    assert tokenizer.chat_template == CHATML_TEMPLATE
+    assert tokenizer.eos_token == "<|im_end|>"
