@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -140,19 +138,3 @@ def test_missing_adapter_folder_exits_2(run_cli, models, tmp_path):
     base, _ = models
     code, _, err = run_cli("merge", "--base", base, "--adapter", tmp_path / "nope", "-o", tmp_path / "merged")
     assert code == 2 and "the adapter folder does not exist" in err
-
-
-def test_help_does_not_import_torch():
-    script = (
-        "import sys\n"
-        "from apto_release.cli import cli\n"
-        "from apto_release.cli.merge import register\n"
-        "if 'merge' not in cli.commands: register(cli)\n"
-        "for args in (['--help'], ['merge', '--help']):\n"
-        "    try: cli.main(args, prog_name='apto-release', standalone_mode=False)\n"
-        "    except SystemExit: pass\n"
-        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert "Example: apto-release merge --base" in proc.stdout
-    assert proc.stdout.rstrip().endswith("NO-TORCH")

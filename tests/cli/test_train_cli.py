@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from apto_release.schema import CATEGORIES
@@ -103,15 +100,3 @@ def test_a_tokenizer_that_cannot_be_loaded_exits_2(run_train, tmp_path):
     empty.mkdir()
     code, _, err = run_train("--preset", "tiny", "--base", empty, "--data", data, "-o", tmp_path / "out", "--dry-run")
     assert code == 2 and f"cannot load a tokenizer from '{empty}'" in err
-
-
-def test_help_does_not_import_torch():
-    code = (
-        "import sys, click\nfrom apto_release.cli import main, cli\nfrom apto_release.cli.train import register\n"
-        "if 'train' not in cli.commands: register(cli)\n"
-        "try:\n    main(['train', '--help'])\nexcept SystemExit as e:\n    assert not e.code\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'tokenizers') if m in sys.modules), file=sys.stderr)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert proc.stderr.strip() == "[]"
-    assert "--dry-run" in proc.stdout and "Example: apto-release train --preset" in proc.stdout
