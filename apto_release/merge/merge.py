@@ -719,8 +719,9 @@ def _merged_chunks(update: TensorUpdate, reader, adapter: dict) -> Iterator[memo
         base = reader.read_rows(update.target, start, stop)
         merged = base.to(torch.float32, copy=True)
         # peft's Linear.get_delta_weight and merge: transpose(B @ A) * scaling, then weight += delta,
-        # all in float32 here, so a float32 merge equals merge_and_unload's bit for bit. (For a
-        # bf16 model peft rounds the delta to bf16 before adding; we add in float32 and round once.)
+        # all in float32 here, so a float32 merge equals merge_and_unload's bit for bit. A bf16
+        # weight is rounded once, after the float32 add: so does peft with float32 adapter weights
+        # (its default); with bf16 adapter weights or safe_merge it rounds the delta first.
         if update.transpose:  # fan_in_fan_out: the stored weight is (B @ A).T
             delta = (lora_b @ lora_a[:, start:stop]).T
         else:
