@@ -54,9 +54,10 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
 def atomic_dir(dest: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``dest``; move it onto ``dest`` if the block succeeds.
 
-    An existing ``dest`` is replaced only with ``overwrite``; the old folder is moved aside first
-    and removed after the new one is in place, so a failure at any point leaves one complete
-    folder at ``dest``.
+    An existing ``dest`` is replaced only with ``overwrite``: the old folder is moved aside, the new
+    one renamed into place, then the old one removed. An exception leaves the old folder as it
+    was; only a kill in the instant between the two renames leaves the old folder under a hidden
+    ``.<name>.*.old`` name instead of at ``dest`` (Linux has no atomic swap of folders here).
     """
     dest = Path(dest)
     if dest.exists() and not overwrite:

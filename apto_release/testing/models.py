@@ -26,7 +26,6 @@ the same arguments give the same bytes (with the same torch version).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -340,6 +339,8 @@ def _write_checkpoint(
     from safetensors.torch import save_file
     from transformers import GenerationConfig
 
+    from apto_release.merge.shards import INDEX_NAME, shard_file_name, write_index
+
     torch_dtype = getattr(torch, dtype)
     tensors = {name: tensor.to(torch_dtype).contiguous() for name, tensor in tensors.items()}
     names = list(tensors)
@@ -350,23 +351,18 @@ def _write_checkpoint(
     generation_config = GenerationConfig(eos_token_id=[ids["eos"], ids["pad"]], pad_token_id=ids["pad"])
 
     with _fresh_dir(out_dir) as tmp:
-        if num_shards == 1:
-            save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
-        else:
-            weight_map = {}
-            for i, chunk in enumerate(chunks, start=1):
-                filename = f"model-{i:05d}-of-{num_shards:05d}.safetensors"
-                save_file({n: tensors[n] for n in chunk}, tmp / filename, metadata={"format": "pt"})
-                weight_map.update(dict.fromkeys(chunk, filename))
-            index = {
-                # What transformers' save_pretrained writes (total_size: bytes of tensor data).
-                "metadata": {
-                    "total_parameters": sum(t.numel() for t in tensors.values()),
-                    "total_size": sum(t.nbytes for t in tensors.values()),
-                },
-                "weight_map": dict(sorted(weight_map.items())),
-            }
-            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        weight_map = {}
+        for i, chunk in enumerate(chunks, start=1):
+            filename = shard_file_name(i, num_shards)
+            save_file({n: tensors[n] for n in chunk}, tmp / filename, metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(chunk, filename))
+        if num_shards > 1:  # like save_pretrained: one file needs no index
+            write_index(
+                tmp / INDEX_NAME,
+                dict(sorted(weight_map.items())),
+                total_size=sum(t.nbytes for t in tensors.values()),
+                metadata={"total_parameters": sum(t.numel() for t in tensors.values())},
+            )
         for shard in tmp.glob("*.safetensors"):  # safetensors creates them 0600, unlike open()
             shard.chmod(0o666 & ~_umask())
         config.save_pretrained(tmp)
