@@ -1,0 +1,428 @@
+"""Convert a merged Qwen3 / Qwen2 safetensors checkpoint to one GGUF file, streaming tensor by tensor.
+
+What llama.cpp's ``convert_hf_to_gguf.py`` writes for these architectures, done in bounded memory:
+
+1. Plan from headers only: ``config.json``, the tokenizer files and every shard header are read
+   and checked (``merge.shards.CheckpointIndex``: a truncated or corrupted shard fails here), every
+   tensor gets its GGUF name (``names``) and type, and the byte size of the output is known.
+   Nothing is written before the plan is complete.
+2. Write in gguf-py's explicit phases into a hidden temporary file beside the destination:
+   header -> key/value metadata -> tensor infos -> tensor data, the data one tensor at a time, in
+   the shards' data order (each shard is read front to back, one open at a time; one tensor and
+   its converted copy are in memory at once).
+3. Rename into place (``io.atomic_path``) only when every tensor is written; any error, or an
+   interrupt, removes the temporary file.
+
+Tensor types follow llama.cpp's converter: 1-D tensors (norms, biases) stay F32; the others take the
+requested type; a tensor whose rows do not split into Q8_0 blocks of 32 falls back to F16 (as
+llama.cpp does on ``QuantError``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+
+from apto_release.errors import InputError, UsageError
+from apto_release.gguf import names
+from apto_release.io import atomic_path
+from apto_release.merge.shards import CheckpointIndex, ShardReader
+
+QT = gguf.GGMLQuantizationType
+
+#: ``quant`` option -> (type of the 2-D tensors, ``general.file_type``).
+QUANT_TYPES: dict[str, tuple[gguf.GGMLQuantizationType, gguf.LlamaFileType]] = {
+    "F16": (QT.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "BF16": (QT.BF16, gguf.LlamaFileType.MOSTLY_BF16),
+    "Q8_0": (QT.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+}
+
+#: llama.cpp pre-tokenizer names, keyed by the Split regex of the tokenizer.json pre-tokenizer.
+#: llama.cpp itself identifies the pre-tokenizer by hashing the tokenization of a test text
+#: (convert_hf_to_gguf.py, get_vocab_base_pre); the regex is what decides that tokenization.
+PRE_TOKENIZERS: dict[str, str] = {
+    # Qwen2 / Qwen2.5 / Qwen3 (llama-vocab.cpp LLAMA_VOCAB_PRE_TYPE_QWEN2)
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
+    # Qwen3.5: combining marks (\p{M}) stay with their letters (LLAMA_VOCAB_PRE_TYPE_QWEN35)
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen35",
+}
+
+EOT_TOKEN = "<|im_end|>"  # the ChatML end of turn: EOS and EOT of a chat model
+_ENDOFTEXT = "<|endoftext|>"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What ``convert`` wrote."""
+
+    paths: tuple[Path, ...]
+    quant: str
+    architecture: str
+    tensors: int
+    bytes: int
+    seconds: float
+    tensor_types: dict[str, int] = field(default_factory=dict)  # GGML type name -> tensor count
+
+    @property
+    def path(self) -> Path:
+        return self.paths[0]
+
+
+@dataclass(frozen=True)
+class _Planned:
+    hf_name: str
+    gguf_name: str
+    shard: str
+    shape: tuple[int, ...]  # torch order
+    qtype: gguf.GGMLQuantizationType
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """The tokenizer as GGUF stores it."""
+
+    tokens: list[str]
+    types: list[int]
+    merges: list[str]
+    pre: str
+    eos_id: int
+    eot_id: int
+    bos_id: int | None
+    pad_id: int | None
+    chat_template: str | None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the inputs
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(f"no {path.name} in the model folder", path=path.parent, hint=f"the folder needs {what}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read {path.name}: {exc}", path=path) from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path.name} is not a JSON object", path=path)
+    return data
+
+
+def _hparam(config: dict[str, Any], key: str, path: Path) -> Any:
+    if config.get(key) is None:
+        raise InputError(f"config.json has no '{key}'", path=path, field=key)
+    return config[key]
+
+
+def _rope_theta(config: dict[str, Any], path: Path) -> float:
+    """rope_theta from transformers 5's ``rope_parameters`` or the older top-level key; only plain RoPE."""
+    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    rope_type = params.get("rope_type", params.get("type", "default")) if isinstance(params, dict) else "default"
+    if rope_type not in (None, "default"):
+        raise UsageError(f"RoPE scaling '{rope_type}' is not supported by this converter yet", path=path, field="rope_parameters")
+    theta = (params.get("rope_theta") if isinstance(params, dict) else None) or config.get("rope_theta")
+    if theta is None:
+        raise InputError("config.json has no rope_theta (in 'rope_parameters' or at the top level)", path=path, field="rope_parameters")
+    return float(theta)
+
+
+def read_vocab(model_dir: str | Path, vocab_size: int, *, pre: str | None = None) -> Vocab:
+    """The tokenizer of ``model_dir`` (tokenizer.json, tokenizer_config.json, chat_template.jinja) as GGUF keys.
+
+    Token types as llama.cpp's ``get_vocab_base``: added tokens that are special (or look special,
+    ``<|...|>``) are CONTROL, other added tokens USER_DEFINED, the rest NORMAL; ids up to
+    ``vocab_size`` that no token has are ``[PAD<id>]``, UNUSED.
+    """
+    model_dir = Path(model_dir)
+    tok_path = model_dir / "tokenizer.json"
+    tok = _read_json(tok_path, "the tokenizer (tokenizer.json)")
+    tok_config = _read_json(model_dir / "tokenizer_config.json", "tokenizer_config.json") if (model_dir / "tokenizer_config.json").is_file() else {}
+    model = tok.get("model") or {}
+    if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
+        raise InputError(f"expected a byte-level BPE tokenizer, found model type {model.get('type')!r}", path=tok_path, field="model")
+    by_id: dict[int, tuple[str, int]] = {i: (t, gguf.TokenType.NORMAL) for t, i in model["vocab"].items()}
+    for added in tok.get("added_tokens") or []:
+        text, i = added["content"], int(added["id"])
+        special = added.get("special") or (text.startswith("<|") and text.endswith("|>"))
+        by_id[i] = (text, gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED)
+    if by_id and max(by_id) >= vocab_size:
+        raise InputError(f"the tokenizer has token id {max(by_id)}, beyond the model's vocab_size {vocab_size}", path=tok_path)
+    tokens, types = [], []
+    for i in range(vocab_size):
+        text, kind = by_id.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED))
+        tokens.append(text)
+        types.append(int(kind))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+
+    if pre is None:
+        pre = _detect_pre(tok, tok_path)
+    ids = {t: i for i, t in enumerate(tokens)}
+
+    def token_id(value: Any) -> int | None:
+        if isinstance(value, dict):  # old AddedToken serialisation
+            value = value.get("content")
+        return ids.get(value) if isinstance(value, str) else None
+
+    eos = ids.get(EOT_TOKEN, token_id(tok_config.get("eos_token")))
+    if eos is None:
+        raise InputError(f"the tokenizer has no '{EOT_TOKEN}' and no eos_token", path=tok_path, hint="a Qwen chat tokenizer is expected")
+    bos = token_id(tok_config.get("bos_token"))
+    if bos is None:
+        bos = ids.get(_ENDOFTEXT)  # what Qwen's config.json gives as bos_token_id (never added: add_bos_token is false)
+    pad = token_id(tok_config.get("pad_token"))
+    if pad is None:
+        pad = ids.get(_ENDOFTEXT)
+
+    template_file = model_dir / "chat_template.jinja"
+    if template_file.is_file():
+        chat_template = template_file.read_text("utf-8")
+    else:
+        chat_template = tok_config.get("chat_template")
+    return Vocab(tokens, types, merges, pre, eos, eos, bos, pad, chat_template or None)
+
+
+def _detect_pre(tok: dict[str, Any], tok_path: Path) -> str:
+    regexes: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "Split" and isinstance(node.get("pattern"), dict) and "Regex" in node["pattern"]:
+                regexes.append(node["pattern"]["Regex"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tok.get("pre_tokenizer"))
+    for regex in regexes:
+        if regex in PRE_TOKENIZERS:
+            return PRE_TOKENIZERS[regex]
+    raise InputError(
+        "the tokenizer's pre-tokenizer is not one llama.cpp knows as a Qwen pre-tokenizer (qwen2, qwen35)",
+        path=tok_path, field="pre_tokenizer", hint="pass pre= to name llama.cpp's pre-tokenizer explicitly",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+
+
+def _tensor_type(planned_shape: tuple[int, ...], target: gguf.GGMLQuantizationType) -> gguf.GGMLQuantizationType:
+    if len(planned_shape) <= 1:
+        return QT.F32
+    block, _ = gguf.GGML_QUANT_SIZES[target]
+    if planned_shape[-1] % block:
+        return QT.F16  # llama.cpp: QuantError -> "falling back to F16"
+    return target
+
+
+def _nbytes(shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> int:
+    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    return math.prod(shape) // block * type_size
+
+
+def _plan(index: CheckpointIndex, arch: gguf.MODEL_ARCH, block_count: int, target: gguf.GGMLQuantizationType, tied: bool) -> list[_Planned]:
+    planned: list[_Planned] = []
+    seen: set[str] = set()
+    for shard in index.shards:
+        for info in index.tensors_in(shard):
+            if index.weight_map.get(info.name) != shard or names.is_skipped(info.name):
+                continue
+            if tied and info.name == "lm_head.weight":
+                continue  # tied to the embedding: llama.cpp reuses token_embd
+            mapped = names.gguf_name(arch, info.name, block_count=block_count, path=index.root / shard)
+            if info.dtype not in ("F32", "F16", "BF16", "F64"):
+                raise InputError(f"tensor '{info.name}' has dtype {info.dtype}; only float checkpoints convert", path=index.root / shard)
+            if mapped.gguf_name in seen:
+                raise InputError(f"two tensors map to '{mapped.gguf_name}'", path=index.root / shard)
+            seen.add(mapped.gguf_name)
+            qtype = _tensor_type(info.shape, target)
+            planned.append(_Planned(info.name, mapped.gguf_name, shard, info.shape, qtype, _nbytes(info.shape, qtype)))
+    expected = names.expected_names(arch, block_count, tied=tied)
+    have = {p.hf_name for p in planned}
+    missing = [n for n in expected if n not in have]
+    if missing:
+        raise InputError(f"the checkpoint lacks {len(missing)} tensor(s) the architecture needs, e.g. '{missing[0]}'", path=index.root)
+    return planned
+
+
+# ---------------------------------------------------------------------------------------------
+# Converting one tensor
+
+
+def _convert_tensor(tensor, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+    import torch
+
+    if qtype == QT.F32:
+        return tensor.to(torch.float32).numpy()
+    if qtype == QT.F16:
+        return tensor.to(torch.float16).numpy()
+    # BF16 (llama.cpp's rounding, from float32) and Q8_0: gguf-py's reference quantizers, as uint8 bytes.
+    return gguf.quants.quantize(tensor.to(torch.float32).numpy(), qtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# The conversion
+
+
+def output_name(name: str, quant: str) -> str:
+    """``<Model>-<TYPE>.gguf``."""
+    return f"{name}-{quant}.gguf"
+
+
+def convert(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    quant: str = "F16",
+    name: str | None = None,
+    basename: str | None = None,
+    finetune: str | None = None,
+    version: str | None = None,
+    size_label: str | None = None,
+    license: str | None = None,
+    pre: str | None = None,
+    overwrite: bool = False,
+) -> ConvertResult:
+    """Convert the merged checkpoint in ``model_dir`` to ``out_dir/<name>-<quant>.gguf``.
+
+    Args:
+        quant: ``F16``, ``BF16`` or ``Q8_0``.
+        name: ``general.name`` and the file name's stem; default the model folder's name.
+        basename, finetune, version, size_label, license: ``general.*`` metadata;
+            ``size_label`` defaults to the one computed from the parameter count (``"0.2M"``, ``"27B"``).
+        pre: llama.cpp's pre-tokenizer name; default detected from the tokenizer's regex.
+        overwrite: replace an existing output file.
+
+    Raises:
+        UsageError: an unknown ``quant``, an unsupported architecture, a bad name, an existing file.
+        InputError: a missing or malformed config, tokenizer or shard (truncated, corrupted).
+        In every case no output file is left behind.
+    """
+    started = time.monotonic()
+    model_dir = Path(model_dir)
+    quant = quant.upper()
+    if quant not in QUANT_TYPES:
+        raise UsageError(f"unknown GGUF type '{quant}'; choose one of {', '.join(QUANT_TYPES)}", field="quant")
+    target, file_type = QUANT_TYPES[quant]
+
+    config_path = model_dir / "config.json"
+    config = _read_json(config_path, "config.json")
+    architectures = config.get("architectures") or [None]
+    hf_arch = architectures[0]
+    arch = names.ARCHITECTURES.get(hf_arch)
+    if arch is None:
+        raise UsageError(
+            f"architecture '{hf_arch}' is not supported for GGUF conversion; supported: {', '.join(names.ARCHITECTURES)}",
+            path=config_path, field="architectures",
+        )
+    block_count = int(_hparam(config, "num_hidden_layers", config_path))
+    hidden = int(_hparam(config, "hidden_size", config_path))
+    heads = int(_hparam(config, "num_attention_heads", config_path))
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or hidden // heads)
+    vocab_size = int(_hparam(config, "vocab_size", config_path))
+    tied = bool(config.get("tie_word_embeddings", False))
+    rope_theta = _rope_theta(config, config_path)
+
+    name = name or model_dir.resolve().name
+    if not _SAFE_NAME.match(name):
+        raise UsageError(f"the model name '{name}' cannot be a file name; use letters, digits, '.', '_', '+', '-'", field="name")
+    dest = Path(out_dir) / output_name(name, quant)
+    if dest.exists() and not overwrite:
+        raise UsageError("the output file exists", path=dest, hint="pass overwrite=True (--overwrite) to replace it")
+
+    vocab = read_vocab(model_dir, vocab_size, pre=pre)
+    index = CheckpointIndex.from_dir(model_dir)  # checks every shard header: truncation fails here
+    plan = _plan(index, arch, block_count, target, tied)
+    n_params = sum(math.prod(p.shape) for p in plan)
+
+    with atomic_path(dest) as tmp:
+        writer = gguf.GGUFWriter(tmp, names.arch_name(arch))
+        try:
+            # Key/value metadata (what convert_hf_to_gguf.py writes for Qwen2Model / Qwen3Model).
+            writer.add_type(gguf.GGUFType.MODEL)
+            writer.add_name(name)
+            if basename:
+                writer.add_basename(basename)
+            if finetune:
+                writer.add_finetune(finetune)
+            if version:
+                writer.add_version(version)
+            writer.add_size_label(size_label or gguf.size_label(n_params, 0, 0, 0))
+            if license:
+                writer.add_license(license)
+            writer.add_context_length(int(_hparam(config, "max_position_embeddings", config_path)))
+            writer.add_embedding_length(hidden)
+            writer.add_block_count(block_count)
+            writer.add_feed_forward_length(int(_hparam(config, "intermediate_size", config_path)))
+            writer.add_head_count(heads)
+            writer.add_head_count_kv(kv_heads)
+            writer.add_rope_freq_base(rope_theta)
+            writer.add_layer_norm_rms_eps(float(_hparam(config, "rms_norm_eps", config_path)))
+            writer.add_key_length(head_dim)
+            writer.add_value_length(head_dim)
+            writer.add_file_type(file_type)
+            writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+            # The tokenizer.
+            writer.add_tokenizer_model("gpt2")
+            writer.add_tokenizer_pre(vocab.pre)
+            writer.add_token_list(vocab.tokens)
+            writer.add_token_types(vocab.types)
+            writer.add_token_merges(vocab.merges)
+            writer.add_eos_token_id(vocab.eos_id)
+            writer.add_eot_token_id(vocab.eot_id)
+            if vocab.bos_id is not None:
+                writer.add_bos_token_id(vocab.bos_id)
+            if vocab.pad_id is not None:
+                writer.add_pad_token_id(vocab.pad_id)
+            writer.add_add_bos_token(False)
+            if vocab.chat_template:
+                writer.add_chat_template(vocab.chat_template)
+            # Tensor infos, from the plan (no data yet). Shapes in torch order: the writer reverses them.
+            for p in plan:
+                byte_shape = (*p.shape[:-1], p.nbytes // max(1, math.prod(p.shape[:-1])))
+                writer.add_tensor_info(p.gguf_name, byte_shape, np.dtype(np.uint8), p.nbytes, raw_dtype=p.qtype)
+            # The phases.
+            writer.write_header_to_file(tmp)
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            reader: ShardReader | None = None
+            try:
+                for p in plan:
+                    if reader is None or reader.header.path.name != p.shard:
+                        if reader is not None:
+                            reader.close()
+                        reader = ShardReader(index.headers[p.shard]).__enter__()
+                    tensor = reader.get_tensor(p.hf_name)
+                    data = _convert_tensor(tensor, p.qtype)
+                    del tensor
+                    if data.nbytes != p.nbytes:
+                        raise AssertionError(f"'{p.hf_name}' converted to {data.nbytes} bytes, planned {p.nbytes}")
+                    writer.write_tensor_data(data)
+                    del data
+            finally:
+                if reader is not None:
+                    reader.close()
+            writer.flush()
+        finally:
+            writer.close()
+        size = tmp.stat().st_size
+    counts: dict[str, int] = {}
+    for p in plan:
+        counts[p.qtype.name] = counts.get(p.qtype.name, 0) + 1
+    return ConvertResult((dest,), quant, names.arch_name(arch), len(plan), size, time.monotonic() - started, counts)
+
+
+__all__ = ["QUANT_TYPES", "ConvertResult", "Vocab", "convert", "output_name", "read_vocab", ]
