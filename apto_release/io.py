@@ -80,6 +80,27 @@ def atomic_dir(dest: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """A JSON file that must hold an object (a model's config, say), with errors that say which.
+
+    Raises:
+        InputError: the file is missing, unreadable, not JSON, or not an object; ``what`` names
+            it in the message ("the base model's config").
+    """
+    from apto_release.errors import InputError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(f"no {path.name} ({what})", path=path.parent, hint=f"give the folder that holds {path.name}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read {what}: {exc}", path=path) from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{what} is not a JSON object", path=path)
+    return data
+
+
 def write_text(dest: str | Path, text: str) -> Path:
     """Write UTF-8 text atomically."""
     with atomic_path(dest) as tmp:

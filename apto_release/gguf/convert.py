@@ -20,7 +20,6 @@ llama.cpp does on ``QuantError``).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -33,7 +32,7 @@ import numpy as np
 
 from apto_release.errors import InputError, UsageError
 from apto_release.gguf import names
-from apto_release.io import atomic_path
+from apto_release.io import atomic_path, read_json_object
 from apto_release.merge.shards import CheckpointIndex, ShardReader
 
 QT = gguf.GGMLQuantizationType
@@ -106,18 +105,6 @@ class Vocab:
 # Reading the inputs
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(f"no {path.name} in the model folder", path=path.parent, hint=f"the folder needs {what}") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read {path.name}: {exc}", path=path) from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path.name} is not a JSON object", path=path)
-    return data
-
-
 def _hparam(config: dict[str, Any], key: str, path: Path) -> Any:
     if config.get(key) is None:
         raise InputError(f"config.json has no '{key}'", path=path, field=key)
@@ -145,8 +132,8 @@ def read_vocab(model_dir: str | Path, vocab_size: int, *, pre: str | None = None
     """
     model_dir = Path(model_dir)
     tok_path = model_dir / "tokenizer.json"
-    tok = _read_json(tok_path, "the tokenizer (tokenizer.json)")
-    tok_config = _read_json(model_dir / "tokenizer_config.json", "tokenizer_config.json") if (model_dir / "tokenizer_config.json").is_file() else {}
+    tok = read_json_object(tok_path, "the tokenizer (tokenizer.json)")
+    tok_config = read_json_object(model_dir / "tokenizer_config.json", "the tokenizer config") if (model_dir / "tokenizer_config.json").is_file() else {}
     model = tok.get("model") or {}
     if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
         raise InputError(f"expected a byte-level BPE tokenizer, found model type {model.get('type')!r}", path=tok_path, field="model")
@@ -318,7 +305,7 @@ def convert(
     target, file_type = QUANT_TYPES[quant]
 
     config_path = model_dir / "config.json"
-    config = _read_json(config_path, "config.json")
+    config = read_json_object(config_path, "the model's config")
     architectures = config.get("architectures") or [None]
     hf_arch = architectures[0]
     arch = names.ARCHITECTURES.get(hf_arch)

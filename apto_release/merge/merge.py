@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from apto_release.errors import AptoError, InputError, UsageError
+from apto_release.io import read_json_object
 from apto_release.merge.shards import (
     FLOAT_DTYPES,
     INDEX_NAME,
@@ -191,18 +192,6 @@ class MergeResult:
     seconds: float
     stale_removed: int = 0  # temporary folders of killed merges removed
     warnings: tuple[str, ...] = ()  # the plan's
-
-
-def _load_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(f"no {path.name} ({what})", path=path.parent, hint=f"give the folder that holds {path.name}") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read {what}: {exc}", path=path) from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{what} is not a JSON object", path=path)
-    return data
 
 
 def _check_not_quantized(config: dict[str, Any], path: Path) -> None:
@@ -371,10 +360,10 @@ def plan_merge(base: str | Path, adapter: str | Path, *, force: bool = False) ->
     for path, what in ((base, "base checkpoint"), (adapter, "adapter")):
         if not path.is_dir():
             raise InputError(f"the {what} folder does not exist" if not path.exists() else f"the {what} must be a folder", path=path)
-    base_config = _load_json(base / "config.json", "the base model's config")
+    base_config = read_json_object(base / "config.json", "the base model's config")
     _check_not_quantized(base_config, base / "config.json")
     adapter_config_path = adapter / ADAPTER_CONFIG
-    adapter_config = _load_json(adapter_config_path, "the adapter's config")
+    adapter_config = read_json_object(adapter_config_path, "the adapter's config")
     _check_adapter_config(adapter_config, adapter_config_path)
     claimed = adapter_config.get("base_model_name_or_path")
     warnings: list[str] = []
@@ -523,7 +512,7 @@ def _token_id(base: Path, token: str) -> int | None:
     """The id of ``token`` from the base's tokenizer files (tokenizer.json, then tokenizer_config.json)."""
     path = base / "tokenizer.json"
     if path.is_file():
-        data = _load_json(path, "the tokenizer")
+        data = read_json_object(path, "the tokenizer")
         for entry in data.get("added_tokens") or []:
             if isinstance(entry, dict) and entry.get("content") == token and isinstance(entry.get("id"), int):
                 return entry["id"]
@@ -532,7 +521,7 @@ def _token_id(base: Path, token: str) -> int | None:
             return vocab[token]
     path = base / "tokenizer_config.json"
     if path.is_file():
-        decoder = _load_json(path, "the tokenizer config").get("added_tokens_decoder") or {}
+        decoder = read_json_object(path, "the tokenizer config").get("added_tokens_decoder") or {}
         for token_id, entry in decoder.items():
             if isinstance(entry, dict) and entry.get("content") == token:
                 try:
@@ -577,12 +566,12 @@ def _plan_files(base: Path, base_config: dict[str, Any], adapter: Path) -> tuple
         warnings.append(f"the tokenizer has no {END_OF_TURN} token; generation_config.json and the tokenizer's eos were left as they are")
         gen_path = base / "generation_config.json"
         if gen_path.is_file():
-            eos_ids = _as_id_list(_load_json(gen_path, "the generation config").get("eos_token_id"))
+            eos_ids = _as_id_list(read_json_object(gen_path, "the generation config").get("eos_token_id"))
         return list(files.values()), skipped, eos_ids, warnings
 
     gen_path = base / "generation_config.json"
     if gen_path.is_file():
-        generation = _load_json(gen_path, "the generation config")
+        generation = read_json_object(gen_path, "the generation config")
         before = _as_id_list(generation.get("eos_token_id"))
         eos_ids = before if end_id in before else [*before, end_id]
         if eos_ids != before:
@@ -607,7 +596,7 @@ def _plan_files(base: Path, base_config: dict[str, Any], adapter: Path) -> tuple
         path = base / name
         if not path.is_file():
             continue
-        data = _load_json(path, f"the tokenizer's {name}")
+        data = read_json_object(path, f"the tokenizer's {name}")
         notes = []
         eos = data.get("eos_token")
         current = eos.get("content") if isinstance(eos, dict) else eos
