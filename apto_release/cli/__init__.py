@@ -32,10 +32,11 @@ def cli() -> None:
 
 
 from apto_release.cli import dataset as _dataset  # noqa: E402  (the command modules import nothing heavy)
+from apto_release.cli import gguf as _gguf  # noqa: E402
 from apto_release.cli import merge as _merge  # noqa: E402
 from apto_release.cli import train as _train  # noqa: E402
 
-for _module in (_dataset, _train, _merge):
+for _module in (_dataset, _train, _merge, _gguf):
     _module.register(cli)
 
 
@@ -52,10 +53,14 @@ _OS_ERRORS: dict[int, str] = {
 
 # Packages of the optional extras: a command that needs one says which extra to install.
 _EXTRAS = {
+    "gguf": "gguf",
     "torch": "train", "transformers": "train", "peft": "train", "accelerate": "train",
     "safetensors": "train", "tokenizers": "train", "matplotlib": "train",
 }
-_EXTRA_HINTS = {"train": "pip install torch==2.13.0 && pip install 'apto-release[train]' (torch first, so that no CUDA build is fetched on a CPU machine)"}
+_EXTRA_HINTS = {
+    "gguf": "pip install 'apto-release[gguf]'",
+    "train": "pip install torch==2.13.0 && pip install 'apto-release[train]' (torch first, so that no CUDA build is fetched on a CPU machine)",
+}
 
 
 def _fail(message: str, hint: str | None, code: int) -> int:

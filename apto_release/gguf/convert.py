@@ -328,7 +328,7 @@ def convert(
         raise UsageError(f"the model name '{name}' cannot be a file name; use letters, digits, '.', '_', '+', '-'", field="name")
     dest = Path(out_dir) / output_name(name, quant)
     if dest.exists() and not overwrite:
-        raise UsageError("the output file exists", path=dest, hint="pass overwrite=True (--overwrite) to replace it")
+        raise UsageError("the output file exists", path=dest, hint="choose another -o or pass --overwrite")
 
     vocab = read_vocab(model_dir, vocab_size, pre=pre)
     index = CheckpointIndex.from_dir(model_dir)  # checks every shard header: truncation fails here
