@@ -76,6 +76,15 @@ def test_merge_writes_and_summarises(run_cli, models, tmp_path):
     assert run_cli("merge", "--base", base, "--adapter", adapter, "-o", tmp_path / "merged", "--overwrite")[0] == 0
 
 
+def adapter_with(adapter, dest, **settings):
+    """A copy of ``adapter`` at ``dest`` whose adapter_config.json has ``settings`` changed."""
+    shutil.copytree(adapter, dest)
+    config = json.loads((dest / "adapter_config.json").read_text())
+    config.update(settings)
+    (dest / "adapter_config.json").write_text(json.dumps(config))
+    return dest
+
+
 def test_output_is_required_without_dry_run(run_cli, models):
     base, adapter = models
     code, _, err = run_cli("merge", "--base", base, "--adapter", adapter)
@@ -84,11 +93,7 @@ def test_output_is_required_without_dry_run(run_cli, models):
 
 def test_wrong_base_name_exits_1_unless_forced(run_cli, models, tmp_path):
     base, adapter = models
-    other = tmp_path / "adapter"
-    shutil.copytree(adapter, other)
-    config = json.loads((other / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = "Qwen/Qwen3.5-27B"
-    (other / "adapter_config.json").write_text(json.dumps(config))
+    other = adapter_with(adapter, tmp_path / "adapter", base_model_name_or_path="Qwen/Qwen3.5-27B")
     code, _, err = run_cli("merge", "--base", base, "--adapter", other, "-o", tmp_path / "merged")
     assert code == 1
     assert err.startswith(f"Error: {other / 'adapter_config.json'}: the adapter was trained on 'Qwen/Qwen3.5-27B', not on this base")
@@ -100,11 +105,7 @@ def test_wrong_base_name_exits_1_unless_forced(run_cli, models, tmp_path):
 
 def test_dora_exits_1_and_says_so(run_cli, models, tmp_path):
     base, adapter = models
-    dora = tmp_path / "dora"
-    shutil.copytree(adapter, dora)
-    config = json.loads((dora / "adapter_config.json").read_text())
-    config["use_dora"] = True
-    (dora / "adapter_config.json").write_text(json.dumps(config))
+    dora = adapter_with(adapter, tmp_path / "dora", use_dora=True)
     code, _, err = run_cli("merge", "--base", base, "--adapter", dora, "-o", tmp_path / "merged")
     assert code == 1 and "cannot merge this LoRA variant: DoRA (use_dora)" in err and "(field 'use_dora')" in err
     assert_nothing_written(tmp_path / "merged")
