@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask, read without changing it for longer than the call."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -25,7 +26,7 @@ def _umask() -> int:
 def _temp_name(dest: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     # mkstemp makes the file private (0600); the finished output gets the mode open() would give.
-    os.fchmod(fd, 0o666 & ~_umask())
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     return Path(name)
 
@@ -65,7 +66,7 @@ def atomic_dir(dest: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         raise FileExistsError(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would follow the folder into place
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would follow the folder into place
     try:
         yield tmp
         if dest.exists():

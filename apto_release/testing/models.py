@@ -30,7 +30,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apto_release.io import _umask
+from apto_release.io import current_umask
 from apto_release.testing.tokenizer import (
     ENDOFTEXT,
     IM_END,
@@ -220,12 +220,15 @@ def build_tiny_qwen3(
     seed: int = 0,
     num_shards: int = 2,
     dtype: str = "float32",
+    config: dict[str, Any] | None = None,
 ) -> Path:
     """Write a tiny random ``Qwen3ForCausalLM`` checkpoint folder (2 layers, hidden size 64).
 
     The same conventions as ``build_tiny_qwen35``: sharded safetensors with the index, config,
     generation config, tokenizer; random norm weights (Qwen3's RMSNorm computes ``x * weight``,
-    so they are drawn around 1); deterministic bytes.
+    so they are drawn around 1); deterministic bytes. ``config`` overrides entries of
+    ``QWEN3_CONFIG`` (e.g. ``{"hidden_size": 256, "intermediate_size": 512}`` for rows that split
+    into the 256-value super-blocks of llama.cpp's K-quants).
 
     Returns:
         ``Path(out_dir)``.
@@ -238,7 +241,7 @@ def build_tiny_qwen3(
     tokenizer = _tokenizer_or_default(tokenizer, seed)
     ids = _token_ids(tokenizer)
     config = Qwen3Config(
-        **QWEN3_CONFIG, vocab_size=len(tokenizer), eos_token_id=ids["eos"], pad_token_id=ids["pad"]
+        **{**QWEN3_CONFIG, **(config or {})}, vocab_size=len(tokenizer), eos_token_id=ids["eos"], pad_token_id=ids["pad"]
     )
     generator = torch.Generator().manual_seed(seed)
     tensors = _random_state_dict(Qwen3ForCausalLM, config, generator)
@@ -364,7 +367,7 @@ def _write_checkpoint(
                 metadata={"total_parameters": sum(t.numel() for t in tensors.values())},
             )
         for shard in tmp.glob("*.safetensors"):  # safetensors creates them 0600, unlike open()
-            shard.chmod(0o666 & ~_umask())
+            shard.chmod(0o666 & ~current_umask())
         config.save_pretrained(tmp)
         generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -1,0 +1,89 @@
+"""GGUF output files: names, split sets, and putting them in place only when complete.
+
+A GGUF output is one file, ``<Model>-<TYPE>.gguf``, or a llama.cpp split set,
+``<Model>-<TYPE>-00001-of-0000N.gguf`` ... (llama.cpp loads a set from its first file and finds
+the others by name). Either way it is written into a hidden staging folder beside the destination
+and moved into place when every file of it is complete: the other files first, the first (the one
+users open) last, so that a kill between two moves never leaves a set that loads as finished.
+An output of the same name from an earlier run is replaced only with ``overwrite``, and leftover
+files of an older set (another split count) are removed once the new set is in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from apto_release.errors import UsageError
+from apto_release.io import current_umask
+
+#: gguf-py's and llama.cpp's split file names (``gguf.constants.SHARD_NAME_FORMAT``, ``llama_split_path``).
+SPLIT_FORMAT = "{stem}-{no:05d}-of-{count:05d}.gguf"
+
+
+def split_names(stem: str, count: int) -> list[str]:
+    """The file names of an output with stem ``<Model>-<TYPE>`` in ``count`` files."""
+    if count == 1:
+        return [f"{stem}.gguf"]
+    return [SPLIT_FORMAT.format(stem=stem, no=i, count=count) for i in range(1, count + 1)]
+
+
+def existing_outputs(out_dir: Path, stem: str) -> list[Path]:
+    """The files in ``out_dir`` that belong to an output named ``stem`` (single or any split set)."""
+    if not out_dir.is_dir():
+        return []
+    split = re.compile(re.escape(stem) + r"-\d{5}-of-\d{5}\.gguf")
+    return sorted(p for p in out_dir.iterdir() if p.name == f"{stem}.gguf" or split.fullmatch(p.name))
+
+
+def check_free(out_dir: Path, stem: str, *, overwrite: bool) -> None:
+    """Refuse to replace an existing output of this name unless ``overwrite``."""
+    if not overwrite and (found := existing_outputs(out_dir, stem)):
+        raise UsageError("the output file exists", path=found[0], hint="choose another -o or pass --overwrite")
+
+
+@contextlib.contextmanager
+def staging(out_dir: str | Path, stem: str) -> Iterator[Path]:
+    """Yield a hidden empty folder in ``out_dir`` to write ``stem``'s files into; removed afterwards.
+
+    Call ``publish`` inside the block to move the finished files into place; on any exception
+    (KeyboardInterrupt included) the folder and whatever is in it are removed.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out_dir))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(staged: Path, out_dir: str | Path, stem: str) -> tuple[Path, ...]:
+    """Move the output ``stem`` (one file or a complete split set) from ``staged`` into ``out_dir``.
+
+    Returns the published paths, the first file first.
+    """
+    out_dir = Path(out_dir)
+    files = sorted(p.name for p in staged.iterdir() if p.name == f"{stem}.gguf" or p.name.startswith(f"{stem}-"))
+    if not files:
+        raise FileNotFoundError(f"nothing named {stem}*.gguf was written in {staged}")
+    expected = split_names(stem, len(files))
+    if files != expected:
+        raise FileNotFoundError(f"incomplete output in {staged}: {files} (expected {expected})")
+    old = existing_outputs(out_dir, stem)
+    mode = 0o666 & ~current_umask()
+    for name in reversed(expected):  # the first file, which users open, goes last
+        os.chmod(staged / name, mode)
+        with open(staged / name, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(staged / name, out_dir / name)
+    for path in old:
+        if path.name not in expected:
+            path.unlink(missing_ok=True)
+    return tuple(out_dir / name for name in expected)
+
