@@ -53,7 +53,7 @@ _OS_ERRORS: dict[int, str] = {
 
 # Packages of the optional extras: a command that needs one says which extra to install.
 _EXTRAS = {
-    "gguf": "gguf",
+    "gguf": "gguf", "llama_cpp": "gguf",
     "torch": "train", "transformers": "train", "peft": "train", "accelerate": "train",
     "safetensors": "train", "tokenizers": "train", "matplotlib": "train",
 }

@@ -1,4 +1,4 @@
-"""The ``gguf`` commands: convert a merged checkpoint to GGUF (verify joins with llama.cpp)."""
+"""The ``gguf`` commands: convert a merged checkpoint to GGUF, verify GGUF files with llama.cpp."""
 
 from __future__ import annotations
 
@@ -42,6 +42,74 @@ def convert_command(model_dir, out_dir, quants, name, basename, finetune, versio
         types = ", ".join(f"{n} {t}" for t, n in sorted(result.tensor_types.items()))
         click.echo(f"{result.path}  {result.bytes / 1e6:,.1f} MB  {result.tensors} tensors ({types})  {result.seconds:.1f}s")
     return 0
+
+
+VERIFY_HELP = """Check GGUF FILEs with llama.cpp against the checkpoint they came from.
+
+\b
+Runs llama.cpp (llama-cpp-python, in a subprocess) and the reference (transformers, float32,
+CPU) and prints one table per file:
+  tokenizer          llama.cpp tokenizes Japanese texts exactly as the reference tokenizer
+  chat template      the file's template renders as the tokenizer's apply_chat_template
+  logits             all positions of three chat prompts, within the bounds of the file type
+  end-of-turn token  EOS = EOT = <|im_end|>, an end-of-generation token for llama.cpp
+  generation stops   a completion forced to <|im_end|> finishes with 'stop' and no text
+
+\b
+Logit bounds by general.file_type (Δ: file minus reference logits, σ: the reference logits'
+spread, NMSE = mean Δ² / var(reference), KL in nats):
+  F32      max|Δ| <= 1e-3·max(1,σ)  NMSE <= 1e-6
+  F16      max|Δ| <= 1e-2·max(1,σ)  NMSE <= 1e-4
+  BF16     max|Δ| <= 0.1·max(1,σ)   NMSE <= 1e-3
+  Q8_0     NMSE <= 5e-3  KL <= 0.02
+  Q6_K     NMSE <= 2e-2  KL <= 0.05
+  Q5_K_*   NMSE <= 4e-2  KL <= 0.08
+  Q4_K_*   NMSE <= 0.1   KL <= 0.2
+  Q3_K_*   NMSE <= 0.2   KL <= 0.5
+  Q2_K     NMSE <= 0.4   KL <= 1.0
+and for every type the argmax agrees wherever the reference's top-two margin is over 8 times
+the rms of Δ. (Why these: apto_release.gguf.verify.)
+
+Exit 0 when every check passes, 1 when one fails, 2 for a missing file or a bad reference folder.
+"""
+
+
+@gguf_group.command(
+    "verify",
+    help=VERIFY_HELP,
+    epilog="Example: apto-release gguf verify out/gguf/Apto-Qwen3-8B-Safety-F16.gguf out/gguf/Apto-Qwen3-8B-Safety-Q8_0.gguf --reference out/merged",
+)
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-r", "--reference", "reference", required=True, type=click.Path(path_type=Path), help="The checkpoint folder the files were converted from (weights and tokenizer).")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for llama.cpp and torch [default: up to 4].")
+@click.option("--timeout", type=click.FloatRange(1, min_open=False), help="Seconds llama.cpp may take per file before its checks fail.")
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+def verify_command(files, reference, threads, timeout, as_json):
+    import json
+
+    from apto_release.errors import InputError
+    from apto_release.gguf.verify import file_type_name, load_reference, require_llama_cpp, verify
+
+    require_llama_cpp()
+    for path in files:  # every file is looked at before the (slow) reference is computed
+        if not path.is_file():
+            what = "is a folder, not a GGUF file" if path.is_dir() else "does not exist"
+            raise InputError(f"the GGUF file {what}", path=path, hint="check the path")
+        file_type_name(path)
+    ref = load_reference(reference, threads=threads)
+    reports = []
+    for path in files:
+        report = verify(path, ref, threads=threads, timeout=timeout)
+        reports.append(report)
+        if not as_json:
+            click.echo(report.to_text())
+    ok = all(r.ok for r in reports)
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "files": [r.to_dict() for r in reports]}, ensure_ascii=False, indent=2))
+    elif len(reports) > 1:
+        failed = [r.path.name for r in reports if not r.ok]
+        click.echo(f"{len(reports) - len(failed)} of {len(reports)} files passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 0 if ok else 1
 
 
 def register(cli: click.Group) -> None:
