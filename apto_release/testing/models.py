@@ -134,6 +134,7 @@ def build_tiny_qwen35(
     dtype: str = "float32",
     vision: bool = True,
     mtp: bool = True,
+    config: dict[str, Any] | None = None,
 ) -> Path:
     """Write a tiny random Qwen3.5 checkpoint folder in the real checkpoints' layout.
 
@@ -157,6 +158,8 @@ def build_tiny_qwen35(
         dtype: the stored dtype, ``"float32"`` or ``"bfloat16"``.
         vision: include the (one-block) vision tower.
         mtp: include the ``mtp.*`` tensors.
+        config: overrides of ``QWEN35_TEXT_CONFIG`` (e.g. ``{"hidden_size": 256,
+            "intermediate_size": 512}`` for rows that split into llama.cpp's 256-value K-quant blocks).
 
     Returns:
         ``Path(out_dir)``.
@@ -179,7 +182,7 @@ def build_tiny_qwen35(
     tokenizer = _tokenizer_or_default(tokenizer, seed)
     ids = _token_ids(tokenizer)
 
-    text = dict(QWEN35_TEXT_CONFIG, vocab_size=len(tokenizer), eos_token_id=ids["eos"], pad_token_id=ids["pad"])
+    text = dict(QWEN35_TEXT_CONFIG, **(config or {}), vocab_size=len(tokenizer), eos_token_id=ids["eos"], pad_token_id=ids["pad"])
     if mtp:
         text["mtp_num_hidden_layers"] = 1  # the real config.json says so; transformers ignores it
     if vision:
