@@ -1,0 +1,336 @@
+"""The release manifest, ``release.toml``: what a release publishes, and where.
+
+Every release command (cards, push, release) reads it. The loader checks all of it and reports
+every problem at once, each with its place in the file (``model[2].gguf``), before anything runs.
+
+Example::
+
+    organisation = "apto-ai"
+    version = "1.0.0"                # the tag on every repo: v1.0.0
+    license = "apache-2.0"           # the models' licence
+
+    [dataset.sample]                 # the public, gated 500-record sample
+    repo = "ja-safety-sft-500"       # a name in the organisation, or "org/name"
+    folder = "out/dataset-sample"    # `apto-release dataset build` output
+    private = false
+    gated = "auto"                   # "auto", "manual" or false
+    max_rows = 500                   # the public-repo guard: more rows than this never go public
+
+    [dataset.full]                   # the whole set: private
+    repo = "ja-safety-sft"
+    folder = "out/dataset-full"
+    private = true
+
+    [[model]]
+    name = "Apto-Qwen3.5-27B-Safety" # the repo's name; GGUF files are <name>-<TYPE>.gguf
+    base_model = "Qwen/Qwen3.5-27B"
+    variant = "instruct"             # or "base"
+    preset = "qwen3.5-27b"
+    adapter = "out/adapters/27b"
+    merged = "out/merged/27b"
+    gguf = ["Q4_K_M", "Q8_0", "F16"]
+    gguf_folder = "out/gguf/27b"
+    evaluation = "eval/27b.json"     # optional: the results table of the card
+    push_adapter = false             # also publish the adapter as <name>-LoRA
+
+Relative paths are relative to the manifest's folder. Repos default to ``<organisation>/<name>``,
+``<organisation>/<name>-GGUF`` and ``<organisation>/<name>-LoRA``; ``repo``, ``gguf_repo`` and
+``adapter_repo`` override them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from apto_release.errors import UsageError
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
+VARIANTS = ("instruct", "base")
+GATED = ("auto", "manual", False)
+DEFAULT_MAX_PUBLIC_ROWS = 500
+
+
+class ManifestError(UsageError):
+    """The manifest cannot be used; ``problems`` lists every problem found."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        super().__init__(f"the release manifest has {count}:\n" + "\n".join(f"  - {p}" for p in problems), path=path)
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class DatasetTarget:
+    """One dataset repo: the folder ``dataset build`` wrote and where it goes."""
+
+    key: str  # "sample" or "full"
+    repo: str
+    folder: Path
+    private: bool
+    gated: str | bool
+    max_rows: int | None  # public-repo guard (sample); None for a private repo
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """One tuned model: its adapter, merged checkpoint, GGUF files, and their repos."""
+
+    name: str
+    base_model: str
+    variant: str
+    preset: str
+    adapter: Path
+    merged: Path
+    gguf: tuple[str, ...]
+    gguf_folder: Path
+    evaluation: Path | None
+    repo: str
+    gguf_repo: str
+    adapter_repo: str | None  # None unless push_adapter
+    private: bool
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    organisation: str
+    version: str
+    license: str
+    datasets: dict[str, DatasetTarget] = field(default_factory=dict)
+    models: tuple[ModelTarget, ...] = ()
+
+    @property
+    def tag(self) -> str:
+        return f"v{self.version}"
+
+    def model(self, name: str) -> ModelTarget:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise UsageError(f"the manifest has no model '{name}'; it has {', '.join(m.name for m in self.models) or 'none'}", path=self.path)
+
+    def target_names(self) -> list[str]:
+        """Names that ``--only`` accepts: ``dataset.sample``, ``dataset.full`` and each model's name."""
+        return [f"dataset.{key}" for key in self.datasets] + [m.name for m in self.models]
+
+
+def gguf_types() -> tuple[str, ...]:
+    from apto_release.gguf import GGUF_TYPES
+
+    return GGUF_TYPES
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+_TOP = {"organisation", "version", "license", "dataset", "model"}
+_DATASET = {"repo", "folder", "private", "gated", "max_rows"}
+_MODEL = {
+    "name", "base_model", "variant", "preset", "adapter", "merged", "gguf", "gguf_folder", "evaluation",
+    "push_adapter", "private", "repo", "gguf_repo", "adapter_repo",
+}
+
+
+_KIND_NAMES = {str: "a string", bool: "true/false", int: "an integer", list: "a list"}
+
+
+class _Checker:
+    """Reads values out of the TOML tables, collecting a problem for each bad one."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.problems: list[str] = []
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def keys(self, table: dict[str, Any], known: set[str], where: str) -> None:
+        for key in table:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                self.problem(f"{where}{key}", "unknown key" + (f" (did you mean '{close[0]}'?)" if close else ""))
+
+    def get(self, table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, *, required: bool = True, default: Any = None) -> Any:
+        if key not in table:
+            if required:
+                self.problem(f"{where}{key}", "missing")
+            return default
+        value = table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            expected = " or ".join(_KIND_NAMES[k] for k in kinds)
+            self.problem(f"{where}{key}", f"expected {expected}, found {value!r}")
+            return default
+        return value
+
+    def path(self, table: dict[str, Any], key: str, where: str, *, required: bool = True) -> Path | None:
+        text = self.get(table, key, str, where, required=required)
+        if not text:
+            if text == "":
+                self.problem(f"{where}{key}", "empty path")
+            return None
+        path = Path(text)
+        return path if path.is_absolute() else self.root / path
+
+    def repo(self, value: str | None, organisation: str | None, where: str) -> str | None:
+        if value is None:
+            return None
+        repo = value if "/" in value or organisation is None else f"{organisation}/{value}"
+        if not REPO_ID.match(repo):
+            self.problem(where, f"'{repo}' is not a Hub repo id (organisation/name: letters, digits, '.', '_', '-')")
+            return None
+        return repo
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and check ``release.toml``.
+
+    Raises:
+        InputError / UsageError: the file cannot be read or is not TOML (with line and column).
+        ManifestError: every problem found, listed.
+    """
+    from apto_release.train.presets import _toml  # the project's TOML reader (tomllib / tomli)
+
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise UsageError("the release manifest does not exist", path=path, hint="pass --manifest release.toml") from None
+    try:
+        data = _toml.loads(text)
+    except _toml.TOMLDecodeError as exc:
+        raise ManifestError(path, [f"not valid TOML: {exc}"]) from None  # the message gives line and column
+
+    check = _Checker(path.resolve().parent)
+    check.keys(data, _TOP, "")
+    organisation = check.get(data, "organisation", str, "")
+    if organisation is not None and not REPO_NAME.match(organisation):
+        check.problem("organisation", f"'{organisation}' is not a Hub user or organisation name")
+        organisation = None
+    version = check.get(data, "version", str, "")
+    if version is not None and not VERSION.match(version):
+        check.problem("version", f"'{version}' is not a version like 1.0.0 (it becomes the tag v<version>)")
+    license_ = check.get(data, "license", str, "")
+
+    datasets = _datasets(check, data.get("dataset", {}), organisation)
+    models = _models(check, data.get("model", []), organisation)
+
+    repos: dict[str, str] = {}
+    for where, repo in [(f"dataset.{d.key}.repo", d.repo) for d in datasets.values()] + [
+        (f"model '{m.name}'", r) for m in models for r in (m.repo, m.gguf_repo, m.adapter_repo) if r
+    ]:
+        if repo in repos:
+            check.problem(where, f"repo '{repo}' is also the target of {repos[repo]}")
+        repos.setdefault(repo, where)
+
+    if check.problems:
+        raise ManifestError(path, check.problems)
+    return Manifest(path, organisation, version, license_, datasets, tuple(models))
+
+
+def _datasets(check: _Checker, tables: Any, organisation: str | None) -> dict[str, DatasetTarget]:
+    if not isinstance(tables, dict):
+        check.problem("dataset", "expected tables [dataset.sample] and [dataset.full]")
+        return {}
+    out: dict[str, DatasetTarget] = {}
+    for key, table in tables.items():
+        where = f"dataset.{key}."
+        if key not in ("sample", "full"):
+            check.problem(f"dataset.{key}", "unknown dataset (expected 'sample' or 'full')")
+            continue
+        if not isinstance(table, dict):
+            check.problem(f"dataset.{key}", "expected a table")
+            continue
+        check.keys(table, _DATASET, where)
+        repo = check.repo(check.get(table, "repo", str, where), organisation, f"{where}repo")
+        folder = check.path(table, "folder", where)
+        private = check.get(table, "private", bool, where, required=False, default=key == "full")
+        gated = check.get(table, "gated", (str, bool), where, required=False, default=False)
+        if gated not in GATED:
+            check.problem(f"{where}gated", f"expected \"auto\", \"manual\" or false, found {gated!r}")
+        max_rows = check.get(table, "max_rows", int, where, required=False, default=DEFAULT_MAX_PUBLIC_ROWS)
+        if isinstance(max_rows, int) and max_rows < 1:
+            check.problem(f"{where}max_rows", "must be at least 1")
+        if key == "full" and private is False:
+            check.problem(f"{where}private", "the full dataset must stay private (only the sample is published)")
+        if repo and folder:
+            out[key] = DatasetTarget(key, repo, folder, bool(private), gated, None if private else max_rows)
+    return out
+
+
+def _models(check: _Checker, tables: Any, organisation: str | None) -> list[ModelTarget]:
+    if not isinstance(tables, list):
+        check.problem("model", "expected [[model]] tables")
+        return []
+    known_presets = _preset_names()
+    types = gguf_types()
+    out: list[ModelTarget] = []
+    names: set[str] = set()
+    for i, table in enumerate(tables, 1):
+        where = f"model[{i}]."
+        if not isinstance(table, dict):
+            check.problem(f"model[{i}]", "expected a table")
+            continue
+        check.keys(table, _MODEL, where)
+        name = check.get(table, "name", str, where)
+        if name is not None:
+            if not REPO_NAME.match(name):
+                check.problem(f"{where}name", f"'{name}' cannot be a repo or file name")
+            elif name in names:
+                check.problem(f"{where}name", f"'{name}' names two models")
+            names.add(name)
+        base_model = check.get(table, "base_model", str, where)
+        if base_model is not None and not REPO_ID.match(base_model):
+            check.problem(f"{where}base_model", f"'{base_model}' is not a Hub repo id")
+        variant = check.get(table, "variant", str, where, required=False, default="instruct")
+        if variant not in VARIANTS:
+            check.problem(f"{where}variant", f"expected 'instruct' or 'base', found {variant!r}")
+        preset = check.get(table, "preset", str, where)
+        if preset is not None and preset not in known_presets and not preset.endswith(".toml"):
+            close = difflib.get_close_matches(preset, known_presets, n=1)
+            check.problem(f"{where}preset", f"unknown preset '{preset}'" + (f" (did you mean '{close[0]}'?)" if close else f"; presets: {', '.join(known_presets)}"))
+        adapter = check.path(table, "adapter", where)
+        merged = check.path(table, "merged", where)
+        quants = check.get(table, "gguf", list, where, required=False, default=[])
+        cleaned: list[str] = []
+        for j, quant in enumerate(quants or [], 1):
+            if not isinstance(quant, str) or quant.upper() not in types:
+                check.problem(f"{where}gguf[{j}]", f"unknown GGUF type {quant!r}; choose from {', '.join(types)}")
+            elif quant.upper() in cleaned:
+                check.problem(f"{where}gguf[{j}]", f"{quant.upper()} is listed twice")
+            else:
+                cleaned.append(quant.upper())
+        gguf_folder = check.path(table, "gguf_folder", where, required=bool(cleaned))
+        evaluation = check.path(table, "evaluation", where, required=False)
+        push_adapter = check.get(table, "push_adapter", bool, where, required=False, default=False)
+        private = check.get(table, "private", bool, where, required=False, default=False)
+        repo = check.repo(check.get(table, "repo", str, where, required=False, default=name), organisation, f"{where}repo")
+        gguf_repo = check.repo(
+            check.get(table, "gguf_repo", str, where, required=False, default=f"{name}-GGUF" if name else None), organisation, f"{where}gguf_repo"
+        )
+        adapter_repo = None
+        if push_adapter:
+            adapter_repo = check.repo(
+                check.get(table, "adapter_repo", str, where, required=False, default=f"{name}-LoRA" if name else None), organisation, f"{where}adapter_repo"
+            )
+        elif "adapter_repo" in table:
+            check.problem(f"{where}adapter_repo", "set, but push_adapter is false")
+        if None not in (name, base_model, preset, adapter, merged, repo, gguf_repo):
+            out.append(ModelTarget(
+                name, base_model, variant, preset, adapter, merged, tuple(cleaned), gguf_folder or merged.parent / "gguf",
+                evaluation, repo, gguf_repo, adapter_repo, bool(private),
+            ))
+    return out
+
+
+def _preset_names() -> list[str]:
+    from apto_release.train.presets import preset_names
+
+    return preset_names()
