@@ -1,21 +1,25 @@
-"""Convert a merged Qwen3 / Qwen2 safetensors checkpoint to one GGUF file, streaming tensor by tensor.
+"""Convert a merged Qwen3.5 / Qwen3 / Qwen2 safetensors checkpoint to GGUF, streaming tensor by tensor.
 
 What llama.cpp's ``convert_hf_to_gguf.py`` writes for these architectures, done in bounded memory:
 
 1. Plan from headers only: ``config.json``, the tokenizer files and every shard header are read
    and checked (``merge.shards.CheckpointIndex``: a truncated or corrupted shard fails here), every
-   tensor gets its GGUF name (``names``) and type, and the byte size of the output is known.
-   Nothing is written before the plan is complete.
-2. Write in gguf-py's explicit phases into a hidden temporary file beside the destination:
-   header -> key/value metadata -> tensor infos -> tensor data, the data one tensor at a time, in
-   the shards' data order (each shard is read front to back, one open at a time; one tensor and
-   its converted copy are in memory at once).
-3. Rename into place (``io.atomic_path``) only when every tensor is written; any error, or an
-   interrupt, removes the temporary file.
+   tensor gets its GGUF name, output shape, transform and type from the architecture's spec
+   (``archs.ArchSpec``: ``archs.DenseQwenSpec``, ``qwen35.Qwen35Spec``), and the byte size of the
+   output is known. Nothing is written before the plan is complete.
+2. Write in gguf-py's explicit phases into a hidden staging folder beside the destination
+   (``output.staging``): header -> key/value metadata -> tensor infos -> tensor data, the data one
+   tensor at a time, in the shards' data order (each shard is read front to back, one open at a
+   time; one tensor and its converted copy are in memory at once). An output larger than
+   ``split_max_size`` becomes a llama.cpp split set, split by gguf-py itself (the first file
+   carries the metadata; every file ``split.no``, ``split.count``, ``split.tensors.count``).
+3. Move the file(s) into place (``output.publish``) only when every tensor is written; any error,
+   or an interrupt, removes the staging folder.
 
-Tensor types follow llama.cpp's converter: 1-D tensors (norms, biases) stay F32; the others take the
-requested type; a tensor whose rows do not split into Q8_0 blocks of 32 falls back to F16 (as
-llama.cpp does on ``QuantError``).
+Tensor types follow llama.cpp's converter: 1-D tensors (norms, biases), norm weights and the tensors
+the spec keeps in float32 (Qwen3.5's ``ssm_conv1d``) stay F32; the others take the requested type;
+a tensor whose rows do not split into Q8_0 blocks of 32 falls back to F16 (as llama.cpp does on
+``QuantError``).
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ import gguf
 import numpy as np
 
 from apto_release.errors import InputError, UsageError
-from apto_release.gguf import names
-from apto_release.io import atomic_path, read_json_object
+from apto_release.gguf import output
+from apto_release.gguf.archs import ArchSpec, DenseQwenSpec, TensorRule
+from apto_release.gguf.qwen35 import Qwen35Spec
+from apto_release.io import read_json_object
 from apto_release.merge.shards import CheckpointIndex, ShardReader
 
 QT = gguf.GGMLQuantizationType
@@ -53,6 +59,9 @@ PRE_TOKENIZERS: dict[str, str] = {
     # Qwen3.5: combining marks (\p{M}) stay with their letters (LLAMA_VOCAB_PRE_TYPE_QWEN35)
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen35",
 }
+
+#: ``config.json`` ``architectures[0]`` -> the spec of its family.
+SPECS: dict[str, type[ArchSpec]] = {hf: spec for spec in (Qwen35Spec, DenseQwenSpec) for hf in spec.ARCHITECTURES}
 
 EOT_TOKEN = "<|im_end|>"  # the ChatML end of turn: EOS and EOT of a chat model
 _ENDOFTEXT = "<|endoftext|>"
@@ -78,12 +87,22 @@ class ConvertResult:
 
 @dataclass(frozen=True)
 class _Planned:
-    hf_name: str
-    gguf_name: str
+    rule: TensorRule
     shard: str
-    shape: tuple[int, ...]  # torch order
     qtype: gguf.GGMLQuantizationType
     nbytes: int
+
+    @property
+    def hf_name(self) -> str:
+        return self.rule.hf_name
+
+    @property
+    def gguf_name(self) -> str:
+        return self.rule.gguf_name
+
+    @property
+    def shape(self) -> tuple[int, ...]:  # the output's, torch order
+        return self.rule.shape
 
 
 @dataclass(frozen=True)
@@ -103,24 +122,6 @@ class Vocab:
 
 # ---------------------------------------------------------------------------------------------
 # Reading the inputs
-
-
-def _hparam(config: dict[str, Any], key: str, path: Path) -> Any:
-    if config.get(key) is None:
-        raise InputError(f"config.json has no '{key}'", path=path, field=key)
-    return config[key]
-
-
-def _rope_theta(config: dict[str, Any], path: Path) -> float:
-    """rope_theta from transformers 5's ``rope_parameters`` or the older top-level key; only plain RoPE."""
-    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    rope_type = params.get("rope_type", params.get("type", "default")) if isinstance(params, dict) else "default"
-    if rope_type not in (None, "default"):
-        raise UsageError(f"RoPE scaling '{rope_type}' is not supported by this converter yet", path=path, field="rope_parameters")
-    theta = (params.get("rope_theta") if isinstance(params, dict) else None) or config.get("rope_theta")
-    if theta is None:
-        raise InputError("config.json has no rope_theta (in 'rope_parameters' or at the top level)", path=path, field="rope_parameters")
-    return float(theta)
 
 
 def read_vocab(model_dir: str | Path, vocab_size: int, *, pre: str | None = None) -> Vocab:
@@ -205,8 +206,8 @@ def _detect_pre(tok: dict[str, Any], tok_path: Path) -> str:
 # Planning
 
 
-def _tensor_type(planned_shape: tuple[int, ...], target: gguf.GGMLQuantizationType) -> gguf.GGMLQuantizationType:
-    if len(planned_shape) <= 1:
+def _tensor_type(planned_shape: tuple[int, ...], target: gguf.GGMLQuantizationType, keep_f32: bool = False) -> gguf.GGMLQuantizationType:
+    if len(planned_shape) <= 1 or keep_f32:
         return QT.F32
     block, _ = gguf.GGML_QUANT_SIZES[target]
     if planned_shape[-1] % block:
@@ -219,26 +220,25 @@ def _nbytes(shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> int:
     return math.prod(shape) // block * type_size
 
 
-def _plan(index: CheckpointIndex, arch: gguf.MODEL_ARCH, block_count: int, target: gguf.GGMLQuantizationType, tied: bool) -> list[_Planned]:
+def _plan(index: CheckpointIndex, spec: ArchSpec, target: gguf.GGMLQuantizationType) -> list[_Planned]:
     planned: list[_Planned] = []
     seen: set[str] = set()
     for shard in index.shards:
         for info in index.tensors_in(shard):
-            if index.weight_map.get(info.name) != shard or names.is_skipped(info.name):
+            if index.weight_map.get(info.name) != shard:
                 continue
-            if tied and info.name == "lm_head.weight":
-                continue  # tied to the embedding: llama.cpp reuses token_embd
-            mapped = names.gguf_name(arch, info.name, block_count=block_count, path=index.root / shard)
+            rule = spec.rule(info.name, tuple(info.shape), path=index.root / shard)
+            if rule is None:
+                continue
             if info.dtype not in ("F32", "F16", "BF16", "F64"):
                 raise InputError(f"tensor '{info.name}' has dtype {info.dtype}; only float checkpoints convert", path=index.root / shard)
-            if mapped.gguf_name in seen:
-                raise InputError(f"two tensors map to '{mapped.gguf_name}'", path=index.root / shard)
-            seen.add(mapped.gguf_name)
-            qtype = _tensor_type(info.shape, target)
-            planned.append(_Planned(info.name, mapped.gguf_name, shard, info.shape, qtype, _nbytes(info.shape, qtype)))
-    expected = names.expected_names(arch, block_count, tied=tied)
+            if rule.gguf_name in seen:
+                raise InputError(f"two tensors map to '{rule.gguf_name}'", path=index.root / shard)
+            seen.add(rule.gguf_name)
+            qtype = _tensor_type(rule.shape, target, rule.keep_f32)
+            planned.append(_Planned(rule, shard, qtype, _nbytes(rule.shape, qtype)))
     have = {p.hf_name for p in planned}
-    missing = [n for n in expected if n not in have]
+    missing = [n for n in spec.required() if n not in have]
     if missing:
         raise InputError(f"the checkpoint lacks {len(missing)} tensor(s) the architecture needs, e.g. '{missing[0]}'", path=index.root)
     return planned
@@ -281,8 +281,10 @@ def convert(
     license: str | None = None,
     pre: str | None = None,
     overwrite: bool = False,
+    split_max_size: int = 0,
+    mtp: bool | None = None,
 ) -> ConvertResult:
-    """Convert the merged checkpoint in ``model_dir`` to ``out_dir/<name>-<quant>.gguf``.
+    """Convert the merged checkpoint in ``model_dir`` to ``out_dir/<name>-<quant>.gguf`` (or a split set).
 
     Args:
         quant: ``F16``, ``BF16`` or ``Q8_0``.
@@ -290,126 +292,132 @@ def convert(
         basename, finetune, version, size_label, license: ``general.*`` metadata;
             ``size_label`` defaults to the one computed from the parameter count (``"0.2M"``, ``"27B"``).
         pre: llama.cpp's pre-tokenizer name; default detected from the tokenizer's regex.
-        overwrite: replace an existing output file.
+        overwrite: replace an existing output (a single file or a split set of the same name).
+        split_max_size: bytes; when the tensor data exceed it the output is a llama.cpp split set
+            ``<name>-<quant>-00001-of-0000N.gguf`` ... (gguf-py's splitting: each file's tensor
+            data stay within it unless one tensor alone is larger); 0 writes one file.
+        mtp: the multi-token-prediction layers (Qwen3.5): ``None`` includes them when the
+            checkpoint has a complete set and leaves them out when it has none; ``True`` requires
+            them; ``False`` leaves them out. Either way the metadata says what the file holds.
 
     Raises:
-        UsageError: an unknown ``quant``, an unsupported architecture, a bad name, an existing file.
-        InputError: a missing or malformed config, tokenizer or shard (truncated, corrupted).
+        UsageError: an unknown ``quant``, an unsupported architecture, a bad name, an existing file,
+            ``mtp=True`` without MTP tensors, a negative ``split_max_size``.
+        InputError: a missing or malformed config, tokenizer or shard (truncated, corrupted), a
+            partial set of MTP tensors (pass ``mtp=False``).
         In every case no output file is left behind.
     """
     started = time.monotonic()
     model_dir = Path(model_dir)
+    out_dir = Path(out_dir)
     quant = quant.upper()
     if quant not in QUANT_TYPES:
         raise UsageError(f"unknown GGUF type '{quant}'; choose one of {', '.join(QUANT_TYPES)}", field="quant")
     target, file_type = QUANT_TYPES[quant]
+    if isinstance(split_max_size, bool) or not isinstance(split_max_size, int) or split_max_size < 0:
+        raise UsageError(f"split_max_size must be a number of bytes >= 0 (0: one file), not {split_max_size!r}", field="split_max_size")
 
     config_path = model_dir / "config.json"
     config = read_json_object(config_path, "the model's config")
-    architectures = config.get("architectures") or [None]
-    hf_arch = architectures[0]
-    arch = names.ARCHITECTURES.get(hf_arch)
-    if arch is None:
+    hf_arch = (config.get("architectures") or [None])[0]
+    spec_class = SPECS.get(hf_arch)
+    if spec_class is None:
         raise UsageError(
-            f"architecture '{hf_arch}' is not supported for GGUF conversion; supported: {', '.join(names.ARCHITECTURES)}",
+            f"architecture '{hf_arch}' is not supported for GGUF conversion; supported: {', '.join(SPECS)}",
             path=config_path, field="architectures",
         )
-    block_count = int(_hparam(config, "num_hidden_layers", config_path))
-    hidden = int(_hparam(config, "hidden_size", config_path))
-    heads = int(_hparam(config, "num_attention_heads", config_path))
-    kv_heads = int(config.get("num_key_value_heads") or heads)
-    head_dim = int(config.get("head_dim") or hidden // heads)
-    vocab_size = int(_hparam(config, "vocab_size", config_path))
-    tied = bool(config.get("tie_word_embeddings", False))
-    rope_theta = _rope_theta(config, config_path)
 
     name = name or model_dir.resolve().name
     if not _SAFE_NAME.match(name):
         raise UsageError(f"the model name '{name}' cannot be a file name; use letters, digits, '.', '_', '+', '-'", field="name")
-    dest = Path(out_dir) / output_name(name, quant)
-    if dest.exists() and not overwrite:
-        raise UsageError("the output file exists", path=dest, hint="choose another -o or pass --overwrite")
+    stem = output_name(name, quant).removesuffix(".gguf")
+    output.check_free(out_dir, stem, overwrite=overwrite)
 
-    vocab = read_vocab(model_dir, vocab_size, pre=pre)
     index = CheckpointIndex.from_dir(model_dir)  # checks every shard header: truncation fails here
-    plan = _plan(index, arch, block_count, target, tied)
+    spec = spec_class(hf_arch, config, config_path, index.weight_map.keys(), mtp=mtp)
+    vocab = read_vocab(model_dir, spec.vocab_size, pre=pre)
+    plan = _plan(index, spec, target)
     n_params = sum(math.prod(p.shape) for p in plan)
+    data_bytes = sum(p.nbytes for p in plan)
 
-    with atomic_path(dest) as tmp:
-        writer = gguf.GGUFWriter(tmp, names.arch_name(arch))
+    with output.staging(out_dir, stem) as staged:
+        writer = gguf.GGUFWriter(
+            staged / f"{stem}.gguf", spec.name, split_max_size=split_max_size if 0 < split_max_size < data_bytes else 0
+        )
         try:
-            # Key/value metadata (what convert_hf_to_gguf.py writes for Qwen2Model / Qwen3Model).
-            writer.add_type(gguf.GGUFType.MODEL)
-            writer.add_name(name)
-            if basename:
-                writer.add_basename(basename)
-            if finetune:
-                writer.add_finetune(finetune)
-            if version:
-                writer.add_version(version)
-            writer.add_size_label(size_label or gguf.size_label(n_params, 0, 0, 0))
-            if license:
-                writer.add_license(license)
-            writer.add_context_length(int(_hparam(config, "max_position_embeddings", config_path)))
-            writer.add_embedding_length(hidden)
-            writer.add_block_count(block_count)
-            writer.add_feed_forward_length(int(_hparam(config, "intermediate_size", config_path)))
-            writer.add_head_count(heads)
-            writer.add_head_count_kv(kv_heads)
-            writer.add_rope_freq_base(rope_theta)
-            writer.add_layer_norm_rms_eps(float(_hparam(config, "rms_norm_eps", config_path)))
-            writer.add_key_length(head_dim)
-            writer.add_value_length(head_dim)
-            writer.add_file_type(file_type)
-            writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-            # The tokenizer.
-            writer.add_tokenizer_model("gpt2")
-            writer.add_tokenizer_pre(vocab.pre)
-            writer.add_token_list(vocab.tokens)
-            writer.add_token_types(vocab.types)
-            writer.add_token_merges(vocab.merges)
-            writer.add_eos_token_id(vocab.eos_id)
-            writer.add_eot_token_id(vocab.eot_id)
-            if vocab.bos_id is not None:
-                writer.add_bos_token_id(vocab.bos_id)
-            if vocab.pad_id is not None:
-                writer.add_pad_token_id(vocab.pad_id)
-            writer.add_add_bos_token(False)
-            if vocab.chat_template:
-                writer.add_chat_template(vocab.chat_template)
+            _add_metadata(writer, spec, vocab, file_type, name=name, basename=basename, finetune=finetune, version=version,
+                          size_label=size_label or gguf.size_label(n_params, 0, 0, 0), license=license)
             # Tensor infos, from the plan (no data yet). Shapes in torch order: the writer reverses them.
             for p in plan:
                 byte_shape = (*p.shape[:-1], p.nbytes // max(1, math.prod(p.shape[:-1])))
                 writer.add_tensor_info(p.gguf_name, byte_shape, np.dtype(np.uint8), p.nbytes, raw_dtype=p.qtype)
-            # The phases.
-            writer.write_header_to_file(tmp)
+            # The phases (gguf-py opens every file of a split set here, and fills them in order).
+            writer.write_header_to_file()
             writer.write_kv_data_to_file()
             writer.write_ti_data_to_file()
-            reader: ShardReader | None = None
-            try:
-                for p in plan:
-                    if reader is None or reader.header.path.name != p.shard:
-                        if reader is not None:
-                            reader.close()
-                        reader = ShardReader(index.headers[p.shard]).__enter__()
-                    tensor = reader.get_tensor(p.hf_name)
-                    data = _convert_tensor(tensor, p.qtype)
-                    del tensor
-                    if data.nbytes != p.nbytes:
-                        raise AssertionError(f"'{p.hf_name}' converted to {data.nbytes} bytes, planned {p.nbytes}")
-                    writer.write_tensor_data(data)
-                    del data
-            finally:
-                if reader is not None:
-                    reader.close()
+            _write_data(writer, index, plan)
             writer.flush()
         finally:
             writer.close()
-        size = tmp.stat().st_size
+        paths = output.publish(staged, out_dir, stem)
+    size = sum(p.stat().st_size for p in paths)
     counts: dict[str, int] = {}
     for p in plan:
         counts[p.qtype.name] = counts.get(p.qtype.name, 0) + 1
-    return ConvertResult((dest,), quant, names.arch_name(arch), len(plan), size, time.monotonic() - started, counts)
+    return ConvertResult(paths, quant, spec.name, len(plan), size, time.monotonic() - started, counts)
 
 
-__all__ = ["QUANT_TYPES", "ConvertResult", "Vocab", "convert", "output_name", "read_vocab", ]
+def _add_metadata(writer: gguf.GGUFWriter, spec: ArchSpec, vocab: Vocab, file_type: gguf.LlamaFileType, **general: str | None) -> None:
+    """The key/value metadata: what convert_hf_to_gguf.py writes for the architecture, and the tokenizer."""
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(general["name"])
+    for key in ("basename", "finetune", "version", "size_label", "license"):
+        if general.get(key):
+            getattr(writer, f"add_{key}")(general[key])
+    spec.add_hparams(writer)
+    writer.add_file_type(file_type)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(vocab.pre)
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_types(vocab.types)
+    writer.add_token_merges(vocab.merges)
+    writer.add_eos_token_id(vocab.eos_id)
+    writer.add_eot_token_id(vocab.eot_id)
+    if vocab.bos_id is not None:
+        writer.add_bos_token_id(vocab.bos_id)
+    if vocab.pad_id is not None:
+        writer.add_pad_token_id(vocab.pad_id)
+    writer.add_add_bos_token(False)
+    if vocab.chat_template:
+        writer.add_chat_template(vocab.chat_template)
+
+
+def _write_data(writer: gguf.GGUFWriter, index: CheckpointIndex, plan: list[_Planned]) -> None:
+    """Each tensor's data, in plan order: read, transform, convert, write; one tensor in memory at a time."""
+    import torch
+
+    reader: ShardReader | None = None
+    try:
+        for p in plan:
+            if reader is None or reader.header.path.name != p.shard:
+                if reader is not None:
+                    reader.close()
+                reader = ShardReader(index.headers[p.shard]).__enter__()
+            tensor = reader.get_tensor(p.hf_name)
+            if p.rule.transform is not None:
+                tensor = p.rule.transform(tensor.to(torch.float32))
+                if tuple(tensor.shape) != p.shape:
+                    raise AssertionError(f"'{p.hf_name}' transformed to shape {tuple(tensor.shape)}, planned {p.shape}")
+            data = _convert_tensor(tensor.contiguous(), p.qtype)
+            del tensor
+            if data.nbytes != p.nbytes:
+                raise AssertionError(f"'{p.hf_name}' converted to {data.nbytes} bytes, planned {p.nbytes}")
+            writer.write_tensor_data(data)
+            del data
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+__all__ = ["QUANT_TYPES", "SPECS", "ConvertResult", "Vocab", "convert", "output_name", "read_vocab"]
