@@ -14,34 +14,60 @@ def gguf_group() -> None:
 
 @gguf_group.command(
     "convert",
-    epilog="Example: apto-release gguf convert out/merged -o out/gguf --quant F16 --quant Q8_0 --name Apto-Qwen3-8B-Safety",
+    epilog="Example: apto-release gguf convert out/merged -o out/gguf --quant F16 --quant Q8_0 --quant Q4_K_M --name Apto-Qwen3.5-9B-Safety",
 )
 @click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the .gguf files.")
-@click.option("--quant", "quants", multiple=True, default=("F16",), show_default=True, metavar="TYPE", help="F16, BF16 or Q8_0. Repeatable: one file per type.")
+@click.option(
+    "--quant", "quants", multiple=True, default=("F16",), show_default=True, metavar="TYPE",
+    help="F16, BF16, Q8_0 (written directly) or a K-quant: Q4_K_M, Q5_K_M, Q6_K, Q4_K_S, Q5_K_S, Q3_K_M, Q2_K "
+    "(llama.cpp's quantizer). Repeatable or comma-separated: one file per type.",
+)
 @click.option("--name", help="general.name and the file names' stem (<NAME>-<TYPE>.gguf) [default: the folder's name].")
 @click.option("--basename", help="general.basename.")
 @click.option("--finetune", help="general.finetune.")
 @click.option("--version", "version", help="general.version.")
 @click.option("--size-label", help="general.size_label [default: from the parameter count].")
 @click.option("--license", "license_", help="general.license.")
+@click.option(
+    "--split-max-size", default="48G", show_default=True, metavar="SIZE",
+    help="Write F16/BF16/Q8_0 files larger than this as a llama.cpp split set (NAME-TYPE-00001-of-0000N.gguf); "
+    "0 never splits. The Hub takes files up to 50 GB.",
+)
+@click.option("--mtp/--no-mtp", default=None, help="Write the multi-token-prediction layers (Qwen3.5) [default: when the checkpoint has them].")
+@click.option("--verify/--no-verify", default=True, show_default=True, help="Check every file with llama.cpp against MODEL_DIR (see `gguf verify`).")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for llama.cpp and the reference [default: up to 4].")
 @click.option("--overwrite", is_flag=True, help="Replace existing files.")
-def convert_command(model_dir, out_dir, quants, name, basename, finetune, version, size_label, license_, overwrite):
-    """Convert the checkpoint in MODEL_DIR (Qwen3 or Qwen2 for now) to GGUF, tensor by tensor.
+def convert_command(model_dir, out_dir, quants, name, basename, finetune, version, size_label, license_, split_max_size, mtp, verify, threads, overwrite):
+    """Convert the checkpoint in MODEL_DIR (Qwen3.5, Qwen3 or Qwen2) to GGUF files, tensor by tensor.
 
     The tokenizer, with <|im_end|> as end of sequence and end of turn, and the chat template go
-    into every file. Each file appears only when complete.
+    into every file. Each file appears only when complete; then llama.cpp loads it and `gguf
+    verify`'s checks run on it (exit 1 when one fails; the file stays for inspection).
     """
-    from apto_release.gguf.convert import convert
+    from apto_release.gguf.build import build_gguf, parse_size
 
-    for quant in dict.fromkeys(q.upper() for q in quants):
-        result = convert(
-            model_dir, out_dir, quant=quant, name=name, basename=basename, finetune=finetune, version=version,
-            size_label=size_label, license=license_, overwrite=overwrite,
-        )
-        types = ", ".join(f"{n} {t}" for t, n in sorted(result.tensor_types.items()))
-        click.echo(f"{result.path}  {result.bytes / 1e6:,.1f} MB  {result.tensors} tensors ({types})  {result.seconds:.1f}s")
-    return 0
+    quants = [q for item in quants for q in item.split(",")]
+    metadata = {"basename": basename, "finetune": finetune, "version": version, "size_label": size_label, "license": license_}
+    if mtp is not None:
+        metadata["mtp"] = mtp
+    limit = parse_size(split_max_size)
+
+    def show(item) -> None:
+        types = ", ".join(f"{n} {t}" for t, n in sorted(item.tensor_types.items()))
+        more = f" (+{len(item.paths) - 1} split files)" if len(item.paths) > 1 else ""
+        status = "" if item.report is None else ("  verified" if item.report.ok else "  VERIFY FAILED")
+        click.echo(f"{item.path}{more}  {item.bytes / 1e6:,.1f} MB  ({types})  {item.seconds:.1f}s{status}")
+        if item.report is not None and not item.report.ok:
+            click.echo(item.report.to_text())
+        if limit and len(item.paths) == 1 and item.bytes > limit:
+            click.echo(f"warning: {item.path.name} is larger than --split-max-size ({item.bytes / 1e9:.1f} GB); K-quants are not split", err=True)
+
+    files = build_gguf(
+        model_dir, out_dir, quants, name=name, split_max_size=limit, verify=verify, overwrite=overwrite,
+        threads=threads, on_file=show, **metadata,
+    )
+    return 0 if all(f.ok for f in files) else 1
 
 
 VERIFY_HELP = """Check GGUF FILEs with llama.cpp against the checkpoint they came from.

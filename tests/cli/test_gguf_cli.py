@@ -1,4 +1,4 @@
-"""gguf convert from the command line."""
+"""gguf convert from the command line (the checks of `gguf verify` are in tests/gguf/test_verify.py)."""
 
 from __future__ import annotations
 
@@ -16,18 +16,36 @@ def tiny_qwen3(tmp_path_factory):
 
 
 def test_convert_writes_one_file_per_type(run_cli, tiny_qwen3, tmp_path):
-    code, out, err = run_cli("gguf", "convert", tiny_qwen3, "-o", tmp_path, "--quant", "F16", "--quant", "q8_0", "--license", "apache-2.0")
+    code, out, err = run_cli(
+        "gguf", "convert", tiny_qwen3, "-o", tmp_path, "--quant", "F16", "--quant", "q8_0", "--license", "apache-2.0", "--no-verify"
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert [line.split()[0] for line in lines] == [str(tmp_path / "TinyQwen3-F16.gguf"), str(tmp_path / "TinyQwen3-Q8_0.gguf")]
     reader = gguf.GGUFReader(tmp_path / "TinyQwen3-Q8_0.gguf")
     license_field = reader.fields["general.license"]
     assert bytes(license_field.parts[license_field.data[0]]).decode() == "apache-2.0"
-    code, _, err = run_cli("gguf", "convert", tiny_qwen3, "-o", tmp_path)
+    code, _, err = run_cli("gguf", "convert", tiny_qwen3, "-o", tmp_path, "--no-verify")
     assert code == 2 and err.startswith(f"Error: {tmp_path / 'TinyQwen3-F16.gguf'}: the output file exists")
 
 
 def test_unknown_type_and_architecture_are_usage_errors(run_cli, tiny_qwen3, tmp_path):
-    code, _, err = run_cli("gguf", "convert", tiny_qwen3, "-o", tmp_path, "--quant", "Q4_K_M")
-    assert code == 2 and "unknown GGUF type 'Q4_K_M'" in err
+    code, _, err = run_cli("gguf", "convert", tiny_qwen3, "-o", tmp_path, "--quant", "F16,Q4_0")
+    assert code == 2 and "unknown GGUF type 'Q4_0'" in err
     assert list(tmp_path.iterdir()) == []
+    code, _, err = run_cli("gguf", "convert", tiny_qwen3, "-o", tmp_path, "--split-max-size", "lots")
+    assert code == 2 and "'lots' is not a size" in err
+
+
+def test_convert_quantizes_splits_and_verifies(run_cli, tiny_qwen3, tmp_path):
+    code, out, err = run_cli(
+        "gguf", "convert", tiny_qwen3, "-o", tmp_path, "--quant", "F16,Q4_K_M", "--split-max-size", "400K", "--threads", "1"
+    )
+    assert code == 0, out + err
+    f16 = sorted(tmp_path.glob("TinyQwen3-F16-*-of-*.gguf"))
+    assert len(f16) > 1 and not (tmp_path / "TinyQwen3-F16.gguf").exists()
+    assert (tmp_path / "TinyQwen3-Q4_K_M.gguf").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left
+    lines = [line for line in out.splitlines() if line.startswith(str(tmp_path))]
+    assert len(lines) == 2 and all(line.endswith("verified") for line in lines), out
+    assert f"(+{len(f16) - 1} split files)" in lines[0]

@@ -1,0 +1,146 @@
+"""Every GGUF file of one model: direct types, K-quants, verification (``apto-release gguf convert``).
+
+- F16, BF16 and Q8_0 are written by ``convert`` from the safetensors, streaming, and split into a
+  llama.cpp split set when larger than ``split_max_size``.
+- K-quants (Q4_K_M, ...) are made by llama.cpp's quantizer (``quantize``) from a high-precision
+  GGUF: the F16 or BF16 file of the same run when there is one in a single file (BF16 preferred
+  for a bfloat16 checkpoint, F16 otherwise), else one written for the purpose in a hidden staging
+  folder and removed afterwards. K-quant files are never split: Ollama does not load split sets,
+  and a Q4_K_M is under a third of the F16 (a file over the limit is reported, not hidden).
+- Each file is then checked with llama.cpp against the checkpoint (``verify``) unless
+  ``verify=False``; the reference logits are computed once for all files. A file that fails
+  stays where it is, complete, and the result says so (the CLI exits 1).
+
+Every output name is checked before any work starts, so a run that would collide with an
+existing file stops at once rather than after the long conversions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apto_release.errors import UsageError
+from apto_release.gguf import output
+from apto_release.gguf.convert import QUANT_TYPES, convert, output_name
+from apto_release.gguf.quantize import K_QUANTS, quantize
+from apto_release.merge.shards import CheckpointIndex
+
+#: The Hub takes files up to 50 GB; the default stays below with a margin.
+DEFAULT_SPLIT_MAX_SIZE = 48 * 1000**3
+ALL_QUANTS = (*QUANT_TYPES, *K_QUANTS)
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
+
+
+@dataclass
+class GgufFile:
+    """One output (a file or a split set) and, when verified, its report."""
+
+    quant: str
+    paths: tuple[Path, ...]
+    bytes: int
+    seconds: float
+    tensor_types: dict[str, int]
+    report: Any = None  # verify.VerifyReport
+
+    @property
+    def path(self) -> Path:
+        return self.paths[0]
+
+    @property
+    def ok(self) -> bool:
+        return self.report is None or self.report.ok
+
+
+def parse_size(text: str) -> int:
+    """``"48G"`` -> 48e9 bytes, ``"500MiB"`` -> 500 * 2**20; ``"0"`` means no splitting."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise UsageError(f"'{text}' is not a size; write e.g. 48G, 500M or 2GiB", field="split-max-size")
+    number, unit, binary = float(match.group(1)), match.group(2).upper(), bool(match.group(3))
+    power = "KMGT".find(unit) + 1 if unit else 0
+    return int(number * (1024 if binary else 1000) ** power)
+
+
+def normalise_quants(quants: list[str] | tuple[str, ...]) -> list[str]:
+    """Upper-cased, de-duplicated, in the order given; unknown names are a usage error."""
+    out = list(dict.fromkeys(q.strip().upper() for q in quants if q.strip()))
+    unknown = [q for q in out if q not in ALL_QUANTS]
+    if unknown:
+        raise UsageError(f"unknown GGUF type '{unknown[0]}'; choose from {', '.join(ALL_QUANTS)}", field="quant")
+    if not out:
+        raise UsageError("no GGUF type given", field="quant")
+    return out
+
+
+def build_gguf(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    quants: list[str] | tuple[str, ...],
+    *,
+    name: str | None = None,
+    split_max_size: int = DEFAULT_SPLIT_MAX_SIZE,
+    verify: bool = True,
+    overwrite: bool = False,
+    threads: int | None = None,
+    on_file: Callable[[GgufFile], None] | None = None,
+    **metadata: Any,
+) -> list[GgufFile]:
+    """Write ``out_dir/<name>-<TYPE>.gguf`` for each of ``quants`` from the checkpoint in ``model_dir``.
+
+    ``metadata`` goes to ``convert`` (basename, finetune, version, size_label, license, mtp, ...).
+    ``on_file`` is called with each output as it is finished (and, last, verified).
+    """
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    quants = normalise_quants(quants)
+    name = name or model_dir.resolve().name
+    for quant in quants:
+        output.check_free(out_dir, output_name(name, quant).removesuffix(".gguf"), overwrite=overwrite)
+
+    files: list[GgufFile] = []
+
+    def done(item: GgufFile) -> None:
+        files.append(item)
+        if on_file is not None and not verify:
+            on_file(item)
+
+    for quant in (q for q in quants if q in QUANT_TYPES):
+        result = convert(
+            model_dir, out_dir, quant=quant, name=name, overwrite=overwrite, split_max_size=split_max_size, **metadata
+        )
+        done(GgufFile(quant, result.paths, result.bytes, result.seconds, result.tensor_types))
+
+    k_quants = [q for q in quants if q in K_QUANTS]
+    if k_quants:
+        source_quant = _intermediate_type(model_dir)
+        reuse = next((f for f in files if f.quant == source_quant and len(f.paths) == 1), None)
+        with output.staging(out_dir, f"{name}-intermediate") as staged:
+            if reuse is not None:
+                source = reuse.path
+            else:
+                source = convert(model_dir, staged, quant=source_quant, name=name, split_max_size=0, **metadata).path
+            for quant in k_quants:
+                result = quantize(source, out_dir, output_name(name, quant).removesuffix(".gguf"), quant, threads=threads, overwrite=overwrite)
+                done(GgufFile(quant, result.paths, result.bytes, result.seconds, result.tensor_types))
+
+    if verify:
+        from apto_release.gguf.verify import load_reference
+        from apto_release.gguf.verify import verify as verify_file
+
+        reference = load_reference(model_dir, threads=threads)
+        for item in files:
+            item.report = verify_file(item.path, reference, threads=threads)
+            if on_file is not None:
+                on_file(item)
+    return files
+
+
+def _intermediate_type(model_dir: Path) -> str:
+    """BF16 for a checkpoint stored in bfloat16 (no second rounding), F16 otherwise (read from the shard headers)."""
+    index = CheckpointIndex.from_dir(model_dir)
+    bf16 = any(info.dtype == "BF16" for shard in index.shards for info in index.tensors_in(shard))
+    return "BF16" if bf16 else "F16"

@@ -1,0 +1,95 @@
+"""Every GGUF file of one model: direct types, K-quants from an intermediate, split sets, verification."""
+
+from __future__ import annotations
+
+import pytest
+
+gguf = pytest.importorskip("gguf")
+pytest.importorskip("llama_cpp")
+pytest.importorskip("torch")
+
+from apto_release.errors import UsageError
+from apto_release.gguf import build as build_module
+from apto_release.gguf import verify as verify_module
+from apto_release.gguf.build import build_gguf, normalise_quants, parse_size
+from apto_release.gguf.verify import load_reference
+from apto_release.testing.models import build_tiny_qwen3
+
+WIDE = {"hidden_size": 256, "intermediate_size": 512, "head_dim": 64}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("build")
+    return {
+        "f32": build_tiny_qwen3(root / "Wide", config=WIDE),
+        "bf16": build_tiny_qwen3(root / "WideBF16", config=WIDE, dtype="bfloat16"),
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(models):
+    return load_reference(models["f32"], threads=1)
+
+
+def test_sizes_and_types_parse():
+    assert parse_size("48G") == 48_000_000_000
+    assert parse_size("2GiB") == 2 * 2**30
+    assert parse_size("500 MB") == 500_000_000
+    assert parse_size("0") == 0
+    with pytest.raises(UsageError, match="not a size"):
+        parse_size("big")
+    assert normalise_quants(["q8_0", "F16", "Q8_0", " q4_k_m"]) == ["Q8_0", "F16", "Q4_K_M"]
+    with pytest.raises(UsageError, match="unknown GGUF type 'Q4_0'"):
+        normalise_quants(["F16", "Q4_0"])
+
+
+def test_k_quants_reuse_the_f16_of_the_same_run(models, tmp_path, monkeypatch):
+    calls = []
+    real_quantize = build_module.quantize
+    monkeypatch.setattr(build_module, "quantize", lambda source, *a, **k: (calls.append(source), real_quantize(source, *a, **k))[1])
+
+    files = build_gguf(models["f32"], tmp_path, ["F16", "Q4_K_M", "Q6_K"], name="Wide", verify=False)
+
+    assert [f.quant for f in files] == ["F16", "Q4_K_M", "Q6_K"]
+    assert calls == [tmp_path / "Wide-F16.gguf"] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Wide-F16.gguf", "Wide-Q4_K_M.gguf", "Wide-Q6_K.gguf"]
+    assert files[1].tensor_types.get("Q4_K", 0) > 0
+
+
+def test_a_bfloat16_checkpoint_is_quantized_from_a_temporary_bf16(models, tmp_path, monkeypatch):
+    sources = []
+    real_quantize = build_module.quantize
+
+    def spy(source, *args, **kwargs):
+        sources.append((source.name, gguf.GGUFReader(source).fields["general.file_type"].contents()))
+        return real_quantize(source, *args, **kwargs)
+
+    monkeypatch.setattr(build_module, "quantize", spy)
+    build_gguf(models["bf16"], tmp_path, ["Q4_K_M"], name="Wide", verify=False)
+
+    assert sources == [("Wide-BF16.gguf", gguf.LlamaFileType.MOSTLY_BF16)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Wide-Q4_K_M.gguf"]  # the intermediate is gone
+
+
+def test_split_sets_and_verification(models, reference, tmp_path, monkeypatch):
+    monkeypatch.setattr(verify_module, "load_reference", lambda *a, **k: reference)  # computed once per module
+    seen = []
+    files = build_gguf(
+        models["f32"], tmp_path, ["Q8_0", "Q4_K_M"], name="Wide", split_max_size=600_000, threads=1, on_file=seen.append
+    )
+
+    q8, q4 = files
+    assert len(q8.paths) > 1 and q8.path.name == f"Wide-Q8_0-00001-of-{len(q8.paths):05d}.gguf"
+    assert len(q4.paths) == 1  # K-quants come from an unsplit intermediate, in one file
+    assert [f.quant for f in seen] == ["Q8_0", "Q4_K_M"]
+    for item in files:
+        assert item.report is not None and item.ok, item.report.to_text()
+
+
+def test_an_existing_output_stops_the_run_before_any_work(models, tmp_path):
+    (tmp_path / "Wide-Q4_K_M.gguf").write_text("keep me")
+    with pytest.raises(UsageError, match="exists"):
+        build_gguf(models["f32"], tmp_path, ["F16", "Q4_K_M"], name="Wide", verify=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Wide-Q4_K_M.gguf"]
+    assert (tmp_path / "Wide-Q4_K_M.gguf").read_text() == "keep me"
