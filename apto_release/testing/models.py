@@ -208,6 +208,7 @@ def build_tiny_qwen35(
 
     generator = torch.Generator().manual_seed(seed)
     tensors = _random_state_dict(model_class, config, generator)
+    _condition_linear_attention(tensors, config.get_text_config())
     if mtp:
         tensors.update(_mtp_tensors(tensors, text_prefix, config.get_text_config(), generator))
     return _write_checkpoint(
@@ -289,8 +290,11 @@ def _draw(owner: str, leaf: str, shape: tuple[int, ...], generator: torch.Genera
         return uniform(-0.5, 0.5)
     if owner in _SCALE_NORMS:
         return uniform(0.5, 1.5) if leaf == "weight" else normal(0.1)
-    if leaf == "A_log":  # as transformers initialises it: log of uniform(0.01, 16)
-        return uniform(0.01, 16.0).log_()
+    if leaf == "A_log":
+        # transformers initialises log(uniform(0, 16)); decays of up to exp(-16) per token make the
+        # tiny model's linear attention forget at once and its outputs ill-conditioned (see
+        # _condition_linear_attention), so the tiny model keeps A in (0.01, 1).
+        return uniform(0.01, 1.0).log_()
     if leaf == "dt_bias":
         return uniform(0.0, 2.0)
     if leaf == "bias":
@@ -299,6 +303,24 @@ def _draw(owner: str, leaf: str, shape: tuple[int, ...], generator: torch.Genera
         return normal(1.0)
     # Linear, Conv1d (depthwise, (channels, 1, kernel)), Conv3d: scaled by the fan-in.
     return normal(1.0 / math.sqrt(math.prod(shape[1:])))
+
+
+def _condition_linear_attention(tensors: dict, text_config: PreTrainedConfig, alignment: float = 0.1) -> None:
+    """Align each Gated DeltaNet layer's query projection with its key projection, in place.
+
+    With independent random projections a token's query and key are nearly orthogonal, so the
+    linear attention's output (a sum of values weighted by query-key products near zero) has a tiny
+    norm and a random sign, and the gated RMSNorm after it blows rounding errors up: llama.cpp's
+    float16 or bfloat16 activations then move the logits far more than in a trained model, where
+    queries and keys are correlated. Keys become ``queries + alignment * their own draw``, in the
+    projection and in the convolution's kernels.
+    """
+    query_rows = text_config.linear_num_key_heads * text_config.linear_key_head_dim
+    for name, weight in tensors.items():
+        # The projection, and the causal convolution after it (its channels: queries, keys, values).
+        if name.endswith(("linear_attn.in_proj_qkv.weight", "linear_attn.conv1d.weight")):
+            keys = weight[query_rows : 2 * query_rows]
+            keys.mul_(alignment).add_(weight[:query_rows])
 
 
 def _mtp_tensors(

@@ -5,12 +5,11 @@ converter: names written out by hand, ``A = -exp(A_log)``, +1 on the zero-centre
 heads reordered from grouped to tiled order with numpy reshapes.
 
 llama.cpp against transformers: an F32 file (a test-only type: F32 is not a product type) must
-match within verify's F32 bound, which is decisive for the conversion itself. The product types
-(F16, BF16, Q8_0) run, tokenize, stop and agree on every decisive argmax, but the tiny random
-Qwen3.5 is badly conditioned for rounding: its first Gated DeltaNet layer feeds per-head vectors
-with an RMS down to 2e-5 into the gated RMSNorm, which scales their rounding error up by as much
-(transformers alone, with the weights rounded to float16, moves the logits by 0.07). Their full
-``report.ok`` is therefore an expected failure until the fixture is better conditioned.
+match within verify's F32 bound, which is decisive for the conversion itself; F16, BF16, Q8_0 and
+Q4_K_M files pass every check of `gguf verify` with its bounds. (That needs the fixture's linear
+attention to be conditioned as a trained model's is, see
+``apto_release.testing.models._condition_linear_attention``: with independent random query and
+key kernels, float16 activations alone moved the logits by 0.04-0.1.)
 """
 
 from __future__ import annotations
@@ -156,7 +155,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("qwen35")
     return {
         "vision": build_tiny_qwen35(root / "TinyQwen35", vision=True, mtp=True),
-        "text": build_tiny_qwen35(root / "TinyQwen35Text", vision=False, mtp=False, num_shards=2),
+        "text": build_tiny_qwen35(root / "TinyQwen35Text", vision=False, mtp=False, num_shards=2, dtype="bfloat16"),
         "bf16": build_tiny_qwen35(root / "TinyQwen35BF16", vision=True, mtp=True, dtype="bfloat16", num_shards=2),
     }
 
@@ -165,10 +164,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
 def outputs(models, tmp_path_factory) -> dict[tuple[str, str], Path]:
     out = tmp_path_factory.mktemp("gguf")
     files = {}
-    for kind in ("vision", "text"):
+    for kind in ("vision", "text", "bf16"):
         for quant in ("F16", "BF16", "Q8_0"):
             files[kind, quant] = convert(models[kind], out / kind, quant=quant).path
-    files["bf16", "BF16"] = convert(models["bf16"], out / "bf16", quant="BF16").path
     return files
 
 
@@ -177,7 +175,7 @@ def references(models) -> dict:
     pytest.importorskip("llama_cpp")
     from apto_release.gguf.verify import load_reference
 
-    return {kind: load_reference(models[kind]) for kind in ("vision", "text")}
+    return {kind: load_reference(models[kind]) for kind in ("vision", "text", "bf16")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,25 +429,31 @@ def test_llama_cpp_matches_transformers_f32(models, references, tmp_path, monkey
 
 
 @pytest.mark.parametrize("quant", ["F16", "BF16", "Q8_0"])
-@pytest.mark.parametrize("kind", ["vision", "text"])
-def test_llama_cpp_runs_product_types(outputs, references, kind, quant):
-    """Every check but the logit bounds passes; no decisive argmax differs; F16's NMSE is within its bound."""
+@pytest.mark.parametrize("kind", ["bf16", "text"])
+def test_llama_cpp_passes_verify(outputs, references, kind, quant):
+    """Every check of `gguf verify`, for both layouts, from bfloat16 checkpoints as the real ones are."""
     from apto_release.gguf.verify import verify
 
     report = verify(outputs[kind, quant], references[kind])
-    failed = {c.name: c for c in report.checks if not c.passed}
-    assert set(failed) <= {"logits"}, report.to_text()
-    logits = next(c for c in report.checks if c.name == "logits")
-    assert logits.measured["decisive_disagreements"] == 0, report.to_text()
-    if quant == "F16":
-        assert logits.measured["nmse"] <= 1e-4, report.to_text()
+    assert report.ok, report.to_text()
 
 
-@pytest.mark.xfail(reason="the tiny random Qwen3.5 amplifies rounding beyond verify's bounds (see the module docstring)", strict=False)
-@pytest.mark.parametrize("quant", ["F16", "BF16", "Q8_0"])
-@pytest.mark.parametrize("kind", ["vision", "text"])
-def test_llama_cpp_report_ok(outputs, references, kind, quant):
+def test_float32_checkpoint_f16_is_within_bounds(outputs, references):
+    """Weights stored in float32 are rounded once more to float16: still within F16's bounds."""
     from apto_release.gguf.verify import verify
 
-    report = verify(outputs[kind, quant], references[kind])
+    report = verify(outputs["vision", "F16"], references["vision"])
+    assert report.ok, report.to_text()
+
+
+def test_q4_k_m_of_a_wide_qwen35_passes_verify(tmp_path):
+    """Real K-quant blocks (hidden size 256: rows split into 256-value super-blocks) run in llama.cpp."""
+    from apto_release.gguf.quantize import quantize
+    from apto_release.gguf.verify import verify
+
+    model = build_tiny_qwen35(tmp_path / "Wide", vision=False, mtp=False, dtype="bfloat16", config={"hidden_size": 256, "intermediate_size": 512})
+    f16 = convert(model, tmp_path / "out", quant="F16")
+    q4 = quantize(f16.path, tmp_path / "out", "Wide-Q4_K_M", "Q4_K_M")
+    assert q4.tensor_types.get("Q4_K", 0) >= 8, q4.tensor_types
+    report = verify(q4.path, model)
     assert report.ok, report.to_text()
