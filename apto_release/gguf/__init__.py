@@ -1,8 +1,11 @@
-"""GGUF conversion of merged checkpoints (``apto-release gguf convert``): Qwen3 and Qwen2 text models.
+"""GGUF files of merged checkpoints for llama.cpp, Ollama and LM Studio (``apto-release gguf``).
 
-``names`` maps Hugging Face tensor names to llama.cpp's GGUF names; ``convert`` streams a
-safetensors checkpoint, one tensor at a time, into one GGUF file with its tokenizer and chat
-template inside. Needs the ``gguf`` package (``pip install 'apto-release[gguf]'``).
+``convert`` streams a Qwen3.5 (``qwen35``), Qwen3 or Qwen2 safetensors checkpoint, one tensor at a
+time, into F16, BF16 or Q8_0 GGUF (one file or a split set) with its tokenizer and chat template
+inside; the per-architecture knowledge is in ``archs`` / ``qwen35`` (and ``names``). ``quantize``
+makes K-quants with llama.cpp's own quantizer, ``verify`` runs files in llama.cpp against
+transformers, ``build`` does all of it for one model, ``output`` puts finished files in place.
+Needs the ``gguf`` extra (``gguf``, ``llama-cpp-python``).
 """
 
 #: The GGUF types ``gguf convert`` writes: directly with gguf-py, then through llama.cpp's quantizer.

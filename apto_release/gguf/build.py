@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from apto_release.errors import UsageError
-from apto_release.gguf import output
+from apto_release.gguf import GGUF_TYPES, output
 from apto_release.gguf.convert import QUANT_TYPES, convert, output_name
 from apto_release.gguf.quantize import K_QUANTS, quantize
 from apto_release.merge.shards import CheckpointIndex
 
 #: The Hub takes files up to 50 GB; the default stays below with a margin.
 DEFAULT_SPLIT_MAX_SIZE = 48 * 1000**3
-ALL_QUANTS = (*QUANT_TYPES, *K_QUANTS)
+ALL_QUANTS = GGUF_TYPES
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
 

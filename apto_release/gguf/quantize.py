@@ -27,18 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apto_release.errors import BuildError, UsageError
-from apto_release.gguf import output
+from apto_release.gguf import K_QUANT_TYPES, output
 
-#: Our type name -> the ``llama_ftype`` constant of llama.cpp (``include/llama.h``).
-K_QUANTS: dict[str, str] = {
-    "Q2_K": "LLAMA_FTYPE_MOSTLY_Q2_K",
-    "Q3_K_M": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
-    "Q4_K_S": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
-    "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-    "Q5_K_S": "LLAMA_FTYPE_MOSTLY_Q5_K_S",
-    "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-    "Q6_K": "LLAMA_FTYPE_MOSTLY_Q6_K",
-}
+#: Our type name -> the ``llama_ftype`` constant of llama.cpp (``include/llama.h``): LLAMA_FTYPE_MOSTLY_<name>.
+K_QUANTS: dict[str, str] = {name: f"LLAMA_FTYPE_MOSTLY_{name}" for name in K_QUANT_TYPES}
 
 _STDERR_TAIL = 12  # lines of llama.cpp's log quoted when it fails
 

@@ -9,9 +9,11 @@ pytest.importorskip("llama_cpp")
 pytest.importorskip("torch")
 
 from apto_release.errors import UsageError
+from apto_release.gguf import DIRECT_TYPES
 from apto_release.gguf import build as build_module
 from apto_release.gguf import verify as verify_module
 from apto_release.gguf.build import build_gguf, normalise_quants, parse_size
+from apto_release.gguf.convert import QUANT_TYPES
 from apto_release.gguf.verify import load_reference
 from apto_release.testing.models import build_tiny_qwen3
 
@@ -42,6 +44,8 @@ def test_sizes_and_types_parse():
     assert normalise_quants(["q8_0", "F16", "Q8_0", " q4_k_m"]) == ["Q8_0", "F16", "Q4_K_M"]
     with pytest.raises(UsageError, match="unknown GGUF type 'Q4_0'"):
         normalise_quants(["F16", "Q4_0"])
+    # The light list of type names (read by the manifest without importing gguf) is the converter's.
+    assert tuple(QUANT_TYPES) == DIRECT_TYPES
 
 
 def test_k_quants_reuse_the_f16_of_the_same_run(models, tmp_path, monkeypatch):
