@@ -31,12 +31,13 @@ def cli() -> None:
     """
 
 
+from apto_release.cli import cards as _cards  # noqa: E402
 from apto_release.cli import dataset as _dataset  # noqa: E402  (the command modules import nothing heavy)
 from apto_release.cli import gguf as _gguf  # noqa: E402
 from apto_release.cli import merge as _merge  # noqa: E402
 from apto_release.cli import train as _train  # noqa: E402
 
-for _module in (_dataset, _train, _merge, _gguf):
+for _module in (_dataset, _train, _merge, _gguf, _cards):
     _module.register(cli)
 
 

@@ -13,14 +13,14 @@ def test_help_is_light():
     """Every command's --help, each ending with an example, without importing anything heavy."""
     code = (
         "import sys\nfrom apto_release.cli import cli, main\n"
-        "commands = [[name] for name in cli.commands if name not in ('dataset', 'gguf')] + [['dataset', 'build'], ['gguf', 'convert']]\n"
+        "commands = [[name] for name in cli.commands if name not in ('dataset', 'gguf')] + [['dataset', 'build'], ['gguf', 'convert'], ['gguf', 'verify']]\n"
         "for args in [[]] + commands:\n"
         "    try:\n        main(args + ['--help'])\n    except SystemExit as e:\n        assert not e.code, (args, e.code)\n"
         "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'peft', 'tokenizers', 'gguf', 'numpy', 'pyarrow') if m in sys.modules), file=sys.stderr)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stderr.strip() == "[]"
-    for command in ("validate", "sample", "dataset build", "train", "merge", "gguf convert", "example-data", "demo", "schema"):
+    for command in ("validate", "sample", "dataset build", "train", "merge", "gguf convert", "gguf verify", "cards", "example-data", "demo", "schema"):
         assert f"Example: apto-release {command}" in proc.stdout
 
 

@@ -1,0 +1,226 @@
+"""The evaluation results file: what a model card's before/after table and ``model-index`` show.
+
+One JSON file per model (the manifest's ``evaluation = "eval/27b.json"``). A later stage computes
+it from the raw judgements; the cards only read it. Format 1::
+
+    {
+      "format": 1,
+      "model": "Apto-Qwen3.5-27B-Safety",      # the manifest's model name (or its repo id)
+      "metrics": [
+        {
+          "benchmark": "AnswerCarefully",      # the benchmark, as people know it
+          "metric": "acceptable_rate",         # the metric's id (model-index metric type)
+          "label": "AC acceptable rate",       # the table's row label (English)
+          "label_ja": "AC 許容回答率",          # optional: the Japanese table's label
+          "unit": "%",                          # "%" (change shown in points) or "" (a score)
+          "higher_is_better": true,
+          "before": 84.1,                       # the base model
+          "after": 89.8,                        # the tuned model
+          "ci95": [3.9, 7.5],                   # optional: 95% interval of the change (after - before)
+          "significant": true,                  # optional: is the change significant
+          "dataset_id": "llm-jp/AnswerCarefully",  # optional: the Hub dataset (model-index dataset type)
+          "n": 1000                             # optional: number of evaluated items
+        }
+      ],
+      "judges": ["gpt-4.1-2025-04-14"]          # optional: the judge models (strings or
+                                                #   objects with a "name" or "model")
+    }
+
+Rows are shown in file order; a metric the file does not have is simply not in the table. The
+change is ``after - before``, in points for a ``%`` unit and in the metric's own units otherwise.
+Unknown keys are errors (a typo must not silently drop a value). ``load_evaluation`` reports the
+first problem as one line naming the file and the field (``metrics[2].after``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apto_release.errors import InputError
+
+FORMAT = 1
+UNITS = ("%", "")
+
+_TOP_REQUIRED = ("format", "model", "metrics")
+_TOP_OPTIONAL = ("judges",)
+_METRIC_REQUIRED = ("benchmark", "metric", "label", "higher_is_better", "before", "after")
+_METRIC_OPTIONAL = ("label_ja", "unit", "ci95", "significant", "dataset_id", "n")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+class EvaluationError(InputError):
+    """The evaluation results file cannot be used (one line: the file, the field, the problem)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row of the results table: a metric of the base model (before) and the tuned model (after)."""
+
+    benchmark: str
+    metric: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    before: float
+    after: float
+    label_ja: str | None = None
+    ci95: tuple[float, float] | None = None
+    significant: bool | None = None
+    dataset_id: str | None = None
+    n: int | None = None
+
+    @property
+    def change(self) -> float:
+        """``after - before`` (points for a percentage)."""
+        return self.after - self.before
+
+    @property
+    def improved(self) -> bool | None:
+        """Whether the change goes the good way (None when there is no change)."""
+        if self.change == 0:
+            return None
+        return (self.change > 0) == self.higher_is_better
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's evaluation results file, checked."""
+
+    path: Path
+    model: str
+    metrics: tuple[Metric, ...]
+    judges: tuple[str, ...] = ()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _unknown(keys: Any, known: tuple[str, ...], where: str, path: Path) -> None:
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            raise EvaluationError(
+                f"unknown key '{where}{key}'" + (f" (did you mean '{where}{close[0]}'?)" if close else ""),
+                path=path, field=f"{where}{key}",
+            )
+
+
+def _metric(entry: Any, i: int, path: Path) -> Metric:
+    where = f"metrics[{i}]"
+
+    def fail(field: str, message: str) -> EvaluationError:
+        return EvaluationError(f"'{where}.{field}' {message}", path=path, field=f"{where}.{field}")
+
+    if not isinstance(entry, dict):
+        raise EvaluationError(f"'{where}' is not an object", path=path, field=where)
+    _unknown(entry, _METRIC_REQUIRED + _METRIC_OPTIONAL, f"{where}.", path)
+    for key in _METRIC_REQUIRED:
+        if key not in entry:
+            raise fail(key, "is missing")
+    for key in ("benchmark", "metric", "label"):
+        if not isinstance(entry[key], str) or not entry[key].strip():
+            raise fail(key, f"must be a non-empty string, found {entry[key]!r}")
+    if not isinstance(entry["higher_is_better"], bool):
+        raise fail("higher_is_better", f"must be true or false, found {entry['higher_is_better']!r}")
+    for key in ("before", "after"):
+        if not _number(entry[key]):
+            raise fail(key, f"must be a number, found {entry[key]!r}")
+    unit = entry.get("unit", "")
+    if unit not in UNITS:
+        raise fail("unit", f'must be "%" or "", found {unit!r}')
+    label_ja = entry.get("label_ja")
+    if label_ja is not None and (not isinstance(label_ja, str) or not label_ja.strip()):
+        raise fail("label_ja", f"must be a non-empty string, found {label_ja!r}")
+    ci95 = entry.get("ci95")
+    if ci95 is not None:
+        if not (isinstance(ci95, list) and len(ci95) == 2 and all(_number(x) for x in ci95)) or ci95[0] > ci95[1]:
+            raise fail("ci95", f"must be [low, high] with low <= high, found {ci95!r}")
+        ci95 = (float(ci95[0]), float(ci95[1]))
+    significant = entry.get("significant")
+    if significant is not None and not isinstance(significant, bool):
+        raise fail("significant", f"must be true or false, found {significant!r}")
+    dataset_id = entry.get("dataset_id")
+    if dataset_id is not None and (not isinstance(dataset_id, str) or not _REPO_ID.match(dataset_id)):
+        raise fail("dataset_id", f"must be a Hub dataset id (organisation/name), found {dataset_id!r}")
+    n = entry.get("n")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise fail("n", f"must be a positive integer, found {n!r}")
+    return Metric(
+        benchmark=entry["benchmark"].strip(), metric=entry["metric"].strip(), label=entry["label"].strip(), unit=unit,
+        higher_is_better=entry["higher_is_better"], before=float(entry["before"]), after=float(entry["after"]),
+        label_ja=label_ja.strip() if label_ja else None, ci95=ci95, significant=significant, dataset_id=dataset_id, n=n,
+    )
+
+
+def _judge(entry: Any, i: int, path: Path) -> str:
+    if isinstance(entry, str) and entry.strip():
+        return entry.strip()
+    if isinstance(entry, dict):
+        name = entry.get("name") or entry.get("model")
+        if isinstance(name, str) and name.strip():
+            return name.strip()
+    raise EvaluationError(
+        f"'judges[{i}]' must be a string or an object with a \"name\" or \"model\", found {entry!r}", path=path, field=f"judges[{i}]"
+    )
+
+
+def parse_evaluation(data: Any, path: str | Path = "<evaluation>") -> Evaluation:
+    """Check an already-parsed results object (see the module docstring)."""
+    path = Path(path)
+    if not isinstance(data, dict):
+        raise EvaluationError("the evaluation results file is not a JSON object", path=path)
+    _unknown(data, _TOP_REQUIRED + _TOP_OPTIONAL, "", path)
+    for key in _TOP_REQUIRED:
+        if key not in data:
+            raise EvaluationError(f"'{key}' is missing", path=path, field=key)
+    if data["format"] != FORMAT or isinstance(data["format"], bool):
+        raise EvaluationError(
+            f"unsupported format {data['format']!r} (this version reads format {FORMAT})", path=path, field="format",
+            hint="upgrade apto-release, or write the file in format 1",
+        )
+    if not isinstance(data["model"], str) or not data["model"].strip():
+        raise EvaluationError(f"'model' must be a non-empty string, found {data['model']!r}", path=path, field="model")
+    if not isinstance(data["metrics"], list) or not data["metrics"]:
+        raise EvaluationError("'metrics' must be a non-empty list", path=path, field="metrics")
+    metrics = [_metric(entry, i, path) for i, entry in enumerate(data["metrics"], 1)]
+    seen: dict[tuple[str, str], int] = {}
+    for i, m in enumerate(metrics, 1):
+        key = (m.benchmark, m.metric)
+        if key in seen:
+            raise EvaluationError(
+                f"'metrics[{i}]' repeats {m.benchmark} {m.metric} (also metrics[{seen[key]}])", path=path, field=f"metrics[{i}]"
+            )
+        seen[key] = i
+    judges = data.get("judges", [])
+    if not isinstance(judges, list):
+        raise EvaluationError("'judges' must be a list", path=path, field="judges")
+    return Evaluation(path, data["model"].strip(), tuple(metrics), tuple(_judge(j, i, path) for i, j in enumerate(judges, 1)))
+
+
+def load_evaluation(path: str | Path) -> Evaluation:
+    """Read and check an evaluation results file.
+
+    Raises:
+        EvaluationError: the file is missing, not JSON, or not in format 1 (the first problem,
+            naming the file and the field).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise EvaluationError(
+            "the evaluation results file does not exist", path=path,
+            hint="write it, or remove 'evaluation' from the model in the manifest (the card then says results are not published yet)",
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise EvaluationError(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", path=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvaluationError(f"cannot read the evaluation results file: {exc}", path=path) from None
+    return parse_evaluation(data, path)

@@ -1,0 +1,450 @@
+"""Model cards: metadata, bilingual body, evaluation table and model-index, GGUF table, the offline check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+import textwrap
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from apto_release import __version__
+from apto_release.errors import InputError
+from apto_release.release import cards
+from apto_release.release.cards import CardError, build_cards, check_card, find_gguf_outputs, write_card
+from apto_release.release.evaluation import EvaluationError, load_evaluation, parse_evaluation
+from apto_release.release.manifest import load_manifest
+
+NAME = "Apto-Tiny-Safety"
+DATA_SHA = "ab" * 32
+ORG = "apto-ai"
+
+
+def tiny_png() -> bytes:
+    """A valid 1x1 PNG."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b""))
+
+
+def training_summary() -> dict:
+    """What apto_release.train.trainer writes (abridged where the cards do not look)."""
+    per_category = {
+        "safety_refusal": {"records": 40, "over_length": 1, "tokens": 12000, "trained_tokens": 6000, "longest": 700, "kept": 39},
+        "overrefusal_prevention": {"records": 30, "over_length": 0, "tokens": 9000, "trained_tokens": 5000, "longest": 500, "kept": 30},
+        "mid_refusal": {"records": 20, "over_length": 0, "tokens": 7000, "trained_tokens": 3000, "longest": 600, "kept": 20},
+        "anti_hallucination": {"records": 10, "over_length": 0, "tokens": 2000, "trained_tokens": 1000, "longest": 300, "kept": 10},
+    }
+    return {
+        "apto_release_version": "0.1.0",
+        "preset": "qwen3.5-9b",
+        "config": {
+            "description": "tiny", "base_model": "Qwen/Qwen3.5-9B",
+            "lora.r": 32, "lora.alpha": 64, "lora.dropout": 0.05, "lora.use_rslora": False,
+            "lora.target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+            "train.learning_rate": 0.0002, "train.lr_scheduler": "cosine", "train.warmup_ratio": 0.03,
+            "train.weight_decay": 0.0, "train.max_grad_norm": 1.0, "train.epochs": 2,
+            "train.per_device_batch_size": 4, "train.gradient_accumulation_steps": 4, "train.precision": "bf16",
+            "train.gradient_checkpointing": True, "train.fsdp": False, "train.seed": 0,
+            "data.max_length": 4096, "data.chat_template": "", "data.end_of_turn": "<|im_end|>",
+        },
+        "base": "models/Qwen3.5-9B",
+        "base_model_id": "Qwen/Qwen3.5-9B",
+        "data": {"path": "data/train.jsonl", "sha256": DATA_SHA, "records": 100},
+        "tokens": {"max_length": 4096, "per_category": per_category},
+        "training": {"world_size": 2, "steps": 13, "epochs": 2.0, "resumed_from": None, "final_loss": 0.8123,
+                     "loss_history": [{"step": 1, "loss": 2.0, "learning_rate": 0.0002}], "duration_seconds": 7200.0},
+        "ranks": [{"rank": 0, "examples": 50, "record_ids": []}],
+        "versions": {"apto_release": "0.1.0", "python": "3.11"},
+    }
+
+
+def evaluation(model: str = NAME) -> dict:
+    return {
+        "format": 1,
+        "model": model,
+        "metrics": [
+            {"benchmark": "AnswerCarefully", "metric": "acceptable_rate", "label": "AC acceptable rate", "unit": "%",
+             "higher_is_better": True, "before": 84.1, "after": 89.8, "ci95": [3.9, 7.5], "significant": True,
+             "dataset_id": "llm-jp/AnswerCarefully", "n": 1000},
+            {"benchmark": "AnswerCarefully", "metric": "violation_rate", "label": "AC violation rate", "unit": "%",
+             "higher_is_better": False, "before": 6.2, "after": 2.9, "dataset_id": "llm-jp/AnswerCarefully"},
+            {"benchmark": "MT-Bench-ja", "metric": "score", "label": "MT-Bench-ja", "unit": "",
+             "higher_is_better": True, "before": 7.12, "after": 7.05},
+        ],
+        "judges": ["gpt-4.1", {"name": "human review"}],
+    }
+
+
+def write_gguf(path: Path, tensors: dict[str, tuple[str, tuple[int, ...]]]) -> None:
+    """A real GGUF file; each tensor is (type, shape) with type F16, F32, Q8_0 or Q4_K (zero blocks)."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "qwen3")
+    writer.add_block_count(1)
+    for name, (kind, shape) in tensors.items():
+        n = int(np.prod(shape))
+        if kind in ("F16", "F32"):
+            writer.add_tensor(name, np.ones(shape, dtype=np.float16 if kind == "F16" else np.float32))
+        elif kind == "Q8_0":
+            q = gguf.quants.quantize(np.ones(shape, dtype=np.float32), gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:  # Q4_K: 144 bytes per 256 weights
+            raw = np.zeros((*shape[:-1], shape[-1] // 256 * 144), dtype=np.uint8)
+            writer.add_tensor(name, raw, raw_dtype=gguf.GGMLQuantizationType.Q4_K)
+        assert n
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+PARAMETERS = 8 * 256 + 256  # token_embd + attn_norm
+
+
+def make_release(tmp_path: Path, *, with_evaluation: bool = True, push_adapter: bool = True, gguf: bool = True) -> Path:
+    """A manifest with one model, and every input the cards read; returns the manifest's path."""
+    adapter = tmp_path / "out/adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 32, "lora_alpha": 64, "base_model_name_or_path": "Qwen/Qwen3.5-9B"}))
+    (adapter / "training_summary.json").write_text(json.dumps(training_summary(), indent=2))
+    (adapter / "loss_curve.png").write_bytes(tiny_png())
+    merged = tmp_path / "out/merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text(json.dumps({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"}))
+    if gguf:
+        folder = tmp_path / "out/gguf"
+        folder.mkdir(parents=True)
+        embd, norm = ("token_embd.weight", (8, 256)), ("blk.0.attn_norm.weight", (256,))
+        write_gguf(folder / f"{NAME}-F16.gguf", {embd[0]: ("F16", embd[1]), norm[0]: ("F32", norm[1])})
+        write_gguf(folder / f"{NAME}-Q4_K_M.gguf", {embd[0]: ("Q4_K", embd[1]), norm[0]: ("F32", norm[1])})
+        # Q8_0 as a split set: one tensor per file
+        write_gguf(folder / f"{NAME}-Q8_0-00001-of-00002.gguf", {embd[0]: ("Q8_0", embd[1])})
+        write_gguf(folder / f"{NAME}-Q8_0-00002-of-00002.gguf", {norm[0]: ("F32", norm[1])})
+    if with_evaluation:
+        (tmp_path / "eval").mkdir()
+        (tmp_path / "eval/tiny.json").write_text(json.dumps(evaluation()))
+    manifest = f"""
+        organisation = "{ORG}"
+        version = "1.2.0"
+        license = "apache-2.0"
+
+        [dataset.sample]
+        repo = "ja-safety-sft-500"
+        folder = "out/dataset-sample"
+
+        [dataset.full]
+        repo = "ja-safety-sft"
+        folder = "out/dataset-full"
+
+        [[model]]
+        name = "{NAME}"
+        base_model = "Qwen/Qwen3.5-9B"
+        preset = "qwen3.5-9b"
+        adapter = "out/adapter"
+        merged = "out/merged"
+        push_adapter = {str(push_adapter).lower()}
+    """
+    if gguf:
+        manifest += '    gguf = ["Q8_0", "F16", "Q4_K_M"]\n        gguf_folder = "out/gguf"\n'
+    if with_evaluation:
+        manifest += '        evaluation = "eval/tiny.json"\n'
+    path = tmp_path / "release.toml"
+    path.write_text(textwrap.dedent(manifest))
+    return path
+
+
+def front_matter(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+@pytest.fixture
+def release(tmp_path):
+    path = make_release(tmp_path)
+    return load_manifest(path), {c.kind: c for c in build_cards(load_manifest(path), year=2026)}
+
+
+# --- the merged model's card -----------------------------------------------------------------
+
+
+def test_model_card_metadata(release):
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    _, built = release
+    meta = front_matter(built["model"].text)
+    assert meta["base_model"] == "Qwen/Qwen3.5-9B"
+    assert meta["base_model_relation"] == "finetune"
+    assert meta["library_name"] == "transformers"
+    assert meta["pipeline_tag"] == "text-generation"
+    assert meta["language"] == ["ja", "en"]
+    assert meta["license"] == "apache-2.0"
+    assert meta["datasets"] == ["apto-ai/ja-safety-sft-500"]  # the public sample only
+    assert {"safety", "japanese"} <= set(meta["tags"])
+    name, results = model_index_to_eval_results(meta["model-index"])
+    assert name == f"{ORG}/{NAME}"
+    got = {(r.dataset_type, r.metric_type): (r.metric_value, r.dataset_name, r.task_type) for r in results}
+    assert got == {
+        ("llm-jp/AnswerCarefully", "acceptable_rate"): (89.8, "AnswerCarefully", "text-generation"),
+        ("llm-jp/AnswerCarefully", "violation_rate"): (2.9, "AnswerCarefully", "text-generation"),
+        ("mt-bench-ja", "score"): (7.05, "MT-Bench-ja", "text-generation"),
+    }
+    assert check_card(built["model"].text, "model") == []
+
+
+def test_model_card_body(release):
+    _, built = release
+    card = built["model"]
+    text = card.text
+    for heading in ("## 日本語", "## English", "### 評価結果", "### Evaluation", "### 学習の詳細", "### Training details",
+                    "### 制限事項", "### Limitations", "### ライセンス", "### License", "### 使い方", "### How to use",
+                    "## 来歴 / Provenance", "## 引用 / Citation"):
+        assert f"\n{heading}\n" in text, heading
+    # before, after, change in points, the interval and the significance mark
+    assert "| AnswerCarefully | AC acceptable rate ↑ | 84.1% | 89.8% | +5.7 pt \\* | [+3.9, +7.5] |" in text
+    assert "| AnswerCarefully | AC 許容回答率 ↑ | 84.1% | 89.8% | +5.7 ポイント \\* | [+3.9, +7.5] |" in text
+    assert "| AnswerCarefully | AC violation rate ↓ | 6.2% | 2.9% | -3.3 pt | — |" in text
+    assert "| MT-Bench-ja | MT-Bench-ja ↑ | 7.12 | 7.05 | -0.07 | — |" in text  # a score: units, not points
+    assert "SORRY-Bench" not in text.split("### 評価結果")[1].split("###")[0]  # not in the file, not in the table
+    assert "Judged by gpt-4.1, human review." in text
+    # training details from training_summary.json
+    assert "| method | LoRA (rank 32, alpha 64, dropout 0.05) |" in text
+    assert "| 手法 | LoRA（rank 32、alpha 64、dropout 0.05） |" in text
+    assert "`q_proj`, `k_proj`, `v_proj`, `o_proj`" in text
+    assert "| learning rate | 0.0002 (cosine, warm-up 0.03) |" in text
+    assert "| epochs | 2 |" in text
+    assert "| effective batch size | 32 |" in text  # 4 x 4 x 2 GPUs
+    assert "| training time | 2.0 h |" in text and "| 学習時間 | 2.0 時間 |" in text
+    assert "| `safety_refusal` | 40 | 39 | 12,000 | 6,000 |" in text
+    assert "| **total** | 100 | 99 | 30,000 | 15,000 |" in text
+    assert "![Training loss](loss_curve.png)" in text
+    assert card.assets == {"loss_curve.png": card.path.parent.parent / "adapter/loss_curve.png"}
+    # usage, links, provenance, citation
+    assert f'model_id = "{ORG}/{NAME}"' in text
+    assert f"vllm serve {ORG}/{NAME}" in text
+    assert f"[{ORG}/{NAME}-GGUF](https://huggingface.co/{ORG}/{NAME}-GGUF)" in text
+    assert f"| apto-release | `{__version__}` |" in text
+    assert f"| training data SHA-256 | `{DATA_SHA}` |" in text
+    assert "year         = {2026}," in text
+    assert "[AnswerCarefully](https://huggingface.co/datasets/llm-jp/AnswerCarefully)" in text
+
+
+def test_a_model_without_evaluation_says_so_and_has_no_model_index(tmp_path):
+    built = build_cards(load_manifest(make_release(tmp_path, with_evaluation=False, push_adapter=False, gguf=False)))
+    assert [c.kind for c in built] == ["model"]
+    text = built[0].text
+    assert "model-index" not in front_matter(text)
+    assert "Evaluation results are not published yet" in text
+    assert "評価結果はまだ公開していません" in text
+    assert "-GGUF" not in text and "-LoRA" not in text
+    assert check_card(text, "model") == []
+
+
+# --- the adapter card ------------------------------------------------------------------------
+
+
+def test_adapter_card(release):
+    _, built = release
+    card = built["adapter"]
+    meta = front_matter(card.text)
+    assert (meta["library_name"], meta["base_model_relation"], meta["base_model"]) == ("peft", "adapter", "Qwen/Qwen3.5-9B")
+    assert meta["model-index"][0]["name"] == f"{ORG}/{NAME}-LoRA"
+    assert card.path.name == "README.md" and card.path.parent.name == "adapter"
+    assert card.repo == f"{ORG}/{NAME}-LoRA"
+    assert f'AutoPeftModelForCausalLM.from_pretrained("{ORG}/{NAME}-LoRA"' in card.text
+    assert "--max-lora-rank 32" in card.text
+    assert "![学習損失](loss_curve.png)" in card.text
+    assert check_card(card.text, "adapter") == []
+
+
+def test_no_adapter_card_without_an_adapter_repo(tmp_path):
+    built = build_cards(load_manifest(make_release(tmp_path, push_adapter=False)))
+    assert [c.kind for c in built] == ["model", "gguf"]
+
+
+# --- the GGUF card ---------------------------------------------------------------------------
+
+
+def test_gguf_outputs_sizes_hashes_and_bits_per_weight(release):
+    manifest, _ = release
+    outputs = {o.type: o for o in find_gguf_outputs(manifest.models[0])}
+    assert list(outputs) == ["F16", "Q8_0", "Q4_K_M"]  # most faithful first
+    q8 = outputs["Q8_0"]
+    assert [f.path.name for f in q8.files] == [f"{NAME}-Q8_0-00001-of-00002.gguf", f"{NAME}-Q8_0-00002-of-00002.gguf"]
+    for o in outputs.values():
+        assert o.parameters == PARAMETERS  # summed over the split set
+        for f in o.files:
+            assert f.sha256 == hashlib.sha256(f.path.read_bytes()).hexdigest()
+            assert f.size == f.path.stat().st_size
+        assert o.bits_per_weight == pytest.approx(sum(f.size for f in o.files) * 8 / PARAMETERS)
+
+
+def test_gguf_card(release):
+    manifest, built = release
+    card = built["gguf"]
+    meta = front_matter(card.text)
+    assert (meta["base_model"], meta["base_model_relation"]) == (f"{ORG}/{NAME}", "quantized")
+    assert "gguf" in meta["tags"] and "model-index" not in meta
+    assert card.path == manifest.models[0].gguf_folder / "README.md"
+    f16 = manifest.models[0].gguf_folder / f"{NAME}-F16.gguf"
+    size = f16.stat().st_size
+    bpw = f"{size * 8 / PARAMETERS:.2f}"
+    sha = hashlib.sha256(f16.read_bytes()).hexdigest()
+    assert f"| {cards.human_size(size)} | {bpw} | `{sha}` |" in card.text
+    assert f"[{NAME}-F16.gguf](https://huggingface.co/{ORG}/{NAME}-GGUF/blob/main/{NAME}-F16.gguf) | F16 |" in card.text
+    assert f"{NAME}-Q8_0-00002-of-00002.gguf" in card.text
+    assert f"llama-server -hf {ORG}/{NAME}-GGUF:Q4_K_M" in card.text
+    assert f"ollama run hf.co/{ORG}/{NAME}-GGUF:Q4_K_M" in card.text
+    assert "LM Studio" in card.text
+    assert "**recommended**" in card.text
+    assert check_card(card.text, "gguf") == []
+
+
+def test_human_size():
+    assert cards.human_size(812) == "812 B"
+    assert cards.human_size(4_200) == "4.20 KB"
+    assert cards.human_size(16_543_000_000) == "16.54 GB"
+
+
+def test_a_missing_gguf_type_is_an_input_error(tmp_path):
+    path = make_release(tmp_path)
+    (tmp_path / f"out/gguf/{NAME}-Q4_K_M.gguf").unlink()
+    with pytest.raises(InputError, match="no GGUF file for Q4_K_M") as info:
+        build_cards(load_manifest(path))
+    assert info.value.path == str(tmp_path / "out/gguf")
+
+
+def test_an_incomplete_split_set_is_an_input_error(tmp_path):
+    path = make_release(tmp_path)
+    (tmp_path / f"out/gguf/{NAME}-Q8_0-00002-of-00002.gguf").unlink()
+    with pytest.raises(InputError, match="incomplete"):
+        build_cards(load_manifest(path))
+
+
+# --- the check -------------------------------------------------------------------------------
+
+
+def test_check_catches_a_broken_card(release):
+    _, built = release
+    text = built["model"].text
+    assert check_card("# no metadata\n", "model")[0].startswith("no YAML metadata block")
+    bad_yaml = text.replace("license: apache-2.0", "license: [apache-2.0", 1)
+    assert check_card(bad_yaml, "model")[0].startswith("the YAML metadata does not parse")
+    missing = text.replace("library_name: transformers\n", "", 1)
+    assert "metadata key 'library_name' is missing" in check_card(missing, "model")
+    wrong = text.replace("base_model_relation: finetune", "base_model_relation: quantized", 1)
+    assert any("expected 'finetune'" in p for p in check_card(wrong, "model"))
+    bad_index = text.replace("value: 89.8", "value: high", 1)
+    assert any("not a number" in p for p in check_card(bad_index, "model"))
+    unrendered = text + "\n{{ oops }}\n"
+    assert any("unrendered" in p for p in check_card(unrendered, "model"))
+    # the same card is not a valid GGUF card
+    assert any("expected 'quantized'" in p for p in check_card(text, "gguf"))
+
+
+def test_a_failing_card_raises_a_card_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(cards, "check_card", lambda text, kind: ["metadata key 'license' is missing"])
+    manifest = load_manifest(make_release(tmp_path, gguf=False, push_adapter=False))
+    with pytest.raises(CardError) as info:
+        build_cards(manifest)
+    assert "model card of Apto-Tiny-Safety fails its check: metadata key 'license' is missing" in str(info.value)
+    assert "\n" not in str(info.value)
+    lenient = build_cards(manifest, strict=False)
+    assert lenient[0].problems == ["metadata key 'license' is missing"]
+    with pytest.raises(CardError):
+        write_card(lenient[0])
+    assert not (tmp_path / "out/merged/README.md").exists()
+
+
+def test_provenance_hook_adds_rows(tmp_path):
+    manifest = load_manifest(make_release(tmp_path, gguf=False, push_adapter=False))
+    built = build_cards(manifest, provenance=lambda model, kind: {"merged model SHA-256": f"{kind}-{model.name}"})
+    assert f"| merged model SHA-256 | `model-{NAME}` |" in built[0].text
+
+
+def test_write_card_copies_the_loss_curve(release):
+    _, built = release
+    card = built["model"]
+    write_card(card)
+    assert card.path.read_text("utf-8") == card.text
+    assert (card.path.parent / "loss_curve.png").read_bytes() == tiny_png()
+    write_card(built["adapter"])  # the curve is already there: not copied onto itself
+    assert (built["adapter"].path.parent / "loss_curve.png").read_bytes() == tiny_png()
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def test_a_missing_training_summary_is_an_input_error(tmp_path):
+    path = make_release(tmp_path, gguf=False)
+    (tmp_path / "out/adapter/training_summary.json").unlink()
+    with pytest.raises(InputError, match="no training_summary.json") as info:
+        build_cards(load_manifest(path))
+    assert info.value.exit_code == 2
+
+
+def test_a_training_summary_without_the_lora_rank(tmp_path):
+    path = make_release(tmp_path, gguf=False)
+    summary = training_summary()
+    del summary["config"]["lora.r"]
+    (tmp_path / "out/adapter/training_summary.json").write_text(json.dumps(summary))
+    with pytest.raises(InputError, match="config.lora.r"):
+        build_cards(load_manifest(path))
+
+
+def test_evaluation_of_another_model_is_refused(tmp_path):
+    path = make_release(tmp_path, gguf=False)
+    (tmp_path / "eval/tiny.json").write_text(json.dumps(evaluation("Other-Model")))
+    with pytest.raises(InputError, match="not of 'Apto-Tiny-Safety'"):
+        build_cards(load_manifest(path))
+
+
+def test_load_evaluation(tmp_path):
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps(evaluation()))
+    ev = load_evaluation(path)
+    assert ev.model == NAME and ev.judges == ("gpt-4.1", "human review")
+    ac = ev.metrics[0]
+    assert (ac.before, ac.after, ac.ci95, ac.significant, ac.n) == (84.1, 89.8, (3.9, 7.5), True, 1000)
+    assert ac.change == pytest.approx(5.7) and ac.improved is True
+    assert ev.metrics[1].improved is True  # a violation rate going down
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(format=2), "unsupported format 2"),
+        (lambda d: d.pop("model"), "'model' is missing"),
+        (lambda d: d["metrics"][1].update(after="high"), "'metrics[2].after' must be a number"),
+        (lambda d: d["metrics"][0].update(unit="pts"), "'metrics[1].unit'"),
+        (lambda d: d["metrics"][0].update(ci95=[5, 1]), "'metrics[1].ci95'"),
+        (lambda d: d["metrics"][0].update(higer_is_better=True), "did you mean 'metrics[1].higher_is_better'"),
+        (lambda d: d["metrics"].append(dict(d["metrics"][0])), "repeats AnswerCarefully acceptable_rate"),
+        (lambda d: d.update(metrics=[]), "'metrics' must be a non-empty list"),
+    ],
+)
+def test_bad_evaluation_files(edit, message):
+    data = evaluation()
+    edit(data)
+    with pytest.raises(EvaluationError, match=re.escape(message)) as info:
+        parse_evaluation(data, "eval/x.json")
+    assert str(info.value).startswith("eval/x.json: ") and "\n" not in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_an_evaluation_file_that_is_not_json(tmp_path):
+    path = tmp_path / "e.json"
+    path.write_text("{nope")
+    with pytest.raises(EvaluationError, match="not valid JSON"):
+        load_evaluation(path)
+    with pytest.raises(EvaluationError, match="does not exist"):
+        load_evaluation(tmp_path / "missing.json")
