@@ -28,7 +28,12 @@ def gguf_group() -> None:
 @click.option("--finetune", help="general.finetune.")
 @click.option("--version", "version", help="general.version.")
 @click.option("--size-label", help="general.size_label [default: from the parameter count].")
-@click.option("--license", "license_", help="general.license.")
+@click.option("--license", "license_", help="general.license [default: the model card's].")
+@click.option("--base-model", "base_models", multiple=True, metavar="REPO_ID", help="general.base_model.* (repeatable) [default: the model card's base_model].")
+@click.option("--tag", "tags", multiple=True, help="general.tags (repeatable) [default: the model card's tags].")
+@click.option("--language", "languages", multiple=True, help="general.languages (repeatable) [default: the model card's language].")
+@click.option("--dataset", "datasets", multiple=True, metavar="REPO_ID", help="general.dataset.* (repeatable) [default: the model card's datasets].")
+@click.option("--quantized-by", help="general.quantized_by.")
 @click.option(
     "--split-max-size", default="48G", show_default=True, metavar="SIZE",
     help="Write F16/BF16/Q8_0 files larger than this as a llama.cpp split set (NAME-TYPE-00001-of-0000N.gguf); "
@@ -38,7 +43,10 @@ def gguf_group() -> None:
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Check every file with llama.cpp against MODEL_DIR (see `gguf verify`).")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for llama.cpp and the reference [default: up to 4].")
 @click.option("--overwrite", is_flag=True, help="Replace existing files.")
-def convert_command(model_dir, out_dir, quants, name, basename, finetune, version, size_label, license_, split_max_size, mtp, verify, threads, overwrite):
+def convert_command(
+    model_dir, out_dir, quants, name, basename, finetune, version, size_label, license_, base_models, tags, languages, datasets,
+    quantized_by, split_max_size, mtp, verify, threads, overwrite,
+):
     """Convert the checkpoint in MODEL_DIR (Qwen3.5, Qwen3 or Qwen2) to GGUF files, tensor by tensor.
 
     The tokenizer, with <|im_end|> as end of sequence and end of turn, and the chat template go
@@ -48,7 +56,11 @@ def convert_command(model_dir, out_dir, quants, name, basename, finetune, versio
     from apto_release.gguf.build import build_gguf, parse_size
 
     quants = [q for item in quants for q in item.split(",")]
-    metadata = {"basename": basename, "finetune": finetune, "version": version, "size_label": size_label, "license": license_}
+    metadata = {"basename": basename, "finetune": finetune, "version": version, "size_label": size_label, "license": license_,
+                "quantized_by": quantized_by}
+    for key, values in (("base_model", base_models), ("tags", tags), ("languages", languages), ("datasets", datasets)):
+        if values:  # given: replaces the model card's
+            metadata[key] = list(values)
     if mtp is not None:
         metadata["mtp"] = mtp
     limit = parse_size(split_max_size)

@@ -283,6 +283,11 @@ def convert(
     overwrite: bool = False,
     split_max_size: int = 0,
     mtp: bool | None = None,
+    base_model: str | list[str] | None = None,
+    tags: list[str] | None = None,
+    languages: list[str] | None = None,
+    datasets: list[str] | None = None,
+    quantized_by: str | None = None,
 ) -> ConvertResult:
     """Convert the merged checkpoint in ``model_dir`` to ``out_dir/<name>-<quant>.gguf`` (or a split set).
 
@@ -296,6 +301,11 @@ def convert(
         split_max_size: bytes; when the tensor data exceed it the output is a llama.cpp split set
             ``<name>-<quant>-00001-of-0000N.gguf`` ... (gguf-py's splitting: each file's tensor
             data stay within it unless one tensor alone is larger); 0 writes one file.
+        base_model, tags, languages, datasets: ``general.base_model.*``, ``general.tags``,
+            ``general.languages``, ``general.dataset.*`` (Hub repo ids); each defaults to the
+            model card's (``README.md``) ``base_model``, ``tags``, ``language``, ``datasets``, as
+            ``license`` defaults to its ``license``.
+        quantized_by: ``general.quantized_by``.
         mtp: the multi-token-prediction layers (Qwen3.5): ``None`` includes them when the
             checkpoint has a complete set and leaves them out when it has none; ``True`` requires
             them; ``False`` leaves them out. Either way the metadata says what the file holds.
@@ -336,6 +346,7 @@ def convert(
     index = CheckpointIndex.from_dir(model_dir)  # checks every shard header: truncation fails here
     spec = spec_class(hf_arch, config, config_path, index.weight_map.keys(), mtp=mtp)
     vocab = read_vocab(model_dir, spec.vocab_size, pre=pre)
+    card = card_metadata(model_dir)
     plan = _plan(index, spec, target)
     n_params = sum(math.prod(p.shape) for p in plan)
     data_bytes = sum(p.nbytes for p in plan)
@@ -346,7 +357,15 @@ def convert(
         )
         try:
             _add_metadata(writer, spec, vocab, file_type, name=name, basename=basename, finetune=finetune, version=version,
-                          size_label=size_label or gguf.size_label(n_params, 0, 0, 0), license=license)
+                          size_label=size_label or gguf.size_label(n_params, 0, 0, 0), license=license or card.get("license"),
+                          quantized_by=quantized_by)
+            _add_sources(
+                writer,
+                base_model=_as_list(base_model if base_model is not None else card.get("base_model")),
+                tags=_as_list(tags if tags is not None else card.get("tags")),
+                languages=_as_list(languages if languages is not None else card.get("language")),
+                datasets=_as_list(datasets if datasets is not None else card.get("datasets")),
+            )
             # Tensor infos, from the plan (no data yet). Shapes in torch order: the writer reverses them.
             for p in plan:
                 byte_shape = (*p.shape[:-1], p.nbytes // max(1, math.prod(p.shape[:-1])))
@@ -371,7 +390,7 @@ def _add_metadata(writer: gguf.GGUFWriter, spec: ArchSpec, vocab: Vocab, file_ty
     """The key/value metadata: what convert_hf_to_gguf.py writes for the architecture, and the tokenizer."""
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(general["name"])
-    for key in ("basename", "finetune", "version", "size_label", "license"):
+    for key in ("basename", "finetune", "version", "size_label", "license", "quantized_by"):
         if general.get(key):
             getattr(writer, f"add_{key}")(general[key])
     spec.add_hparams(writer)
@@ -391,6 +410,47 @@ def _add_metadata(writer: gguf.GGUFWriter, spec: ArchSpec, vocab: Vocab, file_ty
     writer.add_add_bos_token(False)
     if vocab.chat_template:
         writer.add_chat_template(vocab.chat_template)
+
+
+def card_metadata(model_dir: Path) -> dict[str, Any]:
+    """The YAML metadata of ``model_dir/README.md`` (a Hub model card), or ``{}`` without a card."""
+    card = model_dir / "README.md"
+    if not card.is_file():
+        return {}
+    from huggingface_hub.repocard import metadata_load
+
+    try:
+        return metadata_load(card) or {}
+    except Exception as exc:  # a YAML error: the card is the user's to fix
+        raise InputError(f"the model card's YAML metadata does not parse: {exc}", path=card) from None
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    values = [value] if isinstance(value, str) else list(value)
+    return [str(v) for v in values if v]
+
+
+def _add_sources(writer: gguf.GGUFWriter, *, base_model: list[str], tags: list[str], languages: list[str], datasets: list[str]) -> None:
+    """``general.base_model.*`` and ``general.dataset.*`` (name, organisation, Hub URL), tags and languages."""
+    for count, add, ids in (
+        (writer.add_base_model_count, "base_model", base_model),
+        (writer.add_dataset_count, "dataset", datasets),
+    ):
+        if not ids:
+            continue
+        count(len(ids))
+        for i, repo_id in enumerate(ids):
+            organisation, _, model = repo_id.rpartition("/")
+            getattr(writer, f"add_{add}_name")(i, model)
+            if organisation:
+                getattr(writer, f"add_{add}_organization")(i, organisation)
+                getattr(writer, f"add_{add}_repo_url")(i, f"https://huggingface.co/{'datasets/' if add == 'dataset' else ''}{repo_id}")
+    if tags:
+        writer.add_tags(tags)
+    if languages:
+        writer.add_languages(languages)
 
 
 def _write_data(writer: gguf.GGUFWriter, index: CheckpointIndex, plan: list[_Planned]) -> None:

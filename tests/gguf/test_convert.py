@@ -274,3 +274,38 @@ def test_qwen2(qwen3, tmp_path):
     assert bias.tensor_type == gguf.GGMLQuantizationType.F32
     np.testing.assert_array_equal(bias.data, state["model.layers.1.self_attn.k_proj.bias"].numpy())
     np.testing.assert_array_equal(got["blk.0.attn_q.weight"].data, state["model.layers.0.self_attn.q_proj.weight"].half().numpy())
+
+
+def test_general_metadata_from_the_card_and_options(qwen3, tmp_path):
+    """base model, tags, languages, datasets and licence come from the model card unless given."""
+    model = tmp_path / "model"
+    shutil.copytree(qwen3, model)
+    (model / "README.md").write_text(
+        "---\nlicense: apache-2.0\nbase_model: Qwen/Qwen3-8B\ntags: [safety, japanese]\nlanguage: [ja, en]\n"
+        "datasets: [apto-ai/ja-safety-sft-500]\n---\n# card\n",
+        "utf-8",
+    )
+    reader = gguf.GGUFReader(convert(model, tmp_path / "a", quant="F16", name="M", quantized_by="apto-release").path)
+
+    def value(key):
+        return reader.fields[key].contents()
+
+    assert value("general.license") == "apache-2.0"
+    assert value("general.base_model.count") == 1
+    assert value("general.base_model.0.name") == "Qwen3-8B"
+    assert value("general.base_model.0.organization") == "Qwen"
+    assert value("general.base_model.0.repo_url") == "https://huggingface.co/Qwen/Qwen3-8B"
+    assert value("general.tags") == ["safety", "japanese"]
+    assert value("general.languages") == ["ja", "en"]
+    assert value("general.dataset.0.repo_url") == "https://huggingface.co/datasets/apto-ai/ja-safety-sft-500"
+    assert value("general.quantized_by") == "apto-release"
+
+    options = gguf.GGUFReader(convert(model, tmp_path / "b", quant="F16", name="M", license="mit", base_model=["a/b", "c/d"], tags=[]).path)
+    assert options.fields["general.license"].contents() == "mit"
+    assert options.fields["general.base_model.count"].contents() == 2
+    assert "general.tags" not in options.fields
+
+    (model / "README.md").write_text("---\nlicense: [unclosed\n---\n", "utf-8")
+    with pytest.raises(InputError, match="YAML"):
+        convert(model, tmp_path / "c", quant="F16", name="M")
+    assert not (tmp_path / "c").exists() or list((tmp_path / "c").iterdir()) == []
