@@ -453,10 +453,14 @@ def _add_sources(writer: gguf.GGUFWriter, *, base_model: list[str], tags: list[s
         writer.add_languages(languages)
 
 
+#: Tensors without a transform are converted this many bytes of float32 at a time, into their
+#: output array: the float32 copy and gguf-py's quantizer (which keeps its pieces, then joins them)
+#: would otherwise hold several times the largest tensor (an embedding) at once.
+BLOCK_BYTES = 64 << 20
+
+
 def _write_data(writer: gguf.GGUFWriter, index: CheckpointIndex, plan: list[_Planned]) -> None:
     """Each tensor's data, in plan order: read, transform, convert, write; one tensor in memory at a time."""
-    import torch
-
     reader: ShardReader | None = None
     try:
         for p in plan:
@@ -464,13 +468,7 @@ def _write_data(writer: gguf.GGUFWriter, index: CheckpointIndex, plan: list[_Pla
                 if reader is not None:
                     reader.close()
                 reader = ShardReader(index.headers[p.shard]).__enter__()
-            tensor = reader.get_tensor(p.hf_name)
-            if p.rule.transform is not None:
-                tensor = p.rule.transform(tensor.to(torch.float32))
-                if tuple(tensor.shape) != p.shape:
-                    raise AssertionError(f"'{p.hf_name}' transformed to shape {tuple(tensor.shape)}, planned {p.shape}")
-            data = _convert_tensor(tensor.contiguous(), p.qtype)
-            del tensor
+            data = _converted(reader, p)
             if data.nbytes != p.nbytes:
                 raise AssertionError(f"'{p.hf_name}' converted to {data.nbytes} bytes, planned {p.nbytes}")
             writer.write_tensor_data(data)
@@ -478,6 +476,26 @@ def _write_data(writer: gguf.GGUFWriter, index: CheckpointIndex, plan: list[_Pla
     finally:
         if reader is not None:
             reader.close()
+
+
+def _converted(reader: ShardReader, p: _Planned) -> np.ndarray:
+    """The tensor's GGUF bytes: whole when it has a transform or is small, else in blocks of rows."""
+    import torch
+
+    rows = p.shape[0] if len(p.shape) >= 2 else 0
+    block = max(1, BLOCK_BYTES // (4 * max(1, math.prod(p.shape[1:])))) if rows else 0
+    if p.rule.transform is not None or not rows or rows <= block:
+        tensor = reader.get_tensor(p.hf_name)
+        if p.rule.transform is not None:
+            tensor = p.rule.transform(tensor.to(torch.float32))
+            if tuple(tensor.shape) != p.shape:
+                raise AssertionError(f"'{p.hf_name}' transformed to shape {tuple(tensor.shape)}, planned {p.shape}")
+        return _convert_tensor(tensor.contiguous(), p.qtype)
+    out = np.empty((rows, p.nbytes // rows), dtype=np.uint8)  # every type here stores whole rows
+    for start in range(0, rows, block):
+        stop = min(rows, start + block)
+        out[start:stop] = _convert_tensor(reader.read_rows(p.hf_name, start, stop), p.qtype).view(np.uint8).reshape(stop - start, -1)
+    return out
 
 
 __all__ = ["QUANT_TYPES", "SPECS", "ConvertResult", "Vocab", "convert", "output_name", "read_vocab"]

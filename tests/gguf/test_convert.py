@@ -309,3 +309,12 @@ def test_general_metadata_from_the_card_and_options(qwen3, tmp_path):
     with pytest.raises(InputError, match="YAML"):
         convert(model, tmp_path / "c", quant="F16", name="M")
     assert not (tmp_path / "c").exists() or list((tmp_path / "c").iterdir()) == []
+
+
+@pytest.mark.parametrize("quant", QUANTS)
+def test_conversion_in_blocks_of_rows_is_bit_identical(qwen3, tmp_path, monkeypatch, quant):
+    """Large tensors are converted a block of rows at a time (bounded memory): the bytes do not change."""
+    whole = convert(qwen3, tmp_path / "whole", quant=quant, name="M").path.read_bytes()
+    monkeypatch.setattr(convert_module, "BLOCK_BYTES", 3 * 64 * 4)  # 3 rows of 64 float32 values
+    blocks = convert(qwen3, tmp_path / "blocks", quant=quant, name="M").path.read_bytes()
+    assert blocks == whole
