@@ -86,7 +86,7 @@ def run_demo(
 
         sample_records = [json.loads(line) for line in (sample_dir / "sample.jsonl").read_text("utf-8").splitlines()]
         distribution = json.loads((sample_dir / "distribution.json").read_text("utf-8"))
-        result = build_dataset(sample_records, dataset_dir, options=CardOptions(), distribution=distribution, overwrite=True)
+        result = build_dataset(sample_records, dataset_dir, options=CardOptions(), distribution=distribution, overwrite=True, marker=True)
         return f"{result.rows} rows, configs {', '.join(result.configs)}; loaded back with datasets", [dataset_dir]
 
     step("dataset build", build)

@@ -35,9 +35,10 @@ from apto_release.cli import cards as _cards  # noqa: E402
 from apto_release.cli import dataset as _dataset  # noqa: E402  (the command modules import nothing heavy)
 from apto_release.cli import gguf as _gguf  # noqa: E402
 from apto_release.cli import merge as _merge  # noqa: E402
+from apto_release.cli import push as _push  # noqa: E402
 from apto_release.cli import train as _train  # noqa: E402
 
-for _module in (_dataset, _train, _merge, _gguf, _cards):
+for _module in (_dataset, _train, _merge, _gguf, _cards, _push):
     _module.register(cli)
 
 

@@ -185,7 +185,9 @@ def dataset_build_command(input_path, out_dir, report, repo_id, pretty_name, lic
     if not validation.report.ok:
         raise ValidationFailed(f"{validation.report.failure_summary()}; fix them before building", path=input_path, report=validation.report)
     records = [record for _, record in validation.records]
-    result = build_dataset(records, out_dir, options=options, distribution=distribution, overwrite=overwrite, verify=not no_verify)
+    result = build_dataset(
+        records, out_dir, options=options, distribution=distribution, overwrite=overwrite, verify=not no_verify, marker=True
+    )
     click.echo(f"Built {out_dir}/ with {result.rows:,} rows:")
     for category, count in result.rows_per_category.items():
         click.echo(f"  {category:<24} {count:>6,}")

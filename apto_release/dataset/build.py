@@ -42,6 +42,8 @@ from apto_release.io import atomic_dir
 SPLIT = "train"
 SHARD_NAME = "train-00000-of-00001.parquet"
 README = "README.md"
+#: The local provenance marker (hidden: never uploaded); ``release.push`` reads it for its public-repo guard.
+BUILD_MARKER = ".apto-build.json"
 
 
 @dataclass(frozen=True)
@@ -278,11 +280,17 @@ def build_dataset(
     distribution: dict[str, Any] | None = None,
     overwrite: bool = False,
     verify: bool = True,
+    marker: bool = False,
 ) -> BuildResult:
     """Write the Hub release folder of ``records`` (already validated schema-v1 records) to ``out_dir``.
 
     ``distribution`` is the sampler's report (``distribution.json``); the card shows its
     full-set vs sample table. Without it the card shows the records' own distribution.
+
+    ``marker`` also writes ``BUILD_MARKER`` (hidden, so never uploaded): ``{"kind": "sample" when
+    built with a distribution report else "full", "rows", "sample_of": the report's input_sha256
+    or null, "toolkit": version}``; ``apto-release push`` refuses a public dataset repo without a
+    sample marker.
 
     Raises:
         UsageError: ``out_dir`` exists and ``overwrite`` is not set; no records; the
@@ -331,6 +339,15 @@ def build_dataset(
             (tmp / README).write_text(text, encoding="utf-8")
             if verify:
                 verify_release(tmp, {c: by_category[c] for c in present}, features, options, shown_as=out_dir)
+            if marker:
+                import json
+
+                from apto_release import __version__
+
+                sample_of = distribution.get("input_sha256") if distribution else None
+                provenance = {"kind": "sample" if distribution else "full", "rows": sum(counts.values()),
+                              "sample_of": sample_of, "toolkit": __version__}
+                (tmp / BUILD_MARKER).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
     except FileExistsError as e:
         if e.args != (out_dir,):
             raise

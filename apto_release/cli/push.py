@@ -1,0 +1,65 @@
+"""The push command: publish the release's folders to their Hub repos (one atomic commit each, then the tag)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+
+@click.command("push", epilog="Example: apto-release push --manifest release.toml --only dataset.sample --dry-run")
+@click.option("--manifest", "manifest_path", default="release.toml", show_default=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The release manifest.")
+@click.option("--only", multiple=True, metavar="NAME",
+              help="Only this target: dataset.sample, dataset.full or a model's name (its model, GGUF and adapter repos). Repeatable.")
+@click.option("--dry-run", is_flag=True, help="Compare with the remote repos and list what would change; write nothing.")
+def push_command(manifest_path, only, dry_run):
+    """Publish the release: each repo gets one commit with all its changes, then the tag v<version>.
+
+    Compares the local files' checksums with the remote's, so unchanged files are not uploaded and
+    an unchanged release makes no commit. A public dataset repo only takes the validated sample
+    (the marker written by 'dataset build --report', at most max_rows rows). The token comes from
+    HF_TOKEN or the local login; HF_ENDPOINT is honoured. A Markdown summary is appended to
+    $GITHUB_STEP_SUMMARY when it is set. Exit 2 for a problem with the inputs, 1 when a push fails.
+    """
+    from apto_release.release.manifest import load_manifest
+    from apto_release.release.push import (
+        PushError,
+        append_step_summary,
+        plan_lines,
+        push,
+        step_summary,
+        summary_line,
+    )
+
+    manifest = load_manifest(manifest_path)
+
+    def show(result):
+        click.echo(summary_line(result))
+        if dry_run:
+            for line in plan_lines(result.plan):
+                click.echo(line)
+
+    try:
+        results = push(manifest, only=only or None, dry_run=dry_run, on_result=show)
+    except PushError as exc:
+        if os.environ.get("GITHUB_STEP_SUMMARY"):
+            append_step_summary(step_summary(exc.results, tag=manifest.tag, error=str(exc)))
+        raise
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        append_step_summary(step_summary(results, tag=manifest.tag, dry_run=dry_run))
+    if dry_run:
+        conflicts = [r for r in results if r.error]
+        click.echo(f"Dry run: {sum(r.plan.changed for r in results)} of {len(results)} repo(s) would get a commit; nothing was written.")
+        if conflicts:
+            click.echo(f"Error: {len(conflicts)} repo(s) already have tag {manifest.tag} elsewhere; bump the version.", err=True)
+            return 1
+        return 0
+    committed = sum(r.status == "committed" for r in results)
+    click.echo(f"Pushed {manifest.tag}: {committed} commit(s), {len(results) - committed} repo(s) already up to date.")
+    return 0
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(push_command)

@@ -1,0 +1,503 @@
+"""release.push against LocalHub with the real huggingface_hub client: publish, idempotence, dry run,
+the public-repo guard, faults around the commit, tags and the token."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("datasets")
+pytest.importorskip("huggingface_hub")
+
+from huggingface_hub import HfApi, snapshot_download  # noqa: E402
+
+from apto_release.dataset.build import BUILD_MARKER, build_dataset  # noqa: E402
+from apto_release.dataset.example import write_example_data  # noqa: E402
+from apto_release.dataset.sample import SampleOptions, sample_file  # noqa: E402
+from apto_release.errors import InputError, UsageError  # noqa: E402
+from apto_release.release.manifest import load_manifest  # noqa: E402
+from apto_release.release.push import (  # noqa: E402
+    PushError,
+    append_step_summary,
+    plan_lines,
+    plan_push,
+    push,
+    step_summary,
+    summary_line,
+)
+from apto_release.testing.hub import LFS_THRESHOLD, LocalHub  # noqa: E402
+
+MODEL = "Tiny-Safety"
+BIG = bytes(range(256)) * (LFS_THRESHOLD // 256 + 9)  # a little over 1 MiB: goes through LFS
+
+
+def _card(kind: str) -> str:
+    meta = {
+        "model": "base_model_relation: finetune\nlibrary_name: transformers\n",
+        "gguf": "base_model_relation: quantized\n",
+        "adapter": "base_model_relation: adapter\nlibrary_name: peft\n",
+    }[kind]
+    return (
+        "---\nbase_model: Qwen/Qwen3.5-9B\n" + meta
+        + "pipeline_tag: text-generation\nlanguage:\n- ja\n- en\nlicense: apache-2.0\ntags:\n- safety\n---\n"
+        + f"# {MODEL} ({kind})\n\nA test card.\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    with LocalHub(tmp_path_factory.mktemp("hub")) as hub:
+        yield hub
+
+
+@pytest.fixture(autouse=True)
+def _no_xet(hub, monkeypatch):
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    with hub.patch_client(monkeypatch):
+        yield
+
+
+@pytest.fixture
+def api(hub) -> HfApi:
+    return HfApi(endpoint=hub.url, token=hub.token)
+
+
+@pytest.fixture(scope="module")
+def datasets_src(tmp_path_factory) -> Path:
+    """The sample (sampler + build with the distribution) and the full set (build without), built once."""
+    root = tmp_path_factory.mktemp("datasets")
+    data = root / "all.jsonl"
+    write_example_data(data, n=240, seed=3)
+    sampled = sample_file(data, root / "sample", SampleOptions(n=40, seed=1))
+    build_dataset(sampled.records, root / "dataset-sample", distribution=sampled.report, marker=True, verify=False)
+    records = [json.loads(line) for line in data.read_text("utf-8").splitlines()]
+    build_dataset(records, root / "dataset-full", marker=True, verify=False)
+    return root
+
+
+_orgs = itertools.count()
+
+
+def make_release(root: Path, datasets_src: Path, *, adapter: bool = True, **dataset_overrides) -> Path:
+    """A release in ``root``: both dataset folders, a merged model, its GGUF files and adapter; returns the manifest."""
+    for name in ("dataset-sample", "dataset-full"):
+        shutil.copytree(datasets_src / name, root / name)
+    merged = root / "merged"
+    merged.mkdir()
+    (merged / "config.json").write_text('{"model_type": "qwen3"}\n')
+    (merged / "model.safetensors").write_bytes(BIG)
+    (merged / "README.md").write_text(_card("model"))
+    (merged / ".cache").mkdir()  # hidden: never uploaded
+    (merged / ".cache" / "x.lock").write_text("lock")
+    (merged / "__pycache__").mkdir()
+    (merged / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\0")
+    gguf = root / "gguf"
+    gguf.mkdir()
+    (gguf / f"{MODEL}-Q4_K_M.gguf").write_bytes(b"GGUF" + bytes(3000))
+    (gguf / f"{MODEL}-Q8_0.gguf").write_bytes(b"GGUF" + bytes(range(256)) * 20)
+    (gguf / f"{MODEL}-F16.gguf").write_bytes(b"GGUF not listed")  # not in the manifest: not uploaded
+    (gguf / "README.md").write_text(_card("gguf"))
+    lora = root / "adapter"
+    lora.mkdir()
+    (lora / "adapter_config.json").write_text('{"r": 8}\n')
+    (lora / "adapter_model.safetensors").write_bytes(b"\1" * 5000)
+    (lora / "README.md").write_text(_card("adapter"))
+    org = f"org{next(_orgs)}"
+    sample = {"repo": "ja-safety-sft-40", "folder": "dataset-sample", "private": False, "gated": "auto", "max_rows": 50}
+    sample.update(dataset_overrides)
+    table = "\n".join(f"{k} = {json.dumps(v)}" for k, v in sample.items())
+    manifest = root / "release.toml"
+    manifest.write_text(textwrap.dedent(f"""\
+        organisation = "{org}"
+        version = "1.0.0"
+        license = "apache-2.0"
+
+        [dataset.sample]
+        {{sample}}
+
+        [dataset.full]
+        repo = "ja-safety-sft"
+        folder = "dataset-full"
+        private = true
+
+        [[model]]
+        name = "{MODEL}"
+        base_model = "Qwen/Qwen3.5-9B"
+        preset = "tiny"
+        adapter = "adapter"
+        merged = "merged"
+        gguf = ["Q4_K_M", "Q8_0"]
+        gguf_folder = "gguf"
+        push_adapter = {"true" if adapter else "false"}
+        """).replace("{sample}", table))
+    return manifest
+
+
+@pytest.fixture
+def release(tmp_path, datasets_src):
+    return load_manifest(make_release(tmp_path / "release", datasets_src))
+
+
+def _local_tree(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(folder).parts)
+    }
+
+
+def _commits(hub, repo_id, repo_type="model") -> int:
+    return len(hub.repo_state(repo_id, repo_type)["commits"])
+
+
+WRITES = r"/commit/|/preupload/|/repos/create|/settings|/tag/|/branch/|/_lfs/|info/lfs"
+
+
+def _writes(hub):
+    return [r for r in hub.requests if r.method in ("PUT", "DELETE") or (r.method == "POST" and re.search(WRITES, r.path))]
+
+
+# --- publishing ---------------------------------------------------------------------------------
+
+
+def test_push_publishes_every_repo_then_a_second_push_does_nothing(hub, api, release, tmp_path):
+    org = release.organisation
+    results = push(release, api=api, backoff=0)
+    assert [(r.repo_id, r.status, r.tag_action) for r in results] == [
+        (f"{org}/ja-safety-sft-40", "committed", "created"),
+        (f"{org}/ja-safety-sft", "committed", "created"),
+        (f"{org}/{MODEL}", "committed", "created"),
+        (f"{org}/{MODEL}-GGUF", "committed", "created"),
+        (f"{org}/{MODEL}-LoRA", "committed", "created"),
+    ]
+    model = results[2]
+    assert model.added == 3 and model.changed == model.deleted == 0 and model.bytes_uploaded > len(BIG)
+
+    # what v1.0.0 holds is byte for byte the local folders (hidden files and caches left out)
+    for result in results:
+        repo_type = result.plan.repo_type
+        got = Path(snapshot_download(result.repo_id, repo_type=repo_type, revision="v1.0.0", endpoint=hub.url,
+                                     token=hub.token, cache_dir=tmp_path / "cache"))
+        want = _local_tree(result.plan.target.folder)
+        if result.plan.target.role == "GGUF":
+            want.pop(f"{MODEL}-F16.gguf")
+        remote = _local_tree(got)
+        assert remote == want, result.repo_id
+        state = hub.repo_state(result.repo_id, repo_type)
+        assert state["tags"]["v1.0.0"] == state["branches"]["main"] == result.commit
+        assert state["commits"][result.commit]["title"] == "Release v1.0.0"
+        assert len(state["commits"]) == 2  # the initial commit and the release's one
+    assert "__pycache__/m.cpython-311.pyc" not in _local_tree(release.models[0].merged)
+
+    sample = api.dataset_info(f"{org}/ja-safety-sft-40")
+    assert sample.private is False and sample.gated == "auto"
+    full = api.dataset_info(f"{org}/ja-safety-sft")
+    assert full.private is True and full.gated is False
+
+    # the sample loads with datasets, from the Hub, in a fresh process
+    code = (f"import datasets; ds = datasets.load_dataset({org + '/ja-safety-sft-40'!r}, split='train'); "
+            "print(ds.num_rows, sorted(ds.column_names))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **hub.client_env(tmp_path / "hf_home")},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[0] == "40" and "messages" in out.stdout
+
+    # again: nothing to do, nothing uploaded, no commit
+    hub.clear_requests()
+    again = push(release, api=api, backoff=0)
+    assert [(r.status, r.tag_action, r.commit) for r in again] == [("unchanged", "kept", r.commit) for r in results]
+    assert hub.log("POST", r"/commit/") == [] and hub.log("PUT") == [] and hub.log("POST", r"/preupload/") == []
+    assert _writes(hub) == []
+    assert sum(r.received for r in hub.requests) < 2000  # only small JSON bodies (paths-info at most)
+    assert "unchanged at" in summary_line(again[0]) and "tag v1.0.0 kept" in summary_line(again[0])
+
+
+def test_dry_run_lists_changes_and_writes_nothing_then_push_commits_only_the_changed_repo(hub, api, release):
+    org = release.organisation
+    # a release whose repos do not exist yet: everything is "add", and nothing is created
+    hub.clear_requests()
+    plans = plan_push(release, api=api)
+    assert all(not p.exists and p.add and not (p.change or p.delete or p.keep) for p in plans)
+    assert _writes(hub) == []
+    assert {r.method for r in hub.requests} <= {"GET", "HEAD", "POST"}
+
+    first = push(release, api=api, backoff=0)
+    merged = release.models[0].merged
+    (merged / "config.json").write_text('{"model_type": "qwen3", "changed": true}\n')
+    (merged / "generation_config.json").write_text("{}\n")
+    (release.models[0].gguf_folder / f"{MODEL}-Q8_0.gguf").unlink()
+    hub.clear_requests()
+    with pytest.raises(InputError, match="no GGUF file for Q8_0"):
+        plan_push(release, api=api)
+    assert hub.requests == []  # local checks come before any request
+    (release.models[0].gguf_folder / f"{MODEL}-Q8_0.gguf").write_bytes(b"GGUF" + bytes(range(256)) * 20)
+    (release.models[0].adapter / "adapter_config.json").unlink()
+
+    hub.clear_requests()
+    results = push(release, api=api, dry_run=True)
+    assert _writes(hub) == []
+    assert {r.method for r in hub.requests} <= {"GET", "HEAD"}
+    by_repo = {r.repo_id: r for r in results}
+    model = by_repo[f"{org}/{MODEL}"].plan
+    assert [f.path for f in model.change] == ["config.json"] and [f.path for f in model.add] == ["generation_config.json"]
+    assert sorted(f.path for f in model.keep) == ["README.md", "model.safetensors"] and model.delete == []
+    assert model.change[0].size == len('{"model_type": "qwen3", "changed": true}\n')
+    lora = by_repo[f"{org}/{MODEL}-LoRA"].plan
+    assert [f.path for f in lora.delete] == ["adapter_config.json"] and not lora.add and not lora.change
+    assert not by_repo[f"{org}/{MODEL}-GGUF"].plan.changed and not by_repo[f"{org}/ja-safety-sft"].plan.changed
+    assert all(r.status == "planned" for r in results)
+    line = summary_line(by_repo[f"{org}/{MODEL}"])
+    assert "would commit 1 added, 1 changed, 0 deleted" in line and "tag v1.0.0: CONFLICT" in line  # same version
+    assert "tag v1.0.0: kept" in summary_line(by_repo[f"{org}/{MODEL}-GGUF"])
+    assert [line.split()[0] for line in plan_lines(model)] == ["add", "change", "keep", "keep"]
+
+    # with the version bumped: exactly one commit per changed repo
+    release.path.write_text(release.path.read_text().replace('version = "1.0.0"', 'version = "1.1.0"'))
+    hub.clear_requests()
+    pushed = push(load_manifest(release.path), api=api, backoff=0)
+    assert [r.status for r in pushed] == ["unchanged", "unchanged", "committed", "unchanged", "committed"]
+    assert len(hub.log("POST", r"/commit/")) == 2
+    assert _commits(hub, f"{org}/{MODEL}") == 3 and _commits(hub, f"{org}/{MODEL}-GGUF") == 2
+    assert hub.repo_state(f"{org}/{MODEL}-LoRA")["tags"]["v1.1.0"] == pushed[4].commit != first[4].commit
+    assert hub.log("PUT") == []  # nothing big changed
+
+
+def test_changed_files_with_the_same_version_are_refused_before_any_write(hub, api, release):
+    push(release, api=api, only=[MODEL], backoff=0)
+    (release.models[0].merged / "config.json").write_text('{"model_type": "qwen3", "v": 2}\n')
+    hub.clear_requests()
+    with pytest.raises(UsageError, match=r"already published differently: .*tag v1\.0\.0 already points at commit") as exc:
+        push(release, api=api, only=[MODEL], backoff=0)
+    assert "bump the version" in (exc.value.hint or "")
+    assert _writes(hub) == []
+    dry = {r.repo_id: r for r in push(release, api=api, only=[MODEL], dry_run=True)}
+    assert dry[f"{release.organisation}/{MODEL}"].error.startswith("tag v1.0.0 already points at commit")
+
+
+def test_a_new_version_commits_the_change_and_tags_it(hub, api, release, tmp_path):
+    first = push(release, api=api, only=[MODEL], backoff=0)
+    (release.models[0].merged / "config.json").write_text('{"model_type": "qwen3", "v": 2}\n')
+    text = release.path.read_text().replace('version = "1.0.0"', 'version = "1.0.1"')
+    release.path.write_text(text)
+    manifest = load_manifest(release.path)
+    hub.clear_requests()
+    results = push(manifest, only=[MODEL], api=api, backoff=0)
+    assert [r.status for r in results] == ["committed", "unchanged", "unchanged"]
+    assert len(hub.log("POST", r"/commit/")) == 1
+    assert results[0].changed == 1 and results[0].added == 0 and results[0].bytes_uploaded < 100
+    state = hub.repo_state(results[0].repo_id)
+    assert state["tags"] == {"v1.0.0": first[0].commit, "v1.0.1": results[0].commit}
+    assert state["tags"]["v1.0.1"] != state["tags"]["v1.0.0"]
+    assert hub.repo_state(results[1].repo_id)["tags"]["v1.0.1"] == first[1].commit  # unchanged repo: tag on its head
+    assert hub.log("PUT") == []  # config.json is a regular file; the big safetensors was not sent again
+
+
+def test_tag_pointing_elsewhere_is_an_error(hub, api, release):
+    org = release.organisation
+    repo = f"{org}/{MODEL}-LoRA"
+    api.create_repo(repo)
+    api.create_tag(repo, tag="v1.0.0")  # on the initial commit
+    hub.clear_requests()
+    with pytest.raises(UsageError, match=f"{repo}: tag v1.0.0 already points at commit"):
+        push(release, api=api, only=[MODEL], backoff=0)
+    assert _writes(hub) == []
+
+
+def test_only_selects_targets_and_rejects_unknown_names(hub, api, release):
+    results = push(release, api=api, only=["dataset.full"], backoff=0)
+    assert [r.repo_id for r in results] == [f"{release.organisation}/ja-safety-sft"]
+    with pytest.raises(UsageError, match=r"--only nope: not in the manifest; choose from dataset\.sample, dataset\.full, Tiny-Safety"):
+        push(release, api=api, only=["nope"])
+
+
+def test_a_model_card_with_bad_yaml_is_refused_before_any_request(hub, api, release):
+    card = release.models[0].gguf_folder / "README.md"
+    card.write_text("---\nlicense: [unclosed\n---\n# Card\n")
+    hub.clear_requests()
+    with pytest.raises(InputError, match="GGUF card is not valid"):
+        push(release, api=api)
+    assert hub.requests == []
+
+
+# --- the public-repo guard --------------------------------------------------------------------
+
+
+def test_the_full_set_is_never_pushed_to_a_public_repo(hub, api, tmp_path, datasets_src):
+    manifest = load_manifest(make_release(tmp_path, datasets_src, folder="dataset-full", max_rows=100000))
+    hub.clear_requests()
+    with pytest.raises(UsageError, match=r"refusing to push .*dataset-full to the public dataset repo .*built as the full set"):
+        push(manifest, api=api)
+    with pytest.raises(UsageError, match="built as the full set"):
+        plan_push(manifest, api=api)  # the dry run says so too
+    assert hub.requests == []
+
+
+def test_public_guard_row_limit_and_missing_marker(hub, api, tmp_path, datasets_src):
+    manifest = load_manifest(make_release(tmp_path / "a", datasets_src, max_rows=10))
+    with pytest.raises(UsageError, match=r"hold 40 rows, more than max_rows = 10"):
+        push(manifest, api=api)
+    manifest = load_manifest(make_release(tmp_path / "b", datasets_src))
+    (manifest.datasets["sample"].folder / BUILD_MARKER).unlink()
+    with pytest.raises(UsageError, match=f"has no {BUILD_MARKER}, so it is not a validated sample"):
+        push(manifest, api=api)
+    assert _writes(hub) == []
+
+
+def test_build_marker_says_sample_or_full(datasets_src):
+    sample = json.loads((datasets_src / "dataset-sample" / BUILD_MARKER).read_text())
+    distribution = json.loads((datasets_src / "sample" / "distribution.json").read_text())
+    assert sample["kind"] == "sample" and sample["rows"] == 40 and sample["sample_of"] == distribution["input_sha256"]
+    full = json.loads((datasets_src / "dataset-full" / BUILD_MARKER).read_text())
+    assert full["kind"] == "full" and full["rows"] == 240 and full["sample_of"] is None and full["toolkit"]
+
+
+# --- faults -----------------------------------------------------------------------------------
+
+
+def test_transient_faults_around_the_commit_end_in_exactly_one_commit(hub, api, release):
+    repo = f"{release.organisation}/ja-safety-sft-40"
+    api.create_repo(repo, repo_type="dataset")  # so that the injections only hit this repo's requests
+    base = f"/api/datasets/{repo}"
+    hub.inject("POST", f"^{base}/preupload/", 429)  # the client retries these itself (≥ 1 s each)
+    hub.inject("POST", f"^{base}/preupload/", 503)
+    hub.inject("PUT", f"^/_lfs/upload/dataset/{repo}/", 503)
+    hub.inject("PUT", f"^/_lfs/upload/dataset/{repo}/", 429)
+    hub.inject("POST", f"^{base}/commit/", 429)
+    hub.inject("POST", f"^{base}/commit/", 412)
+    hub.inject("POST", f"^{base}/commit/", 503)
+    hub.clear_requests()
+    results = push(release, api=api, only=["dataset.sample"], backoff=0)
+    assert results[0].status == "committed" and results[0].attempts == 4 and results[0].tag_action == "created"
+    commits = hub.log("POST", f"^{base}/commit/")
+    assert [r.status for r in commits] == [429, 412, 503, 200]
+    assert _commits(hub, repo, "dataset") == 2
+    assert [r.status for r in hub.log("POST", f"^{base}/preupload/")][:3] == [429, 503, 200]
+    assert [r.status for r in hub.log("PUT", "/_lfs/upload/")][:3] == [503, 429, 200]
+
+
+def test_a_lost_commit_answer_is_not_committed_twice(hub, api, release, monkeypatch):
+    """The commit goes through but its answer is lost (a 502 after the fact): the re-plan sees it, no second commit."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    real = HfApi.create_commit
+    calls = []
+
+    def flaky(self, *args, **kwargs):
+        info = real(self, *args, **kwargs)
+        calls.append(info.oid)
+        if len(calls) == 1:
+            import httpx2
+
+            response = httpx2.Response(502, request=httpx2.Request("POST", "http://x/commit/main"))
+            raise HfHubHTTPError("502 Bad Gateway", response=response)
+        return info
+
+    monkeypatch.setattr(HfApi, "create_commit", flaky)
+    results = push(release, api=api, only=["dataset.full"], backoff=0)
+    assert len(calls) == 1 and results[0].status == "committed" and results[0].commit == calls[0]
+    assert _commits(hub, results[0].repo_id, "dataset") == 2
+    assert results[0].added == len(results[0].plan.add) > 0
+
+
+def test_someone_pushing_meanwhile_gives_412_then_a_rebased_commit(hub, api, release, monkeypatch):
+    real = HfApi.create_commit
+    state = {"raced": False}
+
+    def racing(self, repo_id, operations, **kwargs):
+        if not state["raced"]:
+            state["raced"] = True  # another client commits the same card first
+            from huggingface_hub import CommitOperationAdd
+
+            card = release.models[0].merged / "README.md"
+            real(self, repo_id, [CommitOperationAdd("README.md", str(card))], commit_message="someone else")
+        return real(self, repo_id, operations, **kwargs)
+
+    monkeypatch.setattr(HfApi, "create_commit", racing)
+    results = push(release, api=api, only=[MODEL], backoff=0)
+    model = results[0]
+    assert model.status == "committed" and model.attempts == 2
+    assert sorted(f.path for f in model.plan.add) == ["config.json", "model.safetensors"]  # README.md: kept
+    state_ = hub.repo_state(model.repo_id)
+    assert len(state_["commits"]) == 3 and state_["tags"]["v1.0.0"] == model.commit
+    assert [r.status for r in hub.log("POST", f"/api/models/{model.repo_id}/commit/")] == [200, 412, 200]
+
+
+def test_a_persistent_500_stops_cleanly_without_a_commit(hub, api, release):
+    org = release.organisation
+    push(release, api=api, only=["dataset.sample"], backoff=0)
+    base = f"/api/datasets/{org}/ja-safety-sft"
+    api.create_repo(f"{org}/ja-safety-sft", repo_type="dataset", private=True)
+    hub.inject("POST", f"^{base}/commit/", 500, times=3)
+    with pytest.raises(PushError) as exc:
+        push(release, api=api, backoff=0, attempts=3)
+    message = str(exc.value)
+    assert message.startswith(f"{org}/ja-safety-sft: the commit failed (after 3 attempts): ")
+    assert "500" in message and f"published: {org}/ja-safety-sft-40" in message
+    assert f"not published: {org}/ja-safety-sft, {org}/{MODEL}" in message
+    assert [r.status for r in exc.value.results] == ["unchanged", "failed", "not started", "not started", "not started"]
+    assert _commits(hub, f"{org}/ja-safety-sft", "dataset") == 1
+    assert hub.repo_state(f"{org}/ja-safety-sft", "dataset")["tags"] == {}
+    assert hub.token not in message
+    summary = step_summary(exc.value.results, tag="v1.0.0", error=message)
+    assert "| failed |" in summary and "**Push failed:**" in summary
+
+
+def test_a_client_error_on_commit_is_not_retried(hub, api, release):
+    repo = f"{release.organisation}/ja-safety-sft"
+    api.create_repo(repo, repo_type="dataset", private=True)
+    hub.inject("POST", f"^/api/datasets/{repo}/commit/", 403)
+    with pytest.raises(PushError, match=f"^{repo}: the commit failed: .*403"):
+        push(release, api=api, only=["dataset.full"], backoff=0)
+    assert len(hub.log("POST", f"/api/datasets/{repo}/commit/")) == 1
+
+
+# --- token, visibility, summary -----------------------------------------------------------------
+
+
+def test_no_token_is_an_error_for_a_push_but_not_for_a_dry_run(hub, release, monkeypatch):
+    anonymous = HfApi(endpoint=hub.url, token=False)
+    with pytest.raises(UsageError, match="no Hugging Face token"):
+        push(release, api=anonymous)
+    results = push(release, api=anonymous, dry_run=True, only=["dataset.sample"])
+    assert results[0].status == "planned"
+
+
+def test_token_is_redacted_from_errors(hub, api, release, monkeypatch):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    def leaky(self, *args, **kwargs):
+        import httpx2
+
+        response = httpx2.Response(400, request=httpx2.Request("POST", "http://x/commit/main"))
+        raise HfHubHTTPError(f"bad request with Authorization: Bearer {hub.token}", response=response)
+
+    monkeypatch.setattr(HfApi, "create_commit", leaky)
+    with pytest.raises(PushError) as exc:
+        push(release, api=api, only=["dataset.full"], backoff=0)
+    assert hub.token not in str(exc.value) and "hf_***" in str(exc.value)
+
+
+def test_a_public_repo_is_made_private_when_the_manifest_says_so(hub, api, release):
+    repo = f"{release.organisation}/ja-safety-sft"
+    api.create_repo(repo, repo_type="dataset", private=False)
+    push(release, api=api, only=["dataset.full"], backoff=0)
+    assert api.dataset_info(repo).private is True
+
+
+def test_step_summary_is_a_markdown_table(hub, api, release, tmp_path):
+    results = push(release, api=api, only=["dataset.sample"], backoff=0)
+    path = tmp_path / "summary.md"
+    assert append_step_summary(step_summary(results, tag="v1.0.0"), path)
+    text = path.read_text()
+    assert "| Repo | Status | Commit | Added | Changed | Deleted | Uploaded | Tag |" in text
+    assert f"| `{results[0].repo_id}` (dataset sample) | committed | `{results[0].commit[:12]}` |" in text
+    assert "v1.0.0 (created)" in text
