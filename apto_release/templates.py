@@ -1,4 +1,4 @@
-"""Finding the card templates, in a checkout and in an installed wheel.
+"""Finding the card templates, in a checkout and in an installed wheel, and the Jinja2 set-up they share.
 
 The templates live at the top of the repository (``dataset_cards/``, ``model_cards/``); the wheel
 maps them to ``apto_release/_templates/`` (see ``pyproject.toml``). An editable install sees the
@@ -31,3 +31,21 @@ def template_path(kind: str, name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"card template {name!r} not found in {path.parent}")
     return path
+
+
+def environment(kind: str):
+    """A Jinja2 environment over the ``kind`` templates: strict about undefined names, Markdown (no
+    HTML escaping), block tags without stray blank lines, and the ``thousands`` filter (``12,345``).
+    Callers add their own filters."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir(kind))),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # Markdown, not HTML
+    )
+    env.filters["thousands"] = lambda n: f"{int(n):,}"
+    return env

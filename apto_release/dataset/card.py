@@ -313,19 +313,9 @@ _TYPE_TEXT = {
 
 
 def _environment():
-    import jinja2
+    from apto_release.templates import environment
 
-    from apto_release.templates import template_dir
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir("dataset_cards"))),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,  # Markdown, not HTML
-    )
-    env.filters["thousands"] = lambda n: f"{int(n):,}"
+    env = environment("dataset_cards")
     env.filters["pct"] = lambda x: f"{float(x):.2f}"
     env.filters["signed"] = lambda x: f"{float(x) + 0.0:+.2f}"
     return env

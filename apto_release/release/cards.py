@@ -455,19 +455,9 @@ def check_card(text: str, kind: str) -> list[str]:
 
 
 def _environment():
-    import jinja2
+    from apto_release.templates import environment
 
-    from apto_release.templates import template_dir
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir("model_cards"))),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,  # Markdown, not HTML
-    )
-    env.filters["thousands"] = lambda n: f"{int(n):,}"
+    env = environment("model_cards")
     env.filters["size"] = human_size
     env.filters["count"] = human_count
     env.filters["num"] = lambda x: f"{x:g}" if isinstance(x, float) else str(x)

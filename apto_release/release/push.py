@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from apto_release.errors import AptoError, InputError, UsageError
+from apto_release.release.cards import human_size
 from apto_release.release.manifest import Manifest
 
 #: Files under this size also get their git blob SHA-1 (regular, non-LFS files on the Hub are smaller).
@@ -719,17 +720,6 @@ def _redact_error(exc: AptoError, session: _Session) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Reporting
-
-
-def human_size(n: int) -> str:
-    if n < 1000:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 1000 or unit == "TB":
-            return f"{value:.2f} {unit}" if value < 100 else f"{value:.1f} {unit}"
-    return f"{n} B"  # pragma: no cover
 
 
 def summary_line(result: RepoResult) -> str:
