@@ -39,15 +39,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_merge import drop_cache, machine, run_timed  # noqa: E402  (shared with the merge benchmark)
 
 MB = 1e6
 GB = 1e9
@@ -171,15 +172,6 @@ def build_checkpoint(out: Path, layers: int, seed: int) -> None:
 # ---------------------------------------------------------------------------------------------
 # Runs
 
-PROBE = (
-    "import json, resource, subprocess, sys, time\n"
-    "t = time.perf_counter()\n"
-    "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-    "dt = time.perf_counter() - t\n"
-    "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
-    "print(json.dumps({'seconds': dt, 'rss_kib': rss, 'code': p.returncode, 'stdout': p.stdout[-3000:], 'stderr': p.stderr[-3000:]}))\n"
-)
-
 READ = (
     "import json, sys, time\n"
     "t = time.perf_counter()\n"
@@ -204,12 +196,8 @@ CONVERT = (
 
 
 def run_probed(args: list[str]) -> dict:
-    """Wall seconds, peak RSS (bytes) and the last JSON line of one command, in a fresh process."""
-    out = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True).stdout
-    result = json.loads(out)
-    if result["code"] != 0:
-        raise SystemExit(f"{' '.join(args[:4])} ... exited {result['code']}:\n{result['stderr']}")
-    result["rss"] = result["rss_kib"] * 1024
+    """``bench_merge.run_timed`` (wall seconds, peak RSS), plus the child's last JSON line as ``child``."""
+    result = run_timed(args)
     result["child"] = json.loads(result["stdout"].strip().splitlines()[-1])
     return result
 
@@ -221,35 +209,6 @@ def warm(paths: list[Path]) -> None:
             buffer = bytearray(8 << 20)
             while f.readinto(buffer):
                 pass
-
-
-def drop_cache(paths: list[Path]) -> None:
-    """Flush, then evict these files' pages from the page cache (no root needed for clean pages)."""
-    os.sync()
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
-def machine() -> str:
-    from importlib.metadata import version
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        ram = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GB:.0f} GB RAM"
-    except (ValueError, OSError):
-        ram = ""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cpus} CPUs ({cpu}){ram}; Python {platform.python_version()}, torch {version('torch')}, "
-            f"gguf {version('gguf')}, numpy {version('numpy')}, safetensors {version('safetensors')}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +274,7 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
 
     base_s = statistics.median(r["seconds"] for r in runs[next(iter(runs))])
-    print(f"Machine: {machine()}")
+    print(f"Machine: {machine(('torch', 'gguf', 'numpy', 'safetensors'))}")
     print(f"Checkpoint: synthetic Qwen3 (`Qwen3ForCausalLM`), {layers} layers, hidden {HPARAMS['hidden_size']}, "
           f"intermediate {HPARAMS['intermediate_size']}, {HPARAMS['num_attention_heads']}/{HPARAMS['num_key_value_heads']} heads "
           f"of {HPARAMS['head_dim']}, vocabulary {HPARAMS['vocab_size']:,}, tied embeddings, bf16; "

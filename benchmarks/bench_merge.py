@@ -395,11 +395,9 @@ def check_merge(base: Path, adapter: Path, ours: Path, peft_out: Path, plan, alp
 # ---------------------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    import peft
-    import safetensors
-    import torch
-    import transformers
+def machine(packages: tuple[str, ...] = ("torch", "transformers", "peft", "safetensors")) -> str:
+    """CPUs, RAM, Python and the versions of ``packages``: the line every benchmark table starts with."""
+    from importlib.metadata import version
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -412,10 +410,8 @@ def machine() -> str:
         ram_text = f", {ram:.0f} GB RAM"
     except (ValueError, OSError):
         ram_text = ""
-    return (
-        f"{os.cpu_count()} CPUs ({cpu}){ram_text}; Python {platform.python_version()}, torch {torch.__version__}, "
-        f"transformers {transformers.__version__}, peft {peft.__version__}, safetensors {safetensors.__version__}"
-    )
+    versions = ", ".join(f"{name} {version(name)}" for name in packages)
+    return f"{os.cpu_count()} CPUs ({cpu}){ram_text}; Python {platform.python_version()}, {versions}"
 
 
 def main() -> None:
