@@ -37,19 +37,14 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
 
 
 @dataclass
-class GgufFile:
+class GgufFile(output.Written):
     """One output (a file or a split set) and, when verified, its report."""
 
-    quant: str
-    paths: tuple[Path, ...]
-    bytes: int
-    seconds: float
-    tensor_types: dict[str, int]
     report: Any = None  # verify.VerifyReport
 
-    @property
-    def path(self) -> Path:
-        return self.paths[0]
+    @classmethod
+    def of(cls, result: output.Written) -> GgufFile:
+        return cls(result.quant, result.paths, result.bytes, result.seconds, result.tensor_types)
 
     @property
     def ok(self) -> bool:
@@ -112,7 +107,7 @@ def build_gguf(
         result = convert(
             model_dir, out_dir, quant=quant, name=name, overwrite=overwrite, split_max_size=split_max_size, **metadata
         )
-        done(GgufFile(quant, result.paths, result.bytes, result.seconds, result.tensor_types))
+        done(GgufFile.of(result))
 
     k_quants = [q for q in quants if q in K_QUANTS]
     if k_quants:
@@ -125,7 +120,7 @@ def build_gguf(
                 source = convert(model_dir, staged, quant=source_quant, name=name, split_max_size=0, **metadata).path
             for quant in k_quants:
                 result = quantize(source, out_dir, output_name(name, quant).removesuffix(".gguf"), quant, threads=threads, overwrite=overwrite)
-                done(GgufFile(quant, result.paths, result.bytes, result.seconds, result.tensor_types))
+                done(GgufFile.of(result))
 
     if verify:
         from apto_release.gguf.verify import load_reference

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,21 +68,12 @@ _ENDOFTEXT = "<|endoftext|>"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
-@dataclass(frozen=True)
-class ConvertResult:
-    """What ``convert`` wrote."""
+@dataclass
+class ConvertResult(output.Written):
+    """What ``convert`` wrote, and from what."""
 
-    paths: tuple[Path, ...]
-    quant: str
-    architecture: str
-    tensors: int
-    bytes: int
-    seconds: float
-    tensor_types: dict[str, int] = field(default_factory=dict)  # GGML type name -> tensor count
-
-    @property
-    def path(self) -> Path:
-        return self.paths[0]
+    architecture: str = ""
+    tensors: int = 0
 
 
 @dataclass(frozen=True)
@@ -383,7 +374,10 @@ def convert(
     counts: dict[str, int] = {}
     for p in plan:
         counts[p.qtype.name] = counts.get(p.qtype.name, 0) + 1
-    return ConvertResult(paths, quant, spec.name, len(plan), size, time.monotonic() - started, counts)
+    return ConvertResult(
+        quant=quant, paths=paths, bytes=size, seconds=time.monotonic() - started, tensor_types=counts,
+        architecture=spec.name, tensors=len(plan),
+    )
 
 
 def _add_metadata(writer: gguf.GGUFWriter, spec: ArchSpec, vocab: Vocab, file_type: gguf.LlamaFileType, **general: str | None) -> None:

@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from apto_release.errors import UsageError
@@ -24,6 +25,21 @@ from apto_release.io import current_umask
 
 #: gguf-py's and llama.cpp's split file names (``gguf.constants.SHARD_NAME_FORMAT``, ``llama_split_path``).
 SPLIT_FORMAT = "{stem}-{no:05d}-of-{count:05d}.gguf"
+
+
+@dataclass
+class Written:
+    """One GGUF output as written: a file or a split set (``paths``, the first file first)."""
+
+    quant: str
+    paths: tuple[Path, ...]
+    bytes: int  # all files together
+    seconds: float
+    tensor_types: dict[str, int]  # GGML type name -> tensor count
+
+    @property
+    def path(self) -> Path:
+        return self.paths[0]
 
 
 def split_names(stem: str, count: int) -> list[str]:

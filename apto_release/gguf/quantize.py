@@ -10,7 +10,7 @@ place (``output.publish``).
 The input is a high-precision GGUF written by ``convert``: F16, or BF16 for checkpoints stored in
 bfloat16 (converting bfloat16 to F16 would round the weights once more before quantizing).
 Tensors whose rows do not split into 256-value super-blocks get llama.cpp's fallback type
-(Q5_0, Q5_1 or Q8_0, else F16): llama.cpp prints how many; ``QuantizeResult.tensor_types`` says
+(Q5_0, Q5_1 or Q8_0, else F16): llama.cpp prints how many; the result's ``tensor_types`` says
 what was written.
 """
 
@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from apto_release.errors import BuildError, UsageError
@@ -35,21 +34,6 @@ K_QUANTS: dict[str, str] = {name: f"LLAMA_FTYPE_MOSTLY_{name}" for name in K_QUA
 _STDERR_TAIL = 12  # lines of llama.cpp's log quoted when it fails
 
 
-@dataclass(frozen=True)
-class QuantizeResult:
-    """What ``quantize`` wrote."""
-
-    paths: tuple[Path, ...]
-    quant: str
-    bytes: int
-    seconds: float
-    tensor_types: dict[str, int] = field(default_factory=dict)  # GGML type name -> tensor count
-
-    @property
-    def path(self) -> Path:
-        return self.paths[0]
-
-
 def quantize(
     source: str | Path,
     out_dir: str | Path,
@@ -58,7 +42,7 @@ def quantize(
     *,
     threads: int | None = None,
     overwrite: bool = False,
-) -> QuantizeResult:
+) -> output.Written:
     """Quantize the GGUF ``source`` (a file, or the first file of a split set) to ``out_dir/<stem>.gguf``.
 
     A split input gives a split output with the same tensors in each file.
@@ -87,9 +71,7 @@ def quantize(
         }
         _run_worker(request, quant)
         paths = output.publish(staged, out_dir, stem)
-    return QuantizeResult(
-        paths, quant, sum(p.stat().st_size for p in paths), time.monotonic() - started, tensor_types(paths)
-    )
+    return output.Written(quant, paths, sum(p.stat().st_size for p in paths), time.monotonic() - started, tensor_types(paths))
 
 
 def tensor_types(paths: tuple[Path, ...]) -> dict[str, int]:
