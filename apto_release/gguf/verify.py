@@ -191,6 +191,16 @@ class Check:
     summary: str = ""  # the measured values in a few words
     detail: str = ""  # what differed, or why the check could not run
 
+    def not_run(self, why: str) -> Check:
+        """The check failed because llama.cpp did not get to it (a crash, a timeout, a load error)."""
+        self.passed, self.summary, self.detail = False, "not run", why
+        return self
+
+    def conclude(self, problems: list[str]) -> Check:
+        """Passed when nothing is wrong; otherwise the problems are the detail."""
+        self.passed, self.detail = not problems, "; ".join(problems)
+        return self
+
 
 @dataclass
 class VerifyReport:
@@ -504,12 +514,16 @@ def _preview(text: str, width: int = 40) -> str:
     return repr(text if len(text) <= width else text[: width - 1] + "…")
 
 
+def _first_difference(a, b) -> int:
+    """The first index where the sequences differ (the shorter one's length when one is a prefix)."""
+    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 def _check_tokenizer(ref: Reference, run: _WorkerRun) -> Check:
     check = Check("tokenizer", False, bound="all identical")
     why = run.failure("tokenize")
     if why:
-        check.summary, check.detail = "not run", why
-        return check
+        return check.not_run(why)
     got = run.stages["tokenize"]["tokens"]
     differing = [i for i, (a, b) in enumerate(zip(ref.text_ids, got, strict=True)) if list(a) != list(b)]
     n = len(ref.texts)
@@ -519,7 +533,7 @@ def _check_tokenizer(ref: Reference, run: _WorkerRun) -> Check:
     notes = []
     for i in differing[:3]:
         a, b = ref.text_ids[i], got[i]
-        at = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        at = _first_difference(a, b)
         notes.append(
             f"text {i} {_preview(ref.texts[i])}: from token {at}, Hugging Face {a[at:at + 6]} "
             f"vs llama.cpp {b[at:at + 6]} ({len(a)} vs {len(b)} tokens)"
@@ -533,8 +547,7 @@ def _check_template(ref: Reference, run: _WorkerRun) -> Check:
     check = Check("chat template", False, bound="same text as apply_chat_template")
     why = run.failure("template")
     if why:
-        check.summary, check.detail = "not run", why
-        return check
+        return check.not_run(why)
     rendered = run.stages["template"]["rendered"]
     if rendered is None:
         check.summary, check.detail = "no template", "the file has no tokenizer.chat_template"
@@ -546,7 +559,7 @@ def _check_template(ref: Reference, run: _WorkerRun) -> Check:
     notes = []
     for i in differing:
         a, b = ref.rendered[i], rendered[i]
-        at = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        at = _first_difference(a, b)
         notes.append(
             f"conversation {i}: from character {at}, apply_chat_template {_preview(a[at:at + 40])} "
             f"vs the file's template {_preview(b[at:at + 40])}"
@@ -624,8 +637,7 @@ def _check_logits(ref: Reference, run: _WorkerRun, file_type: str | None) -> Che
     check = Check("logits", False, bound=bounds.describe() if bounds else "no bound for this type")
     why = run.failure("logits")
     if why:
-        check.summary, check.detail = "not run", why
-        return check
+        return check.not_run(why)
     got = [np.load(run.workdir / name) for name in run.stages["logits"]["files"]]
     widths = {g.shape[-1] for g in got}
     if widths != {ref.vocab_size}:
@@ -656,17 +668,14 @@ def _check_logits(ref: Reference, run: _WorkerRun, file_type: str | None) -> Che
             f"the argmax differs at {stats['decisive_disagreements']} of {stats['decisive_positions']} decisive positions"
             f" (reference top-two margin over {DECISIVE_MARGIN:g} × rms Δ = {DECISIVE_MARGIN * stats['rms_diff']:.3g})"
         )
-    check.passed = not problems
-    check.detail = "; ".join(problems)
-    return check
+    return check.conclude(problems)
 
 
 def _check_eot_token(ref: Reference, run: _WorkerRun) -> Check:
     check = Check("end-of-turn token", False, bound=f"EOS = EOT = {EOT_TOKEN} (id {ref.eot_id}), end of generation")
     why = run.failure("load")
     if why:
-        check.summary, check.detail = "not run", why
-        return check
+        return check.not_run(why)
     load = run.stages["load"]
     eos, eot, is_eog = load["eos"], load["eot"], load.get("eot_is_eog")
     check.measured = {"eos": eos, "eot": eot, "expected": ref.eot_id, "is_eog": is_eog}
@@ -678,17 +687,14 @@ def _check_eot_token(ref: Reference, run: _WorkerRun) -> Check:
         problems.append(f"EOT is token {eot}, not {EOT_TOKEN} ({ref.eot_id})")
     if not is_eog:
         problems.append(f"llama.cpp does not treat {EOT_TOKEN} as end of generation")
-    check.passed = not problems
-    check.detail = "; ".join(problems)
-    return check
+    return check.conclude(problems)
 
 
 def _check_generation_stops(ref: Reference, run: _WorkerRun) -> Check:
     check = Check("generation stops", False, bound=f"forced {EOT_TOKEN}: finish 'stop', no text")
     why = run.failure("eot")
     if why:
-        check.summary, check.detail = "not run", why
-        return check
+        return check.not_run(why)
     eot = run.stages["eot"]
     check.measured = {k: eot[k] for k in ("finish_reason", "text", "completion_tokens")}
     check.summary = f"finish {eot['finish_reason']!r}, text {_preview(eot['text'], 20)}"
@@ -697,9 +703,7 @@ def _check_generation_stops(ref: Reference, run: _WorkerRun) -> Check:
         problems.append(f"finish_reason {eot['finish_reason']!r}: llama.cpp went on past {EOT_TOKEN}")
     if eot["text"]:
         problems.append(f"text after the end of turn: {_preview(eot['text'])}")
-    check.passed = not problems
-    check.detail = "; ".join(problems)
-    return check
+    return check.conclude(problems)
 
 
 __all__ = [
