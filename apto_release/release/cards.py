@@ -592,6 +592,19 @@ def _check_evaluation_model(evaluation: Evaluation | None, model: ModelTarget) -
         )
 
 
+def _tuned_model_context(
+    manifest: Manifest, model: ModelTarget, summary: TrainingSummary, evaluation: Evaluation | None, *,
+    provenance: Mapping[str, str] | None, year: int | None,
+) -> dict[str, Any]:
+    """What the merged model's and the adapter's cards both show: results, training, loss curve."""
+    return {
+        **_common_context(manifest, model, provenance={**base_provenance(summary), **(provenance or {})}, year=year),
+        **_evaluation_context(evaluation),
+        "training": _training_context(summary),
+        "loss_curve": LOSS_CURVE_NAME if summary.loss_curve else None,
+    }
+
+
 def render_model_card(
     manifest: Manifest,
     model: ModelTarget,
@@ -616,12 +629,7 @@ def render_model_card(
         "model", base_model=model.base_model, license_=manifest.license, datasets=public_datasets(manifest),
         tags=(*COMMON_TAGS, *KIND_TAGS["model"]), model_name=model.repo, results=eval_results(evaluation),
     )
-    context = {
-        **_common_context(manifest, model, provenance={**base_provenance(summary), **(provenance or {})}, year=year),
-        **_evaluation_context(evaluation),
-        "training": _training_context(summary),
-        "loss_curve": LOSS_CURVE_NAME if summary.loss_curve else None,
-    }
+    context = _tuned_model_context(manifest, model, summary, evaluation, provenance=provenance, year=year)
     assets = {LOSS_CURVE_NAME: summary.loss_curve} if summary.loss_curve else {}
     return _finish("model", model, data, context, dest=model.merged / CARD_NAME, strict=strict, assets=assets, repo=model.repo)
 
@@ -652,12 +660,7 @@ def render_adapter_card(
         "adapter", base_model=model.base_model, license_=manifest.license, datasets=public_datasets(manifest),
         tags=(*COMMON_TAGS, *KIND_TAGS["adapter"]), model_name=model.adapter_repo, results=eval_results(evaluation),
     )
-    context = {
-        **_common_context(manifest, model, provenance={**base_provenance(summary), **(provenance or {})}, year=year),
-        **_evaluation_context(evaluation),
-        "training": _training_context(summary),
-        "loss_curve": LOSS_CURVE_NAME if summary.loss_curve else None,
-    }
+    context = _tuned_model_context(manifest, model, summary, evaluation, provenance=provenance, year=year)
     return _finish("adapter", model, data, context, dest=model.adapter / CARD_NAME, strict=strict, repo=model.adapter_repo)
 
 
