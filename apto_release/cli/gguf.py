@@ -54,6 +54,7 @@ def convert_command(
     verify`'s checks run on it (exit 1 when one fails; the file stays for inspection).
     """
     from apto_release.gguf.build import build_gguf, parse_size
+    from apto_release.progress import Progress
 
     quants = [q for item in quants for q in item.split(",")]
     metadata = {"basename": basename, "finetune": finetune, "version": version, "size_label": size_label, "license": license_,
@@ -77,7 +78,7 @@ def convert_command(
 
     files = build_gguf(
         model_dir, out_dir, quants, name=name, split_max_size=limit, verify=verify, overwrite=overwrite,
-        threads=threads, on_file=show, **metadata,
+        threads=threads, on_file=show, progress=Progress(), **metadata,
     )
     return 0 if all(f.ok for f in files) else 1
 

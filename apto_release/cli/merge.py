@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -61,6 +62,7 @@ def merge_command(base, adapter, out_dir, dry_run, force, overwrite):
     """
     from apto_release.errors import UsageError
     from apto_release.merge.merge import merge, plan_merge
+    from apto_release.progress import Progress
 
     if dry_run:
         plan = plan_merge(base, adapter, force=force)
@@ -74,7 +76,14 @@ def merge_command(base, adapter, out_dir, dry_run, force, overwrite):
         what = f"{len(shard.updates)} tensors merged" if shard.action == "merge" else "copied"
         click.echo(f"  {shard.name}  {what}")
 
-    result = merge(base, adapter, out_dir, force=force, overwrite=overwrite, on_shard=show)
+    # On a terminal a bar over the bytes of the shards; in a log a line per shard as it is written.
+    progress = Progress()
+    run = functools.partial(merge, base, adapter, out_dir, force=force, overwrite=overwrite)
+    if progress.bars:
+        with progress.task("merge", unit="B") as task:
+            result = run(on_bytes=task.update)
+    else:
+        result = run(on_shard=show)
     for warning in result.warnings:
         click.echo(f"Warning: {warning}", err=True)
     click.echo(

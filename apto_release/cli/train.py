@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -45,12 +46,17 @@ def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, 
     typed = parse_overrides(overrides)
     config = load_preset(preset, typed)
     if not dry_run:
+        from apto_release.progress import Progress
         from apto_release.train.trainer import train
 
-        result = train(
-            config, base=base, data=data_path, out_dir=out_dir, resume=resume, overwrite=overwrite,
-            max_steps=max_steps, save_steps=save_steps, keep_checkpoints=keep_checkpoints, base_model_id=base_model_id,
-        )
+        # Under torchrun every process runs this command (RANK is the launcher's); one reports.
+        progress = Progress() if os.environ.get("RANK", "0") == "0" else Progress.off()
+        with progress.task("train", unit="step") as task:  # a spinner while the model loads
+            result = train(
+                config, base=base, data=data_path, out_dir=out_dir, resume=resume, overwrite=overwrite,
+                max_steps=max_steps, save_steps=save_steps, keep_checkpoints=keep_checkpoints, base_model_id=base_model_id,
+                on_step=task.update,
+            )
         if result.is_main_process:
             loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
             click.echo(f"Trained {result.steps} steps in {result.seconds:.1f}s (final loss {loss}); adapter, training_summary.json and loss_curve.png in {out_dir}/")

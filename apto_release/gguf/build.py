@@ -11,6 +11,10 @@
   ``verify=False``; the reference logits are computed once for all files. A file that fails
   stays where it is, complete, and the result says so (the CLI exits 1).
 
+Given a ``progress`` reporter, each of these steps is a task of it: ``convert F16`` counts the
+bytes of tensor data written; ``quantize Q4_K_M`` (llama.cpp in its subprocess says nothing until
+it is done), ``reference logits`` and ``verify F16`` are spinners.
+
 Every output name is checked before any work starts, so a run that would collide with an
 existing file stops at once rather than after the long conversions.
 """
@@ -28,6 +32,7 @@ from apto_release.gguf import GGUF_TYPES, output
 from apto_release.gguf.convert import QUANT_TYPES, convert, output_name
 from apto_release.gguf.quantize import K_QUANTS, quantize
 from apto_release.merge.shards import CheckpointIndex
+from apto_release.progress import Progress
 
 #: The Hub takes files up to 50 GB; the default stays below with a margin.
 DEFAULT_SPLIT_MAX_SIZE = 48 * 1000**3
@@ -83,13 +88,16 @@ def build_gguf(
     overwrite: bool = False,
     threads: int | None = None,
     on_file: Callable[[GgufFile], None] | None = None,
+    progress: Progress | None = None,
     **metadata: Any,
 ) -> list[GgufFile]:
     """Write ``out_dir/<name>-<TYPE>.gguf`` for each of ``quants`` from the checkpoint in ``model_dir``.
 
     ``metadata`` goes to ``convert`` (basename, finetune, version, size_label, license, mtp, ...).
-    ``on_file`` is called with each output as it is finished (and, last, verified).
+    ``on_file`` is called with each output as it is finished (and, last, verified), between the
+    tasks of ``progress``, which reports each conversion, quantization and verification.
     """
+    progress = progress or Progress.off()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     quants = normalise_quants(quants)
     name = name or model_dir.resolve().name
@@ -104,9 +112,11 @@ def build_gguf(
             on_file(item)
 
     for quant in (q for q in quants if q in QUANT_TYPES):
-        result = convert(
-            model_dir, out_dir, quant=quant, name=name, overwrite=overwrite, split_max_size=split_max_size, **metadata
-        )
+        with progress.task(f"convert {quant}", unit="B") as task:
+            result = convert(
+                model_dir, out_dir, quant=quant, name=name, overwrite=overwrite, split_max_size=split_max_size,
+                on_bytes=task.update, **metadata,
+            )
         done(GgufFile.of(result))
 
     k_quants = [q for q in quants if q in K_QUANTS]
@@ -117,18 +127,26 @@ def build_gguf(
             if reuse is not None:
                 source = reuse.path
             else:
-                source = convert(model_dir, staged, quant=source_quant, name=name, split_max_size=0, **metadata).path
+                with progress.task(f"convert {source_quant} for the K-quants", unit="B") as task:
+                    source = convert(
+                        model_dir, staged, quant=source_quant, name=name, split_max_size=0, on_bytes=task.update, **metadata
+                    ).path
             for quant in k_quants:
-                result = quantize(source, out_dir, output_name(name, quant).removesuffix(".gguf"), quant, threads=threads, overwrite=overwrite)
+                with progress.task(f"quantize {quant}"):
+                    result = quantize(
+                        source, out_dir, output_name(name, quant).removesuffix(".gguf"), quant, threads=threads, overwrite=overwrite
+                    )
                 done(GgufFile.of(result))
 
     if verify:
         from apto_release.gguf.verify import load_reference
         from apto_release.gguf.verify import verify as verify_file
 
-        reference = load_reference(model_dir, threads=threads)
+        with progress.task("reference logits"):
+            reference = load_reference(model_dir, threads=threads)
         for item in files:
-            item.report = verify_file(item.path, reference, threads=threads)
+            with progress.task(f"verify {item.quant}"):
+                item.report = verify_file(item.path, reference, threads=threads)
             if on_file is not None:
                 on_file(item)
     return files

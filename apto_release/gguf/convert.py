@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,7 @@ def convert(
     languages: list[str] | None = None,
     datasets: list[str] | None = None,
     quantized_by: str | None = None,
+    on_bytes: Callable[[int, int], None] | None = None,
 ) -> ConvertResult:
     """Convert the merged checkpoint in ``model_dir`` to ``out_dir/<name>-<quant>.gguf`` (or a split set).
 
@@ -300,6 +302,9 @@ def convert(
         mtp: the multi-token-prediction layers (Qwen3.5): ``None`` includes them when the
             checkpoint has a complete set and leaves them out when it has none; ``True`` requires
             them; ``False`` leaves them out. Either way the metadata says what the file holds.
+        on_bytes: called as ``on_bytes(done, total)`` after each tensor is written, with the
+            bytes of tensor data written so far and in all (for progress output; bytes rather
+            than tensors, because a norm takes a few KB and an embedding GBs).
 
     Raises:
         UsageError: an unknown ``quant``, an unsupported architecture, a bad name, an existing file,
@@ -365,7 +370,7 @@ def convert(
             writer.write_header_to_file()
             writer.write_kv_data_to_file()
             writer.write_ti_data_to_file()
-            _write_data(writer, index, plan)
+            _write_data(writer, index, plan, on_bytes)
             writer.flush()
         finally:
             writer.close()
@@ -453,9 +458,12 @@ def _add_sources(writer: gguf.GGUFWriter, *, base_model: list[str], tags: list[s
 BLOCK_BYTES = 64 << 20
 
 
-def _write_data(writer: gguf.GGUFWriter, index: CheckpointIndex, plan: list[_Planned]) -> None:
+def _write_data(
+    writer: gguf.GGUFWriter, index: CheckpointIndex, plan: list[_Planned], on_bytes: Callable[[int, int], None] | None
+) -> None:
     """Each tensor's data, in plan order: read, transform, convert, write; one tensor in memory at a time."""
     reader: ShardReader | None = None
+    done, total = 0, sum(p.nbytes for p in plan)
     try:
         for p in plan:
             if reader is None or reader.header.path.name != p.shard:
@@ -467,6 +475,9 @@ def _write_data(writer: gguf.GGUFWriter, index: CheckpointIndex, plan: list[_Pla
                 raise AssertionError(f"'{p.hf_name}' converted to {data.nbytes} bytes, planned {p.nbytes}")
             writer.write_tensor_data(data)
             del data
+            done += p.nbytes
+            if on_bytes is not None:
+                on_bytes(done, total)
     finally:
         if reader is not None:
             reader.close()

@@ -731,6 +731,7 @@ def execute_merge(
     *,
     overwrite: bool = False,
     on_shard: Callable[[ShardPlan], None] | None = None,
+    on_bytes: Callable[[int, int], None] | None = None,
 ) -> MergeResult:
     """Write the merged checkpoint of ``plan`` into ``out_dir``; it appears only when complete.
 
@@ -739,6 +740,9 @@ def execute_merge(
         out_dir: the output folder; it must not exist unless ``overwrite``.
         overwrite: replace an existing ``out_dir`` (the old one stays until the new one is complete).
         on_shard: called after each shard is written (for progress output).
+        on_bytes: called as ``on_bytes(done, total)`` after each tensor of a rewritten shard and
+            after each shard, with the bytes of the base's shards dealt with so far and in all
+            (``plan.shard_bytes``): a bar that moves within a shard of several GB.
 
     Raises:
         UsageError: ``out_dir`` exists (without ``overwrite``) or is the base or adapter folder.
@@ -767,6 +771,7 @@ def execute_merge(
     pause = float(os.environ.get(PAUSE_ENV) or 0)
     stale = _remove_stale_temps(out_dir) if out_dir.parent.is_dir() else 0
     merged = copied = shards_merged = written = 0
+    done = 0  # bytes of the base's shards dealt with, for on_bytes
     with torch.no_grad(), atomic_dir(out_dir, overwrite=overwrite) as tmp:
         (tmp / _OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}), encoding="utf-8")
         for shard in plan.shards:
@@ -787,10 +792,15 @@ def execute_merge(
                         else:
                             writer.write(info.name, _merged_chunks(update, reader, adapter))
                             merged += 1
+                        if on_bytes is not None:
+                            on_bytes(done + header.data_start + info.end, plan.shard_bytes)
                 shards_merged += 1
             written += (tmp / shard.name).stat().st_size
+            done += shard.size
             if on_shard is not None:
                 on_shard(shard)
+            if on_bytes is not None:
+                on_bytes(done, plan.shard_bytes)
             if pause:
                 time.sleep(pause)
         if plan.checkpoint.index_file:
@@ -819,8 +829,11 @@ def merge(
     force: bool = False,
     overwrite: bool = False,
     on_shard: Callable[[ShardPlan], None] | None = None,
+    on_bytes: Callable[[int, int], None] | None = None,
 ) -> MergeResult:
     """Plan, then execute: merge the LoRA ``adapter`` into ``base`` and write ``out_dir``.
+
+    ``on_shard`` and ``on_bytes`` report progress (see ``execute_merge``).
 
     Example:
         >>> result = merge("models/Qwen3.5-9B", "out/adapter", "out/merged")
@@ -830,4 +843,6 @@ def merge(
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:  # before planning, which reads every header
         raise UsageError("the output folder already exists", path=out_dir, hint="choose another -o or pass --overwrite")
-    return execute_merge(plan_merge(base, adapter, force=force), out_dir, overwrite=overwrite, on_shard=on_shard)
+    return execute_merge(
+        plan_merge(base, adapter, force=force), out_dir, overwrite=overwrite, on_shard=on_shard, on_bytes=on_bytes
+    )

@@ -28,6 +28,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,7 @@ def train(
     save_steps: int = 200,
     keep_checkpoints: bool = False,
     base_model_id: str | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on ``data`` for the model at ``base``, into ``out_dir``.
 
@@ -159,6 +161,10 @@ def train(
         max_steps: stop after this many optimiser steps (default: the preset's epochs).
         save_steps: checkpoint every this many steps.
         base_model_id: the id written into ``adapter_config.json`` (default ``base``).
+        on_step: called as ``on_step(step, max_steps)`` after each optimiser step, on the main
+            process only (for progress output). The Trainer's own printing of each step's log
+            is then left out, so that it does not tear a progress bar; the losses are in
+            ``training_summary.json`` either way.
 
     Raises:
         UsageError: ``out_dir`` exists without ``overwrite``; ``resume`` without a checkpoint.
@@ -167,7 +173,7 @@ def train(
     """
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, Trainer, set_seed
+    from transformers import AutoModelForCausalLM, PrinterCallback, Trainer, set_seed
 
     from apto_release.io import atomic_dir
     from apto_release.merge.merge import CHAT_TEMPLATE_FILE
@@ -222,6 +228,10 @@ def train(
     collator = _RecordingCollator(collator_for(tokenizer))
     args = _training_arguments(config, checkpoints, max_steps=max_steps, save_steps=save_steps)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+    if on_step is not None:
+        # disable_tqdm already keeps the Trainer's bar away; it prints each step's log instead.
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(_step_callback(on_step))
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     state = trainer.state
@@ -278,6 +288,18 @@ def train(
             shutil.rmtree(checkpoints, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return result
+
+
+def _step_callback(on_step: Callable[[int, int], None]):
+    """A ``TrainerCallback`` that reports each optimiser step to ``on_step``, on the main process."""
+    from transformers import TrainerCallback
+
+    class StepCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                on_step(state.global_step, state.max_steps)
+
+    return StepCallback()
 
 
 def _gather(seen: list[str], trainer) -> list[list[str]]:

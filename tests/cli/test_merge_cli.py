@@ -139,3 +139,22 @@ def test_missing_adapter_folder_exits_2(run_cli, models, tmp_path):
     base, _ = models
     code, _, err = run_cli("merge", "--base", base, "--adapter", tmp_path / "nope", "-o", tmp_path / "merged")
     assert code == 2 and "the adapter folder does not exist" in err
+
+
+def test_on_bytes_counts_the_base_shards_bytes(models, tmp_path):
+    from apto_release.merge.merge import merge
+
+    base, adapter = models
+    calls = []
+    merge(base, adapter, tmp_path / "merged", on_bytes=lambda done, total: calls.append((done, total)))
+    total = sum(p.stat().st_size for p in base.glob("*.safetensors"))
+    assert {t for _, t in calls} == {total} and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) > 3  # within shards too
+
+
+def test_a_terminal_gets_a_bar_instead_of_a_line_per_shard(run_cli, models, tmp_path):
+    base, adapter = models
+    code, out, err = run_cli("merge", "--base", base, "--adapter", adapter, "-o", tmp_path / "merged", env={"APTO_PROGRESS": "bars"})
+    assert code == 0, err
+    assert "safetensors" not in out and out.startswith("Merged 8 tensors into")
+    assert err.startswith("\r") and "merge" in err and err.endswith("\r")  # drawn with tqdm, cleared at the end

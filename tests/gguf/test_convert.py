@@ -318,3 +318,11 @@ def test_conversion_in_blocks_of_rows_is_bit_identical(qwen3, tmp_path, monkeypa
     monkeypatch.setattr(convert_module, "BLOCK_BYTES", 3 * 64 * 4)  # 3 rows of 64 float32 values
     blocks = convert(qwen3, tmp_path / "blocks", quant=quant, name="M").path.read_bytes()
     assert blocks == whole
+
+
+def test_on_bytes_counts_the_tensor_data_written(qwen3, tmp_path):
+    calls = []
+    result = convert(qwen3, tmp_path, quant="Q8_0", name="M", on_bytes=lambda done, total: calls.append((done, total)))
+    total = sum(int(t.n_bytes) for t in gguf.GGUFReader(result.path).tensors)
+    assert len(calls) == result.tensors and {t for _, t in calls} == {total}
+    assert [d for d, _ in calls] == sorted({d for d, _ in calls}) and calls[-1] == (total, total)

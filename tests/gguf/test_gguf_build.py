@@ -97,3 +97,16 @@ def test_an_existing_output_stops_the_run_before_any_work(models, tmp_path):
         build_gguf(models["f32"], tmp_path, ["F16", "Q4_K_M"], name="Wide", verify=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Wide-Q4_K_M.gguf"]
     assert (tmp_path / "Wide-Q4_K_M.gguf").read_text() == "keep me"
+
+
+def test_progress_reports_each_step(models, tmp_path):
+    import io
+    import re
+
+    from apto_release.progress import Progress
+
+    stream = io.StringIO()
+    build_gguf(models["bf16"], tmp_path, ["Q8_0", "Q4_K_M"], name="Wide", verify=False, progress=Progress("lines", stream=stream))
+    ends = [line.split(" done in ")[0] for line in stream.getvalue().splitlines() if " done in " in line]
+    assert [end.split(":")[0] for end in ends] == ["convert Q8_0", "convert BF16 for the K-quants", "quantize Q4_K_M"]
+    assert re.fullmatch(r"convert Q8_0: ([0-9.]+ [KM]B)/\1", ends[0])  # bytes, all of them

@@ -141,3 +141,12 @@ def test_a_base_model_gets_the_chat_template_it_was_tuned_with(workspace):
     tokenizer = AutoTokenizer.from_pretrained(merged)
     assert tokenizer.chat_template == CHATML_TEMPLATE
     assert tokenizer.eos_token == "<|im_end|>"
+
+
+def test_on_step_reports_each_optimiser_step_instead_of_the_trainers_log(workspace, capsys):
+    root, base, data = workspace
+    steps = []
+    train(load_preset("tiny"), base=str(base), data=data, out_dir=root / "steps", max_steps=2,
+          on_step=lambda step, total: steps.append((step, total)))
+    assert steps == [(1, 2), (2, 2)]
+    assert "'loss'" not in capsys.readouterr().out  # the Trainer's per-step log would tear a bar
