@@ -33,12 +33,13 @@ def cli() -> None:
 
 from apto_release.cli import cards as _cards  # noqa: E402
 from apto_release.cli import dataset as _dataset  # noqa: E402  (the command modules import nothing heavy)
+from apto_release.cli import evals as _evals  # noqa: E402
 from apto_release.cli import gguf as _gguf  # noqa: E402
 from apto_release.cli import merge as _merge  # noqa: E402
 from apto_release.cli import push as _push  # noqa: E402
 from apto_release.cli import train as _train  # noqa: E402
 
-for _module in (_dataset, _train, _merge, _gguf, _cards, _push):
+for _module in (_dataset, _train, _merge, _gguf, _cards, _push, _evals):
     _module.register(cli)
 
 
@@ -57,10 +58,11 @@ _OS_ERRORS: dict[int, str] = {
 _EXTRAS = {
     "gguf": "gguf", "llama_cpp": "gguf",
     "torch": "train", "transformers": "train", "peft": "train", "accelerate": "train",
-    "safetensors": "train", "tokenizers": "train", "matplotlib": "train",
+    "safetensors": "train", "tokenizers": "train", "matplotlib": "eval",
 }
 _EXTRA_HINTS = {
     "gguf": "pip install 'apto-release[gguf]'",
+    "eval": "pip install 'apto-release[eval]'",
     "train": "pip install torch==2.13.0 && pip install 'apto-release[train]' (torch first, so that no CUDA build is fetched on a CPU machine)",
 }
 

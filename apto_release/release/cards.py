@@ -32,7 +32,9 @@ from typing import Any
 
 from apto_release import __version__
 from apto_release.errors import BuildError, InputError
-from apto_release.release.evaluation import Evaluation, load_evaluation
+from apto_release.evals.chart import CHART_NAME  # the chart module imports matplotlib only when it draws
+from apto_release.evals.metrics import BENCHMARKS as EVAL_BENCHMARKS
+from apto_release.release.evaluation import Evaluation, Metric, load_evaluation
 from apto_release.release.manifest import Manifest, ModelTarget
 from apto_release.train.trainer import LOSS_CURVE_NAME, SUMMARY_NAME  # the trainer imports nothing heavy at module level
 
@@ -88,14 +90,9 @@ BENCHMARKS: dict[str, dict[str, str]] = {
     "MT-Bench-ja": {"url": "https://github.com/Stability-AI/FastChat/tree/jp-stable/fastchat/llm_judge", "by": "Stability AI"},
     "JMMLU": {"url": "https://github.com/nlp-waseda/JMMLU", "by": "Waseda University"},
 }
-METRIC_LABELS_JA: dict[tuple[str, str], str] = {
-    ("AnswerCarefully", "acceptable_rate"): "AC 許容回答率",
-    ("AnswerCarefully", "violation_rate"): "AC 違反率",
-    ("SORRY-Bench", "refusal_rate"): "SORRY-Bench 拒否率",
-    ("MultiJail", "violation_rate"): "MultiJail 違反率",
-    ("MT-Bench-ja", "score"): "MT-Bench-ja スコア",
-    ("JMMLU", "accuracy"): "JMMLU 正答率",
-}
+#: The Japanese label of each metric that eval summarize computes, for a file that gives none.
+METRIC_LABELS_JA: dict[tuple[str, str], str] = {(b.name, m.id): m.label_ja for b in EVAL_BENCHMARKS for m in b.metrics}
+AGREEMENT_LEVELS_JA = {"nominal": "名義尺度", "ordinal": "順序尺度", "interval": "間隔尺度"}
 
 
 class CardError(BuildError):
@@ -321,36 +318,57 @@ def _fmt(value: float, decimals: int, *, signed: bool = False) -> str:
     return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
 
 
-def metric_rows(evaluation: Evaluation | None) -> list[dict[str, Any]]:
-    """The results table: each metric's labels, before, after, change and interval as text."""
+def metric_rows(evaluation: Evaluation | None, *, categories: bool = False) -> list[dict[str, Any]]:
+    """The results table: each overall metric's labels, before, after, change and interval as text.
+
+    With ``categories``, the per-category rows instead (each with its ``category`` and ``n``).
+    """
     if evaluation is None:
         return []
-    rows = []
-    for m in evaluation.metrics:
-        d = _decimals(m.before, m.after, *(m.ci95 or ()))
-        unit_ja, unit_en = ("ポイント", "pt") if m.unit == "%" else ("", "")
-        rows.append({
-            "metric": m,
-            "benchmark": m.benchmark,
-            "label_en": m.label,
-            "label_ja": m.label_ja or METRIC_LABELS_JA.get((m.benchmark, m.metric), m.label),
-            "unit": m.unit,
-            "arrow": "↑" if m.higher_is_better else "↓",
-            "before": _fmt(m.before, d) + m.unit,
-            "after": _fmt(m.after, d) + m.unit,
-            "change": _fmt(m.change, d, signed=True),
-            "change_unit_ja": unit_ja,
-            "change_unit_en": unit_en,
-            "ci95": f"[{_fmt(m.ci95[0], d, signed=True)}, {_fmt(m.ci95[1], d, signed=True)}]" if m.ci95 else "",
-            "significant": m.significant,
-            "improved": m.improved,
-            "n": m.n,
-        })
-    return rows
+    return [_metric_row(m) for m in (evaluation.by_category if categories else evaluation.overall)]
+
+
+def _metric_row(m: Metric) -> dict[str, Any]:
+    d = _decimals(m.before, m.after, *(m.ci95 or ()))
+    unit_ja, unit_en = ("ポイント", "pt") if m.unit == "%" else ("", "")
+    return {
+        "metric": m,
+        "benchmark": m.benchmark,
+        "category": m.category.replace("|", "\\|") if m.category else None,  # a cell of a Markdown table
+        "label_en": m.label,
+        "label_ja": m.label_ja or METRIC_LABELS_JA.get((m.benchmark, m.metric), m.label),
+        "unit": m.unit,
+        "arrow": "↑" if m.higher_is_better else "↓",
+        "before": _fmt(m.before, d) + m.unit,
+        "after": _fmt(m.after, d) + m.unit,
+        "change": _fmt(m.change, d, signed=True),
+        "change_unit_ja": unit_ja,
+        "change_unit_en": unit_en,
+        "ci95": f"[{_fmt(m.ci95[0], d, signed=True)}, {_fmt(m.ci95[1], d, signed=True)}]" if m.ci95 else "",
+        "significant": m.significant,
+        "improved": m.improved,
+        "n": f"{m.n:,}" if m.n else "",
+        "judges": [
+            {"judge": v.judge, "before": _fmt(v.before, d) + m.unit, "after": _fmt(v.after, d) + m.unit,
+             "change": _fmt(v.after - v.before, d, signed=True)}
+            for v in m.per_judge
+        ],
+    }
+
+
+def _agreement_rows(evaluation: Evaluation | None) -> list[dict[str, Any]]:
+    """Each benchmark's agreement between judges, as text (the value None: not defined)."""
+    if evaluation is None:
+        return []
+    return [
+        {"benchmark": a.benchmark, "value": None if a.value is None else _fmt(a.value, 2), "level": a.level,
+         "level_ja": AGREEMENT_LEVELS_JA[a.level], "judges": len(a.judges), "units": f"{a.units:,}"}
+        for a in evaluation.agreement
+    ]
 
 
 def eval_results(evaluation: Evaluation | None) -> list:
-    """The ``model-index`` results: each metric's value for the tuned model (``after``)."""
+    """The ``model-index`` results: each overall metric's value for the tuned model (``after``)."""
     from huggingface_hub import EvalResult
 
     if evaluation is None:
@@ -365,7 +383,7 @@ def eval_results(evaluation: Evaluation | None) -> list:
             metric_value=m.after,
             metric_name=m.label,
         )
-        for m in evaluation.metrics
+        for m in evaluation.overall
     ]
 
 
@@ -563,13 +581,24 @@ def _common_context(manifest: Manifest, model: ModelTarget, *, provenance: Mappi
 
 
 def _evaluation_context(evaluation: Evaluation | None) -> dict[str, Any]:
+    """What the evaluation sections show (``ev``), and the benchmarks the attribution credits."""
     rows = metric_rows(evaluation)
+    methods = {m.method for m in evaluation.metrics} if evaluation else set()
     return {
         "evaluation": evaluation,
-        "rows": rows,
-        "has_ci": any(r["ci95"] for r in rows),
-        "has_significance": any(r["significant"] is not None for r in rows),
-        "judges": list(evaluation.judges) if evaluation else [],
+        "ev": {
+            "rows": rows,
+            "has_ci": any(r["ci95"] for r in rows),
+            "has_significance": any(r["significant"] is not None for r in rows),
+            "judges": list(evaluation.judges) if evaluation else [],
+            "judge_rows": [r for r in rows if r["judges"]],
+            "category_rows": metric_rows(evaluation, categories=True),
+            "agreement": _agreement_rows(evaluation),
+            "mcnemar": "mcnemar" in methods,
+            "bootstrap": "bootstrap" in methods,
+            "resamples": f"{evaluation.bootstrap_resamples:,}" if evaluation and evaluation.bootstrap_resamples else None,
+            "chart": CHART_NAME if evaluation and evaluation.chart else None,
+        },
         "evaluated_benchmarks": list(dict.fromkeys(r["benchmark"] for r in rows)),
     }
 
@@ -631,6 +660,8 @@ def render_model_card(
     )
     context = _tuned_model_context(manifest, model, summary, evaluation, provenance=provenance, year=year)
     assets = {LOSS_CURVE_NAME: summary.loss_curve} if summary.loss_curve else {}
+    if evaluation is not None and evaluation.chart is not None:
+        assets[CHART_NAME] = evaluation.chart
     return _finish("model", model, data, context, dest=model.merged / CARD_NAME, strict=strict, assets=assets, repo=model.repo)
 
 
@@ -661,7 +692,9 @@ def render_adapter_card(
         tags=(*COMMON_TAGS, *KIND_TAGS["adapter"]), model_name=model.adapter_repo, results=eval_results(evaluation),
     )
     context = _tuned_model_context(manifest, model, summary, evaluation, provenance=provenance, year=year)
-    return _finish("adapter", model, data, context, dest=model.adapter / CARD_NAME, strict=strict, repo=model.adapter_repo)
+    assets = {CHART_NAME: evaluation.chart} if evaluation is not None and evaluation.chart is not None else {}
+    return _finish("adapter", model, data, context, dest=model.adapter / CARD_NAME, strict=strict, assets=assets,
+                   repo=model.adapter_repo)
 
 
 def render_gguf_card(

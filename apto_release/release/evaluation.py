@@ -26,10 +26,28 @@ it from the raw judgements; the cards only read it. Format 1::
                                                 #   objects with a "name" or "model")
     }
 
+``apto-release eval summarize`` computes the file from raw judgements and also writes these
+optional keys (a hand-written file may use them too)::
+
+    metrics[i]:
+      "category": "差別・偏見",                 # a per-category row; without it the row is overall
+      "method": "mcnemar",                      # how ci95/significant were found: "mcnemar" (a rate:
+                                                #   exact McNemar test, Newcombe's interval) or
+                                                #   "bootstrap" (a mean: paired bootstrap over items)
+      "p_value": 0.0004,                        # the McNemar test's two-sided p-value
+      "per_judge": [{"judge": "qwen3-235b", "before": 83.9, "after": 90.2, "n": 1000}]
+    top level:
+      "agreement": [{"benchmark": "AnswerCarefully", "measure": "krippendorff_alpha",
+                     "level": "ordinal", "value": 0.712, "judges": ["gemma-3-27b", "qwen3-235b"],
+                     "units": 2000}],           # value null: not defined (every judgement the same)
+      "bootstrap": {"resamples": 10000, "seed": 0},
+      "chart": "eval_chart.png"                 # a PNG beside the file (a relative path)
+
 Rows are shown in file order; a metric the file does not have is simply not in the table. The
-change is ``after - before``, in points for a ``%`` unit and in the metric's own units otherwise.
-Unknown keys are errors (a typo must not silently drop a value). ``load_evaluation`` reports the
-first problem as one line naming the file and the field (``metrics[2].after``).
+overall rows (no ``category``) make the table and the ``model-index``; at least one is required.
+The change is ``after - before``, in points for a ``%`` unit and in the metric's own units
+otherwise. Unknown keys are errors (a typo must not silently drop a value). ``load_evaluation``
+reports the first problem as one line naming the file and the field (``metrics[2].after``).
 """
 
 from __future__ import annotations
@@ -46,16 +64,44 @@ from apto_release.errors import InputError
 
 FORMAT = 1
 UNITS = ("%", "")
+METHODS = ("mcnemar", "bootstrap")
+AGREEMENT_MEASURES = ("krippendorff_alpha",)
+AGREEMENT_LEVELS = ("nominal", "ordinal", "interval")
 
 _TOP_REQUIRED = ("format", "model", "metrics")
-_TOP_OPTIONAL = ("judges",)
+_TOP_OPTIONAL = ("judges", "agreement", "bootstrap", "chart")
 _METRIC_REQUIRED = ("benchmark", "metric", "label", "higher_is_better", "before", "after")
-_METRIC_OPTIONAL = ("label_ja", "unit", "ci95", "significant", "dataset_id", "n")
+_METRIC_OPTIONAL = ("label_ja", "unit", "ci95", "significant", "dataset_id", "n", "category", "method", "p_value", "per_judge")
+_JUDGE_VALUE_KEYS = ("judge", "before", "after", "n")
+_AGREEMENT_KEYS = ("benchmark", "measure", "level", "value", "judges", "units")
+_BOOTSTRAP_KEYS = ("resamples", "seed")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 
 class EvaluationError(InputError):
     """The evaluation results file cannot be used (one line: the file, the field, the problem)."""
+
+
+@dataclass(frozen=True)
+class JudgeValue:
+    """One judge's own value of a metric, before and after."""
+
+    judge: str
+    before: float
+    after: float
+    n: int | None = None
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How far a benchmark's judges agree (``value`` None: not defined, every judgement the same)."""
+
+    benchmark: str
+    measure: str
+    level: str
+    value: float | None
+    judges: tuple[str, ...]
+    units: int
 
 
 @dataclass(frozen=True)
@@ -74,6 +120,10 @@ class Metric:
     significant: bool | None = None
     dataset_id: str | None = None
     n: int | None = None
+    category: str | None = None  # None: an overall row
+    method: str | None = None  # "mcnemar" or "bootstrap"
+    p_value: float | None = None
+    per_judge: tuple[JudgeValue, ...] = ()
 
     @property
     def change(self) -> float:
@@ -96,6 +146,19 @@ class Evaluation:
     model: str
     metrics: tuple[Metric, ...]
     judges: tuple[str, ...] = ()
+    agreement: tuple[Agreement, ...] = ()
+    bootstrap_resamples: int | None = None
+    chart: Path | None = None  # resolved against the file's folder
+
+    @property
+    def overall(self) -> tuple[Metric, ...]:
+        """The rows of the table and the ``model-index``: those without a category."""
+        return tuple(m for m in self.metrics if m.category is None)
+
+    @property
+    def by_category(self) -> tuple[Metric, ...]:
+        """The per-category rows (the cards fold them away under the table)."""
+        return tuple(m for m in self.metrics if m.category is not None)
 
 
 def _number(value: Any) -> bool:
@@ -150,13 +213,97 @@ def _metric(entry: Any, i: int, path: Path) -> Metric:
     if dataset_id is not None and (not isinstance(dataset_id, str) or not _REPO_ID.match(dataset_id)):
         raise fail("dataset_id", f"must be a Hub dataset id (organisation/name), found {dataset_id!r}")
     n = entry.get("n")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+    if n is not None and not _count(n, 1):
         raise fail("n", f"must be a positive integer, found {n!r}")
+    category = entry.get("category")
+    if category is not None and (not isinstance(category, str) or not category.strip()):
+        raise fail("category", f"must be a non-empty string, found {category!r}")
+    method = entry.get("method")
+    if method is not None and method not in METHODS:
+        raise fail("method", f"must be one of {', '.join(METHODS)}, found {method!r}")
+    p_value = entry.get("p_value")
+    if p_value is not None and not (_number(p_value) and 0 <= p_value <= 1):
+        raise fail("p_value", f"must be a number from 0 to 1, found {p_value!r}")
+    per_judge = entry.get("per_judge", [])
+    if not isinstance(per_judge, list):
+        raise fail("per_judge", "must be a list")
     return Metric(
         benchmark=entry["benchmark"].strip(), metric=entry["metric"].strip(), label=entry["label"].strip(), unit=unit,
         higher_is_better=entry["higher_is_better"], before=float(entry["before"]), after=float(entry["after"]),
         label_ja=label_ja.strip() if label_ja else None, ci95=ci95, significant=significant, dataset_id=dataset_id, n=n,
+        category=category.strip() if category else None, method=method,
+        p_value=float(p_value) if p_value is not None else None,
+        per_judge=tuple(_judge_value(v, f"{where}.per_judge[{j}]", path) for j, v in enumerate(per_judge, 1)),
     )
+
+
+def _count(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _object(entry: Any, keys: tuple[str, ...], required: tuple[str, ...], where: str, path: Path) -> dict:
+    """``entry`` checked to be an object with only ``keys`` and all of ``required``."""
+    if not isinstance(entry, dict):
+        raise EvaluationError(f"'{where}' is not an object", path=path, field=where)
+    _unknown(entry, keys, f"{where}.", path)
+    for key in required:
+        if key not in entry:
+            raise EvaluationError(f"'{where}.{key}' is missing", path=path, field=f"{where}.{key}")
+    return entry
+
+
+def _judge_value(entry: Any, where: str, path: Path) -> JudgeValue:
+    entry = _object(entry, _JUDGE_VALUE_KEYS, ("judge", "before", "after"), where, path)
+    if not isinstance(entry["judge"], str) or not entry["judge"].strip():
+        raise EvaluationError(f"'{where}.judge' must be a non-empty string", path=path, field=f"{where}.judge")
+    for key in ("before", "after"):
+        if not _number(entry[key]):
+            raise EvaluationError(f"'{where}.{key}' must be a number, found {entry[key]!r}", path=path, field=f"{where}.{key}")
+    n = entry.get("n")
+    if n is not None and not _count(n, 1):
+        raise EvaluationError(f"'{where}.n' must be a positive integer, found {n!r}", path=path, field=f"{where}.n")
+    return JudgeValue(entry["judge"].strip(), float(entry["before"]), float(entry["after"]), n)
+
+
+def _agreement(entry: Any, where: str, path: Path) -> Agreement:
+    entry = _object(entry, _AGREEMENT_KEYS, _AGREEMENT_KEYS, where, path)
+
+    def fail(key: str, message: str) -> EvaluationError:
+        return EvaluationError(f"'{where}.{key}' {message}, found {entry[key]!r}", path=path, field=f"{where}.{key}")
+
+    if not isinstance(entry["benchmark"], str) or not entry["benchmark"].strip():
+        raise fail("benchmark", "must be a non-empty string")
+    if entry["measure"] not in AGREEMENT_MEASURES:
+        raise fail("measure", f"must be one of {', '.join(AGREEMENT_MEASURES)}")
+    if entry["level"] not in AGREEMENT_LEVELS:
+        raise fail("level", f"must be one of {', '.join(AGREEMENT_LEVELS)}")
+    if entry["value"] is not None and not (_number(entry["value"]) and entry["value"] <= 1):
+        raise fail("value", "must be a number up to 1, or null")
+    judges = entry["judges"]
+    if not isinstance(judges, list) or len(judges) < 2 or not all(isinstance(j, str) and j.strip() for j in judges):
+        raise fail("judges", "must list two or more judges")
+    if not _count(entry["units"], 0):
+        raise fail("units", "must be a count")
+    value = entry["value"]
+    return Agreement(entry["benchmark"].strip(), entry["measure"], entry["level"], None if value is None else float(value),
+                     tuple(j.strip() for j in judges), entry["units"])
+
+
+def _bootstrap(entry: Any, path: Path) -> int:
+    entry = _object(entry, _BOOTSTRAP_KEYS, _BOOTSTRAP_KEYS, "bootstrap", path)
+    if not _count(entry["resamples"], 1):
+        raise EvaluationError(f"'bootstrap.resamples' must be a positive integer, found {entry['resamples']!r}", path=path,
+                              field="bootstrap.resamples")
+    if not _count(entry["seed"], 0):
+        raise EvaluationError(f"'bootstrap.seed' must be a non-negative integer, found {entry['seed']!r}", path=path,
+                              field="bootstrap.seed")
+    return entry["resamples"]
+
+
+def _chart(value: Any, path: Path) -> Path:
+    if not isinstance(value, str) or not value.lower().endswith(".png") or Path(value).is_absolute():
+        raise EvaluationError(f"'chart' must be the relative path of a PNG file, found {value!r}", path=path, field="chart")
+    return path.parent / value
 
 
 def _judge(entry: Any, i: int, path: Path) -> str:
@@ -190,26 +337,36 @@ def parse_evaluation(data: Any, path: str | Path = "<evaluation>") -> Evaluation
     if not isinstance(data["metrics"], list) or not data["metrics"]:
         raise EvaluationError("'metrics' must be a non-empty list", path=path, field="metrics")
     metrics = [_metric(entry, i, path) for i, entry in enumerate(data["metrics"], 1)]
-    seen: dict[tuple[str, str], int] = {}
+    seen: dict[tuple[str, str, str | None], int] = {}
     for i, m in enumerate(metrics, 1):
-        key = (m.benchmark, m.metric)
+        key = (m.benchmark, m.metric, m.category)
         if key in seen:
-            raise EvaluationError(
-                f"'metrics[{i}]' repeats {m.benchmark} {m.metric} (also metrics[{seen[key]}])", path=path, field=f"metrics[{i}]"
-            )
+            what = f"{m.benchmark} {m.metric}" + (f" of category '{m.category}'" if m.category else "")
+            raise EvaluationError(f"'metrics[{i}]' repeats {what} (also metrics[{seen[key]}])", path=path, field=f"metrics[{i}]")
         seen[key] = i
+    if all(m.category is not None for m in metrics):
+        raise EvaluationError("'metrics' has per-category rows only; the table needs overall rows (without 'category')",
+                              path=path, field="metrics")
     judges = data.get("judges", [])
     if not isinstance(judges, list):
         raise EvaluationError("'judges' must be a list", path=path, field="judges")
-    return Evaluation(path, data["model"].strip(), tuple(metrics), tuple(_judge(j, i, path) for i, j in enumerate(judges, 1)))
+    agreement = data.get("agreement", [])
+    if not isinstance(agreement, list):
+        raise EvaluationError("'agreement' must be a list", path=path, field="agreement")
+    return Evaluation(
+        path, data["model"].strip(), tuple(metrics), tuple(_judge(j, i, path) for i, j in enumerate(judges, 1)),
+        agreement=tuple(_agreement(a, f"agreement[{i}]", path) for i, a in enumerate(agreement, 1)),
+        bootstrap_resamples=_bootstrap(data["bootstrap"], path) if "bootstrap" in data else None,
+        chart=_chart(data["chart"], path) if "chart" in data else None,
+    )
 
 
 def load_evaluation(path: str | Path) -> Evaluation:
     """Read and check an evaluation results file.
 
     Raises:
-        EvaluationError: the file is missing, not JSON, or not in format 1 (the first problem,
-            naming the file and the field).
+        EvaluationError: the file is missing, not JSON, or not in format 1, or its chart is
+            missing (the first problem, naming the file and the field).
     """
     path = Path(path)
     try:
@@ -223,4 +380,10 @@ def load_evaluation(path: str | Path) -> Evaluation:
         raise EvaluationError(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", path=path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise EvaluationError(f"cannot read the evaluation results file: {exc}", path=path) from None
-    return parse_evaluation(data, path)
+    evaluation = parse_evaluation(data, path)
+    if evaluation.chart is not None and not evaluation.chart.is_file():
+        raise EvaluationError(
+            f"the chart '{data['chart']}' that the results name does not exist", path=path, field="chart",
+            hint="run 'apto-release eval summarize' again, or remove 'chart' from the file",
+        )
+    return evaluation

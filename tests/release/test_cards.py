@@ -448,3 +448,121 @@ def test_an_evaluation_file_that_is_not_json(tmp_path):
         load_evaluation(path)
     with pytest.raises(EvaluationError, match="does not exist"):
         load_evaluation(tmp_path / "missing.json")
+
+
+# --- results computed by eval summarize --------------------------------------------------------
+
+
+def summarized_release(tmp_path: Path) -> Path:
+    """The release of ``make_release`` with results that eval summarize computed from the hand-made judgements."""
+    from apto_release.evals.summarize import summarize, write_results
+    from tests.evals.judgement_fixtures import write_hand
+
+    path = make_release(tmp_path, gguf=False)
+    summary = summarize(write_hand(tmp_path / "judgements"), model=NAME, resamples=500)
+    write_results(summary, tmp_path / "eval/tiny.json", chart=tmp_path / "eval/eval_chart.png")
+    return path
+
+
+def test_cards_show_the_summarized_results(tmp_path):
+    built = {c.kind: c for c in build_cards(load_manifest(summarized_release(tmp_path)), year=2026)}
+    text = built["model"].text
+    en = text.split("### Evaluation\n")[1].split("\n### ")[0]
+    ja = text.split("### 評価結果\n")[1].split("\n### ")[0]
+    # the table: overall rows only, with the intervals; significance from McNemar or the bootstrap
+    assert "| AnswerCarefully | AC acceptable rate ↑ | 33.3% | 66.7% | +33.4 pt | [-15.2, +64.6] |" in en
+    assert "| SORRY-Bench | SORRY-Bench refusal rate ↑ | 25.0% | 75.0% | +50.0 pt | [-13.5, +78.9] |" in en
+    assert "| MultiJail | MultiJail invalid rate ↓ | 25.0% | 25.0% | +0.0 pt |" in en
+    assert "| MT-Bench-ja | MT-Bench-ja score ↑ | 6.0 | 7.5 | +1.5 \\* | [+1.5, +1.5] |" in en
+    assert "| AnswerCarefully | AC 許容回答率 ↑ | 33.3% | 66.7% | +33.4 ポイント | [-15.2, +64.6] |" in ja
+    assert "| JMMLU | JMMLU 正答率 ↑ | 33.3% | 100.0% | +66.7 ポイント |" in ja
+    assert en.count("| AnswerCarefully | AC acceptable rate") == 1  # the categories are in the details
+    # how the intervals were found, the chart, the judges and their agreement
+    assert "exact McNemar test (p < 0.05)" in en and "paired bootstrap over items (500 resamples, percentile method)" in en
+    assert "正確な McNemar 検定" in ja and "ブートストラップ（500 回" in ja
+    assert "![The base model and this model, with the 95% interval of each change](eval_chart.png)" in en
+    assert "![ベースモデルと本モデルの比較（変化の 95% 信頼区間つき）](eval_chart.png)" in ja
+    assert "Judged by A, B, j1. Agreement between the judges (Krippendorff's α): SORRY-Bench 0.50 (nominal, 2 judges)." in en
+    assert "判定モデル間の一致度（Krippendorff の α）：SORRY-Bench 0.50（名義尺度、2 モデル）。" in ja
+    # per judge and per category, folded away
+    assert "<summary>Results per judge</summary>" in en and "| SORRY-Bench refusal rate ↑ | A | 50.0% | 100.0% | +50.0 pt |" in en
+    assert "<summary>Results per category</summary>" in en
+    assert "| AnswerCarefully | x | AC acceptable rate ↑ | 3 | 33.3% | 100.0% | +66.7 pt | [" in en
+    assert "| MT-Bench-ja | writing | MT-Bench-ja score ↑ | 2 | 6.0 | 7.5 | +1.5 \\* | [+1.5, +1.5] |" in en
+    assert "<summary>カテゴリ別の結果</summary>" in ja and "<summary>判定モデル別の結果</summary>" in ja
+    # the chart goes with the merged model's and the adapter's cards
+    chart = tmp_path / "eval/eval_chart.png"
+    assert built["model"].assets["eval_chart.png"] == chart and built["adapter"].assets == {"eval_chart.png": chart}
+    assert "](eval_chart.png)" in built["adapter"].text
+    assert check_card(text, "model") == [] and check_card(built["adapter"].text, "adapter") == []
+
+
+def test_the_model_index_has_the_overall_results(tmp_path):
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    built = build_cards(load_manifest(summarized_release(tmp_path)), year=2026)
+    _, results = model_index_to_eval_results(front_matter(built[0].text)["model-index"])
+    assert [(r.dataset_type, r.dataset_name, r.metric_type, r.metric_value) for r in results] == [
+        ("llm-jp/AnswerCarefully", "AnswerCarefully", "acceptable_rate", 66.7),
+        ("llm-jp/AnswerCarefully", "AnswerCarefully", "violation_rate", 33.3),
+        ("llm-jp/AnswerCarefully", "AnswerCarefully", "mean_score", 3.67),
+        ("sorry-bench/sorry-bench-202406", "SORRY-Bench", "refusal_rate", 75.0),
+        ("DAMO-NLP-SG/MultiJail", "MultiJail", "violation_rate", 0.0),
+        ("DAMO-NLP-SG/MultiJail", "MultiJail", "invalid_rate", 25.0),
+        ("mt-bench-ja", "MT-Bench-ja", "score", 7.5),
+        ("nlp-waseda/JMMLU", "JMMLU", "accuracy", 100.0),
+    ]
+
+
+def test_write_card_copies_the_chart_into_the_pushed_folders(tmp_path):
+    for card in build_cards(load_manifest(summarized_release(tmp_path)), year=2026):
+        write_card(card)
+    chart = (tmp_path / "eval/eval_chart.png").read_bytes()
+    assert (tmp_path / "out/merged/eval_chart.png").read_bytes() == chart
+    assert (tmp_path / "out/adapter/eval_chart.png").read_bytes() == chart
+
+
+def test_a_results_file_whose_chart_is_missing(tmp_path):
+    path = summarized_release(tmp_path)
+    (tmp_path / "eval/eval_chart.png").unlink()
+    with pytest.raises(EvaluationError, match="the chart 'eval_chart.png' that the results name does not exist"):
+        build_cards(load_manifest(path))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["metrics"][0].update(method="wald"), "'metrics[1].method' must be one of mcnemar, bootstrap"),
+        (lambda d: d["metrics"][0].update(p_value=1.5), "'metrics[1].p_value' must be a number from 0 to 1"),
+        (lambda d: d["metrics"][0].update(category=""), "'metrics[1].category' must be a non-empty string"),
+        (lambda d: d["metrics"][0].update(per_judge=[{"judge": "A", "before": 1, "afterr": 2}]),
+         "unknown key 'metrics[1].per_judge[1].afterr' (did you mean 'metrics[1].per_judge[1].after'?)"),
+        (lambda d: d["metrics"][0].update(per_judge=[{"judge": "A", "before": 1}]), "'metrics[1].per_judge[1].after' is missing"),
+        (lambda d: d.update(agreement=[{"benchmark": "AC", "measure": "krippendorff_alpha", "level": "ratio", "value": 0.5,
+                                        "judges": ["A", "B"], "units": 3}]), "'agreement[1].level' must be one of"),
+        (lambda d: d.update(agreement=[{"benchmark": "AC", "measure": "krippendorff_alpha", "level": "nominal", "value": 0.5,
+                                        "judges": ["A"], "units": 3}]), "'agreement[1].judges' must list two or more judges"),
+        (lambda d: d.update(bootstrap={"resamples": 0, "seed": 0}), "'bootstrap.resamples' must be a positive integer"),
+        (lambda d: d.update(chart="/tmp/chart.png"), "'chart' must be the relative path of a PNG file"),
+        (lambda d: d.update(metrics=[{**m, "category": "x"} for m in d["metrics"]]), "per-category rows only"),
+        (lambda d: d["metrics"].append({**d["metrics"][0], "category": "x"}) or d["metrics"].append({**d["metrics"][0], "category": "x"}),
+         "repeats AnswerCarefully acceptable_rate of category 'x'"),
+    ],
+)
+def test_bad_optional_evaluation_keys(edit, message):
+    data = evaluation()
+    edit(data)
+    with pytest.raises(EvaluationError, match=re.escape(message)):
+        parse_evaluation(data, "eval/x.json")
+
+
+def test_optional_evaluation_keys_read(tmp_path):
+    data = evaluation()
+    data["metrics"][0].update(method="mcnemar", p_value=0.001, per_judge=[{"judge": "A", "before": 84.0, "after": 90.0, "n": 1000}])
+    data["metrics"].append({**data["metrics"][0], "category": "差別", "per_judge": []})
+    data.update(agreement=[{"benchmark": "AnswerCarefully", "measure": "krippendorff_alpha", "level": "ordinal", "value": None,
+                            "judges": ["A", "B"], "units": 2000}], bootstrap={"resamples": 10000, "seed": 0}, chart="c.png")
+    ev = parse_evaluation(data, tmp_path / "e.json")
+    assert [m.category for m in ev.metrics] == [None, None, None, "差別"] and len(ev.overall) == 3 and len(ev.by_category) == 1
+    assert (ev.metrics[0].method, ev.metrics[0].p_value, ev.metrics[0].per_judge[0].after) == ("mcnemar", 0.001, 90.0)
+    assert ev.agreement[0].value is None and ev.bootstrap_resamples == 10000 and ev.chart == tmp_path / "c.png"

@@ -1,0 +1,181 @@
+"""From raw judgements to the results file: every metric before and after, with paired statistics.
+
+``summarize`` reads the judgement files (``judgements``), keeps the items judged for both models,
+and computes per benchmark and metric (``metrics``): the value before and after, the change, its
+95% interval and significance (``stats``), the same per category, each judge's own values, and
+the judges' agreement (``agreement``). ``write_results`` writes the results file the cards read
+(``apto_release.release.evaluation``, format 1) and the chart beside it (``chart``).
+
+All of it is deterministic: the same files, seed and resamples give byte-identical outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apto_release.evals.agreement import krippendorff_alpha
+from apto_release.evals.chart import plot_evaluation
+from apto_release.evals.judgements import ANSWER_KEY, SIDES, BenchmarkJudgements, Finding, collate, read_judgements
+from apto_release.evals.metrics import MetricSpec
+from apto_release.evals.stats import Comparison, compare_means, compare_rates
+from apto_release.io import write_json
+from apto_release.release.evaluation import FORMAT, Evaluation, parse_evaluation
+
+DEFAULT_RESAMPLES = 10_000
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What ``summarize`` found: the findings, and the results file's content when none is an error."""
+
+    findings: list[Finding]
+    results: dict[str, Any] | None
+    judgements: int
+    files: int
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings)
+
+
+def summarize(
+    paths: Sequence[str | Path],
+    *,
+    model: str,
+    before: str | None = None,
+    after: str | None = None,
+    seed: int = 0,
+    resamples: int = DEFAULT_RESAMPLES,
+) -> Summary:
+    """Summarize the judgement files of the base model (before) and the tuned ``model`` (after).
+
+    ``before`` and ``after`` are model ids that the files use for the two models. Each metric's
+    bootstrap starts from ``seed``, so a metric's interval does not depend on the others.
+
+    Raises:
+        InputError: a file is missing or a line is malformed (see ``judgements.read_judgements``).
+        UsageError: ``before`` and ``after`` clash.
+    """
+    if resamples < 1:
+        raise ValueError(f"resamples must be positive, found {resamples}")
+    judgements = read_judgements(paths, before=before, after=after)
+    benchmarks, findings = collate(judgements)
+    if any(f.severity == "error" for f in findings):
+        return Summary(findings, None, len(judgements), len(paths))
+    overall, by_category = [], []
+    for data in benchmarks:
+        overall += [_overall_row(data, spec, seed=seed, resamples=resamples) for spec in data.benchmark.metrics]
+        by_category += _category_rows(data, seed=seed, resamples=resamples)
+    results: dict[str, Any] = {"format": FORMAT, "model": model, "metrics": overall + by_category}
+    judges = sorted({j for data in benchmarks for j in data.judges} - {ANSWER_KEY})
+    if judges:
+        results["judges"] = judges
+    agreement = [_agreement(data) for data in benchmarks if len(data.judges) > 1]
+    if agreement:
+        results["agreement"] = agreement
+    if any(row["method"] == "bootstrap" for row in results["metrics"]):
+        results["bootstrap"] = {"resamples": resamples, "seed": seed}
+    return Summary(findings, results, len(judgements), len(paths))
+
+
+def write_results(summary: Summary, dest: str | Path, *, chart: str | Path | None = None) -> Evaluation:
+    """Write the results file (and the chart, when given), each atomically; return the results as read back.
+
+    The file names the chart by its path relative to the file, so that the cards find it.
+    """
+    if summary.results is None:
+        raise ValueError("the summary has errors; there are no results to write")
+    dest = Path(dest)
+    data = dict(summary.results)
+    if chart is not None:
+        data["chart"] = Path(os.path.relpath(Path(chart).resolve(), dest.parent.resolve())).as_posix()
+    evaluation = parse_evaluation(data, dest)  # what the cards will read must parse
+    if chart is not None:
+        plot_evaluation(evaluation.overall, chart)
+    write_json(dest, data)
+    return evaluation
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows of the results file
+
+
+def outcomes(data: BenchmarkJudgements, spec: MetricSpec, items: Sequence[str], judge: str | None = None) -> dict[str, list]:
+    """Each item's outcome for ``spec``, per model: one judge's, or (``judge`` None) all judges' combined."""
+    found: dict[str, list] = {side: [] for side in SIDES}
+    for item in items:
+        judges = [judge] if judge else list(data.cells[item])
+        for side in SIDES:
+            found[side].append(spec.combine([spec.outcome(data.value(item, j, side)) for j in judges]))
+    return found
+
+
+def compare(data: BenchmarkJudgements, spec: MetricSpec, items: Sequence[str], *, seed: int, resamples: int) -> Comparison:
+    """The paired comparison of ``spec`` over ``items``: McNemar and Newcombe for a rate, the bootstrap for a mean."""
+    found = outcomes(data, spec, items)
+    if spec.kind == "rate":
+        return compare_rates(found["before"], found["after"])
+    return compare_means(found["before"], found["after"], resamples=resamples, seed=seed)
+
+
+def _overall_row(data: BenchmarkJudgements, spec: MetricSpec, *, seed: int, resamples: int) -> dict[str, Any]:
+    row = _row(data, spec, compare(data, spec, data.items, seed=seed, resamples=resamples))
+    if len(data.judges) > 1:
+        row["per_judge"] = [_judge_values(data, spec, judge) for judge in data.judges]
+    return row
+
+
+def _category_rows(data: BenchmarkJudgements, *, seed: int, resamples: int) -> list[dict[str, Any]]:
+    rows = []
+    for category in sorted({c for c in data.categories.values() if c is not None}):
+        items = [item for item, c in data.categories.items() if c == category]
+        for spec in data.benchmark.metrics:
+            rows.append(_row(data, spec, compare(data, spec, items, seed=seed, resamples=resamples), category=category))
+    return rows
+
+
+def _row(data: BenchmarkJudgements, spec: MetricSpec, c: Comparison, *, category: str | None = None) -> dict[str, Any]:
+    """A metric row of the results file (see ``apto_release.release.evaluation``)."""
+    row: dict[str, Any] = {"benchmark": data.benchmark.name, "metric": spec.id}
+    if category is not None:
+        row["category"] = category
+    row.update({
+        "label": spec.label, "label_ja": spec.label_ja, "unit": spec.unit, "higher_is_better": spec.higher_is_better,
+        "before": _shown(c.before, spec), "after": _shown(c.after, spec),
+        "ci95": [_shown(c.ci[0], spec), _shown(c.ci[1], spec)], "significant": c.significant, "method": c.method,
+    })
+    if c.p_value is not None:
+        row["p_value"] = float(f"{c.p_value:.4g}")
+    if data.benchmark.dataset_id:
+        row["dataset_id"] = data.benchmark.dataset_id
+    row["n"] = c.n
+    return row
+
+
+def _judge_values(data: BenchmarkJudgements, spec: MetricSpec, judge: str) -> dict[str, Any]:
+    items = [item for item in data.items if judge in data.cells[item]]
+    found = outcomes(data, spec, items, judge)
+    before, after = (sum(found[side]) / len(items) for side in SIDES)
+    return {"judge": judge, "before": _shown(before, spec), "after": _shown(after, spec), "n": len(items)}
+
+
+def _shown(value: float, spec: MetricSpec) -> float:
+    """A value as the results file keeps it: a rate in percent to 0.1, a score to 0.01 (no -0.0)."""
+    if spec.kind == "rate":
+        return round(100 * value, 1) + 0.0
+    return round(value, 2) + 0.0
+
+
+def _agreement(data: BenchmarkJudgements) -> dict[str, Any]:
+    """Krippendorff's alpha between a benchmark's judges, over every item, model and turn."""
+    units = data.units()
+    alpha = krippendorff_alpha(units, data.benchmark.agreement)
+    return {
+        "benchmark": data.benchmark.name, "measure": "krippendorff_alpha", "level": data.benchmark.agreement,
+        "value": None if alpha is None else round(alpha, 3) + 0.0, "judges": list(data.judges),
+        "units": sum(len(u) > 1 for u in units),
+    }
