@@ -1,30 +1,128 @@
-"""``demo``: the whole release pipeline on bundled synthetic data, on one laptop, in minutes.
+"""``demo``: a whole release on one laptop, in minutes, from nothing that has to be downloaded.
 
-For now it runs the dataset side: generate the example data, validate it, draw the public sample,
-build the Hub dataset folder and load it back with ``datasets``. Later stages join as they land.
+The demo writes a release of its own into one folder and cuts it with the ``release`` command:
+
+* ``data/example.jsonl``: the synthetic example set (``example-data``), standing in for the 18k records;
+* ``base/tiny-qwen3.5/``: a tiny random Qwen3.5 in the real checkpoints' layout (bf16, three
+  shards, vision tower and MTP head) with a Japanese BPE tokenizer, standing in for Qwen3.5-9B;
+* ``release.toml``: the manifest: the gated sample and the private full set, one model with its
+  adapter repo and F16, Q8_0 and Q4_K_M files;
+
+then validate → sample → dataset build → train → merge → GGUF convert and verify → cards → push,
+the push going to a local server that speaks the Hub's API (``apto_release.testing.LocalHub``),
+started for the demo in ``hub/``. Run it again and every stage is up to date.
 """
 
 from __future__ import annotations
 
-import time
+import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+DEMO_ORG = "apto-demo"
+DEMO_MODEL = "Apto-Tiny-Qwen3.5-Safety"
+DEMO_QUANTS = ("F16", "Q8_0", "Q4_K_M")
+DEMO_STEPS = 8
 
 
 @dataclass
-class DemoStep:
-    name: str
-    seconds: float
-    summary: str
-    outputs: list[Path] = field(default_factory=list)
+class DemoRelease:
+    """The demo's inputs, written: the manifest and what it points at."""
+
+    folder: Path
+    manifest: Path
+    records: Path
+    base: Path
+
+
+def write_demo_release(
+    out_dir: str | Path, *, records: int = 18000, sample_size: int = 500, seed: int = 0, steps: int = DEMO_STEPS,
+) -> DemoRelease:
+    """Write the demo's records, base model and manifest into ``out_dir`` (kept when already there).
+
+    The records and the base model are deterministic in ``records`` and ``seed``, so writing them
+    again would give the same bytes: an existing file is left alone, and the release's state
+    file sees no change.
+    """
+    from apto_release.dataset.example import write_example_data
+    from apto_release.io import write_text
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = out_dir / "data" / f"example-{records}-{seed}.jsonl"
+    if not data.is_file():
+        data.parent.mkdir(parents=True, exist_ok=True)
+        write_example_data(data, n=records, seed=seed)
+    base = out_dir / "base" / "tiny-qwen3.5"
+    if not (base / "config.json").is_file():
+        _build_base(base, seed)
+    manifest = out_dir / "release.toml"
+    write_text(manifest, _MANIFEST.format(
+        org=DEMO_ORG, model=DEMO_MODEL, records=data.relative_to(out_dir).as_posix(), sample_size=sample_size, seed=seed,
+        quants=", ".join(f'"{q}"' for q in DEMO_QUANTS), steps=steps, save_steps=max(1, steps // 2), count=records,
+    ))
+    return DemoRelease(out_dir, manifest, data, base)
+
+
+def _build_base(dest: Path, seed: int) -> None:
+    """The tiny Qwen3.5, built in a temporary folder beside ``dest`` and renamed into place."""
+    from apto_release.io import atomic_dir
+    from apto_release.testing import build_japanese_tokenizer, build_tiny_qwen35
+
+    with atomic_dir(dest, overwrite=True) as tmp:
+        build_tiny_qwen35(tmp, tokenizer=build_japanese_tokenizer(seed=seed), seed=seed, dtype="bfloat16")
+
+
+_MANIFEST = textwrap.dedent('''\
+    # The demo's release manifest, written by `apto-release demo` (see release.toml at the
+    # repository's root for a real one). Relative paths are relative to this file.
+    organisation = "{org}"
+    version = "1.0.0"
+    license = "apache-2.0"
+    state = "state/release-state.json"
+
+    [data]
+    records = "{records}"
+    sample_size = {sample_size}
+    seed = {seed}
+    expected_count = {count}
+    sample_folder = "out/sample"
+
+    [dataset.sample]
+    repo = "ja-safety-sft-demo-{sample_size}"
+    folder = "out/dataset-sample"
+    private = false
+    gated = "auto"
+    max_rows = {sample_size}
+    pretty_name = "Apto Japanese Safety SFT demo sample (synthetic)"
+
+    [dataset.full]
+    repo = "ja-safety-sft-demo"
+    folder = "out/dataset-full"
+    private = true
+    pretty_name = "Apto Japanese Safety SFT demo (synthetic)"
+
+    [[model]]
+    name = "{model}"
+    base_model = "{org}/tiny-qwen3.5"  # a real release names the Hub model it tunes, e.g. Qwen/Qwen3.5-9B
+    base = "base/tiny-qwen3.5"         # and, optionally, its local copy
+    preset = "tiny"
+    adapter = "out/models/{model}/adapter"
+    merged = "out/models/{model}/merged"
+    gguf = [{quants}]
+    gguf_folder = "out/models/{model}/gguf"
+    push_adapter = true
+    train = {{ max_steps = {steps}, save_steps = {save_steps}, set = {{ "data.max_length" = 512 }} }}
+    ''')
 
 
 @dataclass
 class DemoResult:
-    out_dir: Path
-    steps: list[DemoStep]
-    ok: bool
+    release: DemoRelease
+    result: object  # pipeline.ReleaseResult
+    hub_url: str
+    hub_folder: Path
 
 
 def run_demo(
@@ -33,61 +131,24 @@ def run_demo(
     records: int = 18000,
     sample_size: int = 500,
     seed: int = 0,
-    on_step: Callable[[DemoStep], None] | None = None,
+    steps: int = DEMO_STEPS,
+    progress=None,
+    on_report: Callable | None = None,
+    on_start: Callable | None = None,
 ) -> DemoResult:
-    """Run the pipeline into ``out_dir`` (replacing what an earlier demo left there)."""
-    from apto_release.dataset.build import CardOptions, build_dataset
-    from apto_release.dataset.example import write_example_data
-    from apto_release.dataset.sample import SampleOptions, sample_file
-    from apto_release.dataset.validate import ValidateOptions, validate_file
+    """Write the demo release and cut it, pushing to a local Hub server in ``out_dir/hub``.
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    steps: list[DemoStep] = []
+    Raises:
+        pipeline.ReleaseError: a stage failed.
+    """
+    from apto_release.release.manifest import load_manifest
+    from apto_release.release.pipeline import run_release
+    from apto_release.testing.hub import LocalHub
 
-    def step(name: str, action: Callable[[], tuple[str, list[Path]]]) -> None:
-        start = time.perf_counter()
-        summary, outputs = action()
-        steps.append(DemoStep(name, time.perf_counter() - start, summary, outputs))
-        if on_step:
-            on_step(steps[-1])
-
-    data = out_dir / "example.jsonl"
-    step("example-data", lambda: (f"{write_example_data(data, n=records, seed=seed).count:,} synthetic records", [data]))
-
-    report_holder = {}
-
-    def validate():
-        report = validate_file(data, ValidateOptions(expected_count=records)).report
-        report_holder["report"] = report
-        return f"{report.status}: {len(report.errors)} errors, {len(report.warnings)} warnings", []
-
-    step("validate", validate)
-    if not report_holder["report"].ok:
-        return DemoResult(out_dir, steps, ok=False)
-
-    sample_dir = out_dir / "sample"
-
-    def sample():
-        result = sample_file(data, sample_dir, SampleOptions(n=sample_size, seed=seed), overwrite=True)
-        r = result.report
-        return (
-            f"{r['sample_count']} of {r['full_count']:,}; largest difference {r['max_abs_diff_points']:.2f} points, "
-            f"TVD {r['total_variation_distance']:.4f}",
-            result.files,
-        )
-
-    step("sample", sample)
-
-    dataset_dir = out_dir / "dataset"
-
-    def build():
-        import json
-
-        sample_records = [json.loads(line) for line in (sample_dir / "sample.jsonl").read_text("utf-8").splitlines()]
-        distribution = json.loads((sample_dir / "distribution.json").read_text("utf-8"))
-        result = build_dataset(sample_records, dataset_dir, options=CardOptions(), distribution=distribution, overwrite=True, marker=True)
-        return f"{result.rows} rows, configs {', '.join(result.configs)}; loaded back with datasets", [dataset_dir]
-
-    step("dataset build", build)
-    return DemoResult(out_dir, steps, ok=True)
+    release = write_demo_release(out_dir, records=records, sample_size=sample_size, seed=seed, steps=steps)
+    manifest = load_manifest(release.manifest)
+    hub_folder = release.folder / "hub"
+    with LocalHub(hub_folder, namespaces=[DEMO_ORG]) as hub, hub.xet_off():
+        result = run_release(manifest, api=hub.api(), progress=progress, on_report=on_report, on_start=on_start)
+        url = hub.url
+    return DemoResult(release, result, url, hub_folder)

@@ -37,9 +37,10 @@ from apto_release.cli import evals as _evals  # noqa: E402
 from apto_release.cli import gguf as _gguf  # noqa: E402
 from apto_release.cli import merge as _merge  # noqa: E402
 from apto_release.cli import push as _push  # noqa: E402
+from apto_release.cli import release as _release  # noqa: E402
 from apto_release.cli import train as _train  # noqa: E402
 
-for _module in (_dataset, _train, _merge, _gguf, _cards, _push, _evals):
+for _module in (_dataset, _train, _merge, _gguf, _cards, _push, _release, _evals):
     _module.register(cli)
 
 

@@ -225,34 +225,6 @@ def schema_command(output):
     return 0
 
 
-
-
-@click.command("demo", epilog="Example: apto-release demo -o out/demo")
-@click.option("-o", "--output", "out_dir", default="out/demo", show_default=True, type=click.Path(file_okay=False, path_type=Path), help="Where the demo writes everything.")
-@click.option("-n", "records", type=click.IntRange(100), default=18000, show_default=True, help="Synthetic records to generate.")
-@click.option("--sample-size", type=click.IntRange(1), default=500, show_default=True, help="Records in the public sample.")
-@click.option("--seed", type=int, default=0, show_default=True)
-def demo_command(out_dir, records, sample_size, seed):
-    """Run the release pipeline end to end on synthetic data and say where everything is."""
-    from apto_release.demo import run_demo
-
-    def show(step):
-        click.echo(f"  {step.name:<14} {step.seconds:6.1f}s  {step.summary}")
-
-    click.echo(f"apto-release demo → {out_dir}/")
-    result = run_demo(out_dir, records=records, sample_size=sample_size, seed=seed, on_step=show)
-    if not result.ok:
-        click.echo(f"Validation failed; run: apto-release validate {out_dir}/example.jsonl", err=True)
-        return 1
-    click.echo("")
-    click.echo("Outputs:")
-    click.echo(f"  {out_dir}/example.jsonl             the full synthetic set")
-    click.echo(f"  {out_dir}/sample/                   the public sample and its distribution report")
-    click.echo(f"  {out_dir}/dataset/                  the Hub dataset folder (README.md card + Parquet)")
-    click.echo(f"Try: python -c \"import datasets; print(datasets.load_dataset('{out_dir}/dataset'))\"")
-    return 0
-
-
 def register(cli: click.Group) -> None:
-    for command in (example_data_command, validate_command, sample_command, dataset_group, schema_command, demo_command):
+    for command in (example_data_command, validate_command, sample_command, dataset_group, schema_command):
         cli.add_command(command)

@@ -304,7 +304,7 @@ def sample_file(
             pool.append(record)
     sample, distribution = draw(pool, options)
     distribution = {
-        "input": str(path),
+        "input": Path(path).name,  # the name, not the machine's path: the hash says which file
         "input_sha256": sha256_file(path),
         "input_count": report.records,
         **distribution,

@@ -38,6 +38,9 @@ from apto_release.release.evaluation import Evaluation, Metric, load_evaluation
 from apto_release.release.manifest import Manifest, ModelTarget
 from apto_release.train.trainer import LOSS_CURVE_NAME, SUMMARY_NAME  # the trainer imports nothing heavy at module level
 
+#: The files a model card brings into its folder besides README.md.
+CARD_ASSETS = (LOSS_CURVE_NAME, CHART_NAME)
+
 CARD_NAME = "README.md"
 KINDS = ("model", "adapter", "gguf")
 _KIND_NAMES = {"model": "model", "adapter": "adapter", "gguf": "GGUF"}
@@ -242,8 +245,10 @@ def gguf_parameter_count(path: str | Path) -> int:
     return sum(int(t.n_elements) for t in reader.tensors)
 
 
-def find_gguf_outputs(model: ModelTarget) -> list[GGUFOutput]:
+def find_gguf_outputs(model: ModelTarget, sha256: Callable[[Path], str] | None = None) -> list[GGUFOutput]:
     """The manifest's GGUF types of ``model`` in its ``gguf_folder``: sizes, hashes, parameter counts.
+
+    ``sha256`` hashes a file (default ``io.sha256_file``; the release command's answers from its cache).
 
     Raises:
         InputError: a listed type has no file, or an incomplete split set.
@@ -273,7 +278,7 @@ def find_gguf_outputs(model: ModelTarget) -> list[GGUFOutput]:
             if missing:
                 raise InputError(f"the split set of {type_} is incomplete: {', '.join(missing)} missing", path=folder)
             found = [folder / n for n in expected]
-        files = tuple(GGUFFile(p, p.stat().st_size, sha256_file(p)) for p in found)
+        files = tuple(GGUFFile(p, p.stat().st_size, (sha256 or sha256_file)(p)) for p in found)
         outputs.append(GGUFOutput(type_, files, sum(gguf_parameter_count(p) for p in found)))
     return outputs
 
@@ -757,12 +762,13 @@ def build_cards(
     provenance: ProvenanceHook | None = None,
     strict: bool = True,
     year: int | None = None,
+    sha256: Callable[[Path], str] | None = None,
 ) -> list[RenderedCard]:
     """Render (and check) every card of the manifest's models, or of the models named in ``only``.
 
     Per model: the merged model's card; the adapter's when the manifest has an adapter repo; the
     GGUF card when the model has GGUF types. ``provenance(model, kind)`` adds rows to a card's
-    provenance table. Nothing is written (see ``write_card``).
+    provenance table. ``sha256``: see ``find_gguf_outputs``. Nothing is written (see ``write_card``).
 
     Raises:
         UsageError: a name in ``only`` is not a model of the manifest.
@@ -782,7 +788,7 @@ def build_cards(
         if model.adapter_repo:
             cards.append(render_adapter_card(manifest, model, summary, evaluation, provenance=extra("adapter"), year=year, strict=strict))
         if model.gguf:
-            outputs = find_gguf_outputs(model)
+            outputs = find_gguf_outputs(model, sha256)
             cards.append(render_gguf_card(manifest, model, outputs, summary, provenance=extra("gguf"), year=year, strict=strict))
     return cards
 

@@ -32,6 +32,18 @@ Example::
     gguf_folder = "out/gguf/27b"
     evaluation = "eval/27b.json"     # optional: the results table of the card
     push_adapter = false             # also publish the adapter as <name>-LoRA
+    base = "models/Qwen3.5-27B"      # optional: the base checkpoint's local folder (default: base_model from the Hub cache)
+    train = { max_steps = 2000, set = { "lora.r" = 32 } }   # optional: train options and preset overrides
+
+    [data]                           # what `apto-release release` cuts the release from
+    records = "data/ja-safety-sft.jsonl"   # the full set (schema v1): validated, sampled, built, trained on
+    sample_size = 500                # the public sample's size
+    seed = 0                         # the sample's draw
+    expected_count = 18000           # optional: validation warns when the count is far off
+    license = "cc-by-nc-sa-4.0"      # the dataset's licence (the cards of both dataset repos)
+    sample_folder = "out/sample"     # the drawn sample and its distribution report
+
+    state = "out/release-state.json" # optional: the release command's record of what it built
 
 Relative paths are relative to the manifest's folder. Repos default to ``<organisation>/<name>``,
 ``<organisation>/<name>-GGUF`` and ``<organisation>/<name>-LoRA``; ``repo``, ``gguf_repo`` and
@@ -75,6 +87,28 @@ class DatasetTarget:
     private: bool
     gated: str | bool
     max_rows: int | None  # public-repo guard (sample); None for a private repo
+    pretty_name: str | None = None  # the dataset card's title (default: from the repo's name)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """The records a release is cut from, and how the public sample is drawn (``[data]``)."""
+
+    records: Path
+    sample_size: int
+    seed: int
+    expected_count: int | None
+    license: str
+    sample_folder: Path
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How the release trains one model: the preset's overrides and the run's length (``train``)."""
+
+    overrides: tuple[tuple[str, Any], ...] = ()  # preset keys (``lora.r``) and values, in file order
+    max_steps: int | None = None
+    save_steps: int = 200
 
 
 @dataclass(frozen=True)
@@ -94,6 +128,8 @@ class ModelTarget:
     gguf_repo: str
     adapter_repo: str | None  # None unless push_adapter
     private: bool
+    base: str = ""  # the base checkpoint to train and merge on: a local folder, or the Hub id (base_model)
+    train: TrainOptions = TrainOptions()
 
 
 @dataclass(frozen=True)
@@ -104,6 +140,12 @@ class Manifest:
     license: str
     datasets: dict[str, DatasetTarget] = field(default_factory=dict)
     models: tuple[ModelTarget, ...] = ()
+    data: DataSource | None = None  # None: the manifest can publish, but not cut, a release
+    state: Path | None = None  # the release command's state file (default beside the manifest)
+
+    @property
+    def state_file(self) -> Path:
+        return self.state or self.path.resolve().parent / ".apto-release" / "state.json"
 
     @property
     def tag(self) -> str:
@@ -130,15 +172,18 @@ def gguf_types() -> tuple[str, ...]:
 # Loading
 
 
-_TOP = {"organisation", "version", "license", "dataset", "model"}
-_DATASET = {"repo", "folder", "private", "gated", "max_rows"}
+_TOP = {"organisation", "version", "license", "dataset", "model", "data", "state"}
+_DATASET = {"repo", "folder", "private", "gated", "max_rows", "pretty_name"}
+_DATA = {"records", "sample_size", "seed", "expected_count", "license", "sample_folder"}
 _MODEL = {
     "name", "base_model", "variant", "preset", "adapter", "merged", "gguf", "gguf_folder", "evaluation",
-    "push_adapter", "private", "repo", "gguf_repo", "adapter_repo",
+    "push_adapter", "private", "repo", "gguf_repo", "adapter_repo", "base", "train",
 }
+_TRAIN = {"max_steps", "save_steps", "set"}
+DEFAULT_DATASET_LICENSE = "cc-by-nc-sa-4.0"
 
 
-_KIND_NAMES = {str: "a string", bool: "true/false", int: "an integer", list: "a list"}
+_KIND_NAMES = {str: "a string", bool: "true/false", int: "an integer", list: "a list", dict: "a table"}
 
 
 class _Checker:
@@ -221,6 +266,8 @@ def load_manifest(path: str | Path) -> Manifest:
 
     datasets = _datasets(check, data.get("dataset", {}), organisation)
     models = _models(check, data.get("model", []), organisation)
+    source = _data(check, data["data"]) if "data" in data else None
+    state = check.path(data, "state", "", required=False)
 
     repos: dict[str, str] = {}
     for where, repo in [(f"dataset.{d.key}.repo", d.repo) for d in datasets.values()] + [
@@ -232,7 +279,49 @@ def load_manifest(path: str | Path) -> Manifest:
 
     if check.problems:
         raise ManifestError(path, check.problems)
-    return Manifest(path, organisation, version, license_, datasets, tuple(models))
+    return Manifest(path, organisation, version, license_, datasets, tuple(models), source, state)
+
+
+def _data(check: _Checker, table: Any) -> DataSource | None:
+    if not isinstance(table, dict):
+        check.problem("data", "expected a table [data]")
+        return None
+    where = "data."
+    check.keys(table, _DATA, where)
+    records = check.path(table, "records", where)
+    size = check.get(table, "sample_size", int, where, required=False, default=DEFAULT_MAX_PUBLIC_ROWS)
+    if isinstance(size, int) and size < 1:
+        check.problem(f"{where}sample_size", "must be at least 1")
+    seed = check.get(table, "seed", int, where, required=False, default=0)
+    expected = check.get(table, "expected_count", int, where, required=False)
+    if isinstance(expected, int) and expected < 1:
+        check.problem(f"{where}expected_count", "must be at least 1")
+    license_ = check.get(table, "license", str, where, required=False, default=DEFAULT_DATASET_LICENSE)
+    sample_folder = check.path(table, "sample_folder", where, required=False) or check.root / "out" / "sample"
+    if records is None:
+        return None
+    return DataSource(records, size, seed, expected, license_, sample_folder)
+
+
+def _train_options(check: _Checker, table: Any, preset: str | None, where: str) -> TrainOptions:
+    if not isinstance(table, dict):
+        check.problem(where.rstrip("."), "expected a table, e.g. train = { max_steps = 100 }")
+        return TrainOptions()
+    check.keys(table, _TRAIN, where)
+    max_steps = check.get(table, "max_steps", int, where, required=False)
+    save_steps = check.get(table, "save_steps", int, where, required=False, default=200)
+    for key, value in (("max_steps", max_steps), ("save_steps", save_steps)):
+        if isinstance(value, int) and value < 1:
+            check.problem(f"{where}{key}", "must be at least 1")
+    overrides = check.get(table, "set", dict, where, required=False, default={})
+    if overrides and preset is not None:
+        from apto_release.train.presets import load_preset
+
+        try:
+            load_preset(check.root / preset if preset.endswith(".toml") else preset, overrides)
+        except UsageError as exc:  # an unknown key or a value of the wrong type, named by the preset loader
+            check.problem(f"{where}set", exc.message)
+    return TrainOptions(tuple(overrides.items()), max_steps, save_steps or 200)
 
 
 def _datasets(check: _Checker, tables: Any, organisation: str | None) -> dict[str, DatasetTarget]:
@@ -260,8 +349,9 @@ def _datasets(check: _Checker, tables: Any, organisation: str | None) -> dict[st
             check.problem(f"{where}max_rows", "must be at least 1")
         if key == "full" and private is False:
             check.problem(f"{where}private", "the full dataset must stay private (only the sample is published)")
+        pretty_name = check.get(table, "pretty_name", str, where, required=False)
         if repo and folder:
-            out[key] = DatasetTarget(key, repo, folder, bool(private), gated, None if private else max_rows)
+            out[key] = DatasetTarget(key, repo, folder, bool(private), gated, None if private else max_rows, pretty_name)
     return out
 
 
@@ -322,10 +412,12 @@ def _models(check: _Checker, tables: Any, organisation: str | None) -> list[Mode
             )
         elif "adapter_repo" in table:
             check.problem(f"{where}adapter_repo", "set, but push_adapter is false")
+        base = check.path(table, "base", where, required=False)
+        train = _train_options(check, table["train"], preset, f"{where}train.") if "train" in table else TrainOptions()
         if None not in (name, base_model, preset, adapter, merged, repo, gguf_repo):
             out.append(ModelTarget(
                 name, base_model, variant, preset, adapter, merged, tuple(cleaned), gguf_folder or merged.parent / "gguf",
-                evaluation, repo, gguf_repo, adapter_repo, bool(private),
+                evaluation, repo, gguf_repo, adapter_repo, bool(private), str(base) if base else base_model, train,
             ))
     return out
 

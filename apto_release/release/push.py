@@ -265,8 +265,14 @@ class Prepared:
     rows: int | None = None
 
 
-def prepare(target: Target) -> Prepared:
-    """Check and hash a target's local files (no request). Raises InputError / UsageError."""
+Hasher = Callable[[Path], Any]  # a file -> an object with size, sha256 and git_sha1 (``hash_file``)
+
+
+def prepare(target: Target, hasher: Hasher = hash_file) -> Prepared:
+    """Check and hash a target's local files (no request). Raises InputError / UsageError.
+
+    ``hasher`` may answer from a cache (the release command's state file does).
+    """
     folder = target.folder
     if not folder.is_dir():
         raise InputError(f"the folder of {target.role} repo {target.repo_id} does not exist", path=folder,
@@ -284,7 +290,7 @@ def prepare(target: Target) -> Prepared:
         rows = check_public_dataset(target, paths)
     files = {}
     for path in paths:
-        info = hash_file(path)
+        info = hasher(path)
         rel = path.relative_to(folder).as_posix()
         files[rel] = LocalFile(rel, path, info.size, info.sha256, info.git_sha1)
     return Prepared(target, files, rows)
@@ -491,17 +497,17 @@ def _plan(session: _Session, prepared: Prepared, tag: str) -> RepoPlan:
     return plan
 
 
-def _prepare_all(manifest: Manifest, only: Iterable[str] | None) -> list[Prepared]:
+def _prepare_all(manifest: Manifest, only: Iterable[str] | None, hasher: Hasher = hash_file) -> list[Prepared]:
     selected = targets(manifest, only)
     if not selected:
         raise UsageError("the manifest names no repo to push", path=manifest.path)
-    return [prepare(t) for t in selected]
+    return [prepare(t, hasher) for t in selected]
 
 
-def plan_push(manifest: Manifest, *, only: Iterable[str] | None = None, api=None) -> list[RepoPlan]:
+def plan_push(manifest: Manifest, *, only: Iterable[str] | None = None, api=None, hasher: Hasher = hash_file) -> list[RepoPlan]:
     """Check the local folders and compare them with the remote repos; read-only (dry run)."""
     session = _Session(_api(api), attempts=DEFAULT_ATTEMPTS, backoff=1.0)
-    prepared = _prepare_all(manifest, only)
+    prepared = _prepare_all(manifest, only, hasher)
     return [_plan(session, p, manifest.tag) for p in prepared]
 
 
@@ -655,12 +661,13 @@ def push(
     backoff: float = 1.0,
     progress: bool | None = None,
     on_result: Callable[[RepoResult], None] | None = None,
+    hasher: Hasher = hash_file,
 ) -> list[RepoResult]:
     """Publish the release's repos (see the module docstring); ``dry_run``: plan only, write nothing.
 
     ``api``: an ``HfApi`` (default: one from the environment). ``attempts``/``backoff``: the commit
     retry policy. ``progress``: the client's upload bars (None: when stderr is a terminal).
-    ``on_result`` is called with each repo's result as it is done.
+    ``on_result`` is called with each repo's result as it is done. ``hasher``: see ``prepare``.
 
     Raises:
         UsageError: no token for a real push; an unknown ``only`` name; the public-repo guard; a
@@ -673,7 +680,7 @@ def push(
         raise UsageError("no Hugging Face token: a push needs one with write access",
                          hint="set HF_TOKEN, or log in with 'hf auth login'")
     try:
-        prepared = _prepare_all(manifest, only)
+        prepared = _prepare_all(manifest, only, hasher)
         with progress_bars(progress):
             plans = [_plan(session, p, manifest.tag) for p in prepared]
             if dry_run:

@@ -1,4 +1,4 @@
-"""dataset build from the command line, and the README's main job (demo) end to end."""
+"""dataset build from the command line."""
 
 from __future__ import annotations
 
@@ -40,15 +40,3 @@ def test_build_usage_errors(run_cli, tmp_path):
     code, _, err = run_cli("dataset", "build", path, "-o", tmp_path / "ds", "--report", tmp_path / "report.json")
     assert code == 2 and "not a distribution report" in err
     assert not (tmp_path / "ds").exists()
-
-
-def test_demo_runs_end_to_end_and_again(run_cli, tmp_path):
-    args = ("demo", "-o", tmp_path / "demo", "-n", "400", "--sample-size", "60")
-    code, out, err = run_cli(*args)
-    assert code == 0, err
-    assert "validate" in out and "PASSED" in out and "dataset build" in out
-    ds = load_offline(tmp_path / "demo" / "dataset", "mid_refusal", cache_dir=tmp_path / "cache")
-    assert 0 < ds.num_rows < 60
-    first = (tmp_path / "demo" / "sample" / "sample.jsonl").read_bytes()
-    assert run_cli(*args)[0] == 0  # a second run replaces the outputs
-    assert (tmp_path / "demo" / "sample" / "sample.jsonl").read_bytes() == first

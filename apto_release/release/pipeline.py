@@ -1,0 +1,589 @@
+"""``apto-release release``: every stage of a release, in order, resumable.
+
+validate → sample → dataset build → train → merge → GGUF convert and verify → cards → push, for
+the dataset and every model of the manifest. Each (stage, target) is a *job*. Before a job runs,
+its inputs are hashed (files, folders, the settings that shape its output); after it, the files
+it wrote are hashed, and both go into the state file (``release.state``). A re-run skips a job
+whose inputs are the same and whose outputs are intact, and says why it runs one that is not:
+a changed input reruns that job, whose new outputs are the next job's changed inputs, and so on
+down the line. Every stage writes beside its destination and renames into place, so a job that
+is killed leaves either its old outputs or its new ones; its state record is written only after,
+so the re-run does it again. Training resumes from its checkpoints when it was killed with the
+same inputs.
+
+Push is the exception: its output is the Hub, which the state cannot see, so it always plans
+against the remote (with the cached hashes, this costs a few requests) and commits only what
+differs; an unchanged release makes no commit.
+
+What is hashed leaves out what cannot repeat: the state file's times, the training summary's
+duration. Two runs of the same inputs and seeds write the same bytes for the sample, the Parquet
+files, the cards and the F16/Q8_0 GGUF files (training on CPU repeats to the bit; on GPUs it may
+not, and then the adapter, the merged model and the GGUF files differ from run to run).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from apto_release import __version__
+from apto_release.errors import AptoError, UsageError
+from apto_release.release.cards import CARD_ASSETS, CARD_NAME
+from apto_release.release.manifest import Manifest, ModelTarget
+from apto_release.release.state import ReleaseState, changed_inputs, changed_outputs, digest
+
+STAGES = ("validate", "sample", "dataset", "train", "merge", "gguf", "cards", "push")
+STAGE_TITLES = {
+    "validate": "validate", "sample": "sample", "dataset": "dataset build", "train": "train", "merge": "merge",
+    "gguf": "GGUF convert + verify", "cards": "cards", "push": "push",
+}
+
+
+@dataclass
+class Job:
+    """One stage of one target: how to hash its inputs, run it and list what it wrote."""
+
+    stage: str
+    target: str
+    inputs: Callable[[], dict[str, Any]]
+    run: Callable[[ReleaseContext], str]  # does the work; returns a one-line summary
+    outputs: Callable[[], list[Path]]
+    deps: tuple[str, ...] = ()  # keys of the jobs whose outputs this one reads
+    always: bool = False  # push: its output is remote, so it always compares with it
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage}:{self.target}"
+
+
+@dataclass
+class JobReport:
+    """What happened to one job: for the progress lines and the final table."""
+
+    stage: str
+    target: str
+    status: str  # "done", "up to date", "failed", "would run", "planned", "not run"
+    reason: str = ""
+    seconds: float = 0.0
+    summary: str = ""
+    output_bytes: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage}:{self.target}"
+
+
+@dataclass
+class ReleaseResult:
+    manifest: Manifest
+    reports: list[JobReport] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status != "failed" for r in self.reports)
+
+
+@dataclass
+class ReleaseContext:
+    """What a running job gets: the state (for cached hashes), the progress reporter, the Hub client."""
+
+    manifest: Manifest
+    state: ReleaseState
+    progress: Any
+    api: Any = None
+    dry_run: bool = False
+    #: The job's previous unfinished run had the same inputs (training resumes from checkpoints).
+    resuming: bool = False
+    #: Set by a job whose report is not plain "done" (a push that found nothing to commit).
+    status: str | None = None
+
+
+class ReleaseError(AptoError, RuntimeError):
+    """A stage failed; ``result`` holds the reports up to it (the CLI prints the table)."""
+
+    def __init__(self, message: str, *, result: ReleaseResult, cause: AptoError | None = None) -> None:
+        super().__init__(message, path=cause.path if cause else None, line=cause.line if cause else None,
+                         field=cause.field if cause else None, hint=cause.hint if cause else None)
+        self.result = result
+        if cause is not None:
+            self.exit_code = cause.exit_code
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and digests
+
+
+def _files(folder: Path, *, exclude: Iterable[str] = ()) -> list[Path]:
+    """Every file under ``folder`` (hidden ones too: a dataset's build marker counts), sorted, but
+    caches and the names in ``exclude`` at the top level."""
+    skip = set(exclude)
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", ".cache"))
+        top = Path(root) == folder
+        found += [Path(root) / n for n in names if not (top and n in skip)]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def adapter_files(model: ModelTarget, *, reports: bool = False) -> list[Path]:
+    """The adapter folder's files: the adapter itself (weights, config, chat template), and with
+    ``reports`` the training summary and loss curve, whose timings differ from run to run."""
+    from apto_release.train.trainer import LOSS_CURVE_NAME, SUMMARY_NAME
+
+    exclude = (CARD_NAME,) if reports else (CARD_NAME, SUMMARY_NAME, LOSS_CURVE_NAME)
+    return _files(model.adapter, exclude=exclude) if model.adapter.is_dir() else []
+
+
+def merged_files(model: ModelTarget) -> list[Path]:
+    """The merged checkpoint's files, without the card and its images (the cards stage writes them
+    after the merge, and names this folder's digest)."""
+    return _files(model.merged, exclude=(CARD_NAME, *CARD_ASSETS)) if model.merged.is_dir() else []
+
+
+def gguf_files(model: ModelTarget) -> list[Path]:
+    from apto_release.gguf.output import existing_outputs
+
+    return sorted(p for t in model.gguf for p in existing_outputs(model.gguf_folder, f"{model.name}-{t}"))
+
+
+_MADE_BY = {"adapter": "train", "merged checkpoint": "merge", "base checkpoint": None}
+
+
+def folder_digest(state: ReleaseState, files: Sequence[Path], root: Path, what: str) -> str:
+    """The digest of ``files`` relative to ``root``; an error naming the stage to run when there are none."""
+    if not files:
+        stage = _MADE_BY.get(what)
+        raise UsageError(f"there is no {what} in this folder", path=root,
+                         hint=f"run the {stage} stage first (apto-release release --stages {stage})" if stage else "fix the manifest")
+    return digest(state.listing(files, root))
+
+
+def _templates_digest() -> str:
+    """The card templates' digest: a changed template re-renders the cards."""
+    import hashlib
+
+    from apto_release.templates import template_dir
+
+    folder = Path(template_dir("model_cards"))
+    return hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in sorted(folder.glob("*.j2")))).hexdigest()
+
+
+def manifest_commit(manifest: Manifest) -> str:
+    """The git commit of the manifest (``abc123…``, with ``+ uncommitted changes`` when it differs
+    from that commit), or a phrase saying why there is none."""
+    folder = manifest.path.resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    if head is None:
+        return "none (not in a git repository)"
+    dirty = git("status", "--porcelain", "--", manifest.path.name)
+    return head + (" + uncommitted changes" if dirty else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# The jobs
+
+
+class _Plan:
+    """Builds the jobs of a manifest. Each stage is a method; the job functions close over the target."""
+
+    def __init__(self, manifest: Manifest, state: ReleaseState) -> None:
+        self.m = manifest
+        self.state = state
+        self.root = manifest.path.resolve().parent
+        self.state_dir = manifest.state_file.parent
+
+    def _data(self):
+        if self.m.data is None:
+            raise UsageError("the manifest has no [data] table: the release command needs the records to validate, sample, "
+                             "build and train on", path=self.m.path, hint='add [data] with records = "data/records.jsonl"')
+        return self.m.data
+
+    def _records_sha(self) -> str:
+        data = self._data()
+        if not data.records.is_file():
+            raise UsageError("the records file does not exist", path=data.records, hint="fix [data] records in the manifest")
+        return self.state.sha256(data.records)
+
+    def _sha(self, path: Path, stage: str) -> str:
+        """An earlier stage's output file's SHA-256, or an error saying which stage makes it."""
+        if not path.is_file():
+            raise UsageError(f"{path.name} does not exist yet", path=path, hint=f"run the {stage} stage first (--stages {stage})")
+        return self.state.sha256(path)
+
+    def jobs(self) -> list[Job]:
+        jobs = [self.validate(), self.sample()]
+        jobs += [self.dataset(key) for key in ("sample", "full") if key in self.m.datasets]
+        for model in self.m.models:
+            jobs += [self.train(model), self.merge(model)]
+            if model.gguf:
+                jobs.append(self.gguf(model))
+            jobs.append(self.cards(model))
+        jobs += [self.push(name) for name in self.m.target_names()]
+        return jobs
+
+    # -- the dataset ----------------------------------------------------------------------------
+
+    def validate(self) -> Job:
+        report_path = self.state_dir / "validation.json"
+
+        def inputs():
+            return {"records": self._records_sha(), "expected_count": self._data().expected_count}
+
+        def run(ctx: ReleaseContext) -> str:
+            from apto_release.dataset.validate import ValidateOptions, validate_file
+            from apto_release.errors import ValidationFailed
+            from apto_release.io import write_json
+
+            data = self._data()
+            with ctx.progress.task("validate", total=None, unit="record"):
+                report = validate_file(data.records, ValidateOptions(expected_count=data.expected_count)).report
+            write_json(report_path, report.to_dict())
+            if not report.ok:
+                raise ValidationFailed(f"{report.failure_summary()}; the full report is in {report_path}", path=data.records, report=report)
+            return f"{report.records:,} records, {report.status}" + (f" ({len(report.warnings)} warnings)" if report.warnings else "")
+
+        return Job("validate", "data", inputs, run, lambda: [report_path])
+
+    def sample(self) -> Job:
+        def inputs():
+            data = self._data()
+            return {"records": self._records_sha(), "sample_size": data.sample_size, "seed": data.seed}
+
+        def run(ctx: ReleaseContext) -> str:
+            from apto_release.dataset.sample import SampleOptions, sample_file
+            from apto_release.dataset.validate import ValidateOptions
+
+            data = self._data()
+            # The validate stage has checked the whole set, near duplicates included.
+            result = sample_file(data.records, data.sample_folder, SampleOptions(n=data.sample_size, seed=data.seed),
+                                 ValidateOptions(expected_count=data.expected_count, near_duplicates=False), overwrite=True)
+            r = result.report
+            return f"{r['sample_count']} of {r['full_count']:,}; largest difference {r['max_abs_diff_points']:.2f} points"
+
+        def outputs():
+            folder = self._data().sample_folder
+            return _files(folder) if folder.is_dir() else []
+
+        return Job("sample", "data", inputs, run, outputs, deps=("validate:data",))
+
+    def _card_options(self, key: str):
+        import dataclasses
+
+        from apto_release.dataset.build import CardOptions
+
+        target = self.m.datasets[key]
+        name = target.pretty_name or target.repo.split("/", 1)[1].replace("-", " ")
+        options = CardOptions(repo_id=target.repo, pretty_name=name, license=self._data().license, version=self.m.version)
+        if not target.gated:
+            options = dataclasses.replace(options, gated_prompt=None, gated_fields={})
+        return options
+
+    def dataset(self, key: str) -> Job:
+        target = self.m.datasets[key]
+        sample_file_path = lambda: self._data().sample_folder / "sample.jsonl"  # noqa: E731
+        distribution_path = lambda: self._data().sample_folder / "distribution.json"  # noqa: E731
+
+        def inputs():
+            card = repr(self._card_options(key))
+            if key == "sample":
+                return {"sample": self._sha(sample_file_path(), "sample"), "distribution": self._sha(distribution_path(), "sample"), "card": card}
+            return {"records": self._records_sha(), "card": card}
+
+        def run(ctx: ReleaseContext) -> str:
+            import json
+
+            from apto_release.dataset.build import build_dataset
+            from apto_release.dataset.validate import ValidateOptions, validate_file
+
+            if key == "sample":
+                records = [json.loads(line) for line in sample_file_path().read_text("utf-8").splitlines()]
+                distribution = json.loads(distribution_path().read_text("utf-8"))
+            else:
+                validated = validate_file(self._data().records, ValidateOptions(near_duplicates=False), keep_records=True)
+                records, distribution = [r for _, r in validated.records], None
+            result = build_dataset(records, target.folder, options=self._card_options(key), distribution=distribution,
+                                   overwrite=True, marker=True)
+            return f"{result.rows:,} rows, configs {', '.join(result.configs)}; loaded back with datasets"
+
+        deps = ("sample:data",) if key == "sample" else ("validate:data",)
+        return Job("dataset", f"dataset.{key}", inputs, run, lambda: _files(target.folder) if target.folder.is_dir() else [], deps)
+
+    # -- the models -----------------------------------------------------------------------------
+
+    def _base_folder(self, model: ModelTarget) -> Path:
+        """The base checkpoint's local folder: the manifest's ``base``, or the Hub snapshot of ``base_model``."""
+        if model.base != model.base_model:
+            return Path(model.base)
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            return Path(snapshot_download(model.base_model))
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+            raise UsageError(f"cannot get the base model {model.base_model} from the Hub: {str(exc).splitlines()[0]}", path=self.m.path,
+                             hint=f"download it (hf download {model.base_model} --local-dir DIR) and set base = \"DIR\" for {model.name}") from None
+
+    def _base_digest(self, model: ModelTarget) -> str:
+        folder = self._base_folder(model)
+        if not folder.is_dir():
+            raise UsageError(f"the base checkpoint of {model.name} is not a folder", path=folder, hint="fix the model's base in the manifest")
+        return folder_digest(self.state, _files(folder, exclude=(CARD_NAME,)), folder, "base checkpoint")
+
+    def _train_config(self, model: ModelTarget):
+        from apto_release.train.presets import load_preset
+
+        preset = self.root / model.preset if model.preset.endswith(".toml") else model.preset
+        return load_preset(preset, dict(model.train.overrides))
+
+    def train(self, model: ModelTarget) -> Job:
+        def inputs():
+            import hashlib
+            import json
+
+            config = json.dumps(self._train_config(model).flat(), sort_keys=True, default=str)
+            return {
+                "records": self._records_sha(), "base": self._base_digest(model), "base_model": model.base_model,
+                "config": hashlib.sha256(config.encode()).hexdigest(), "max_steps": model.train.max_steps,
+            }
+
+        def run(ctx: ReleaseContext) -> str:
+            import shutil
+
+            from apto_release.train.trainer import checkpoint_dir, train
+
+            checkpoints = checkpoint_dir(model.adapter)
+            if not ctx.resuming:
+                shutil.rmtree(checkpoints, ignore_errors=True)  # another run's: not ours to continue
+            resume = ctx.resuming and checkpoints.is_dir() and any(checkpoints.iterdir())
+            with ctx.progress.task(f"train {model.name}", total=model.train.max_steps, unit="step") as task:
+                result = train(
+                    self._train_config(model), base=str(self._base_folder(model)), data=self._data().records, out_dir=model.adapter,
+                    resume=resume, overwrite=True, max_steps=model.train.max_steps, save_steps=model.train.save_steps,
+                    base_model_id=model.base_model, on_step=task.update,
+                )
+            loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
+            return f"{result.steps} steps" + (" (resumed)" if resume else "") + f", final loss {loss}"
+
+        return Job("train", model.name, inputs, run, lambda: adapter_files(model, reports=True), deps=("validate:data",))
+
+    def merge(self, model: ModelTarget) -> Job:
+        def inputs():
+            return {"adapter": folder_digest(self.state, adapter_files(model), model.adapter, "adapter"), "base": self._base_digest(model)}
+
+        def run(ctx: ReleaseContext) -> str:
+            from apto_release.merge.merge import merge
+
+            with ctx.progress.task(f"merge {model.name}", unit="B") as task:
+                result = merge(self._base_folder(model), model.adapter, model.merged, overwrite=True, on_bytes=task.update)
+            return f"{result.tensors_merged:,} tensors merged, {result.shards_written} shards"
+
+        return Job("merge", model.name, inputs, run, lambda: merged_files(model), deps=(f"train:{model.name}",))
+
+    def _gguf_metadata(self, model: ModelTarget) -> dict[str, Any]:
+        from apto_release.release.cards import COMMON_TAGS, public_datasets
+
+        return {
+            "version": self.m.version, "license": self.m.license, "base_model": [model.base_model],
+            "tags": list(COMMON_TAGS), "languages": ["ja", "en"], "datasets": public_datasets(self.m),
+            "quantized_by": self.m.organisation,
+        }
+
+    def gguf(self, model: ModelTarget) -> Job:
+        def inputs():
+            return {"merged": folder_digest(self.state, merged_files(model), model.merged, "merged checkpoint"),
+                    "types": list(model.gguf), "metadata": self._gguf_metadata(model)}
+
+        def run(ctx: ReleaseContext) -> str:
+            from apto_release.gguf.build import build_gguf
+
+            files = build_gguf(model.merged, model.gguf_folder, list(model.gguf), name=model.name, overwrite=True,
+                               progress=ctx.progress, **self._gguf_metadata(model))
+            failed = [f for f in files if not f.ok]
+            if failed:
+                from apto_release.errors import BuildError
+
+                detail = "; ".join(f"{f.quant}: " + ", ".join(c.name for c in f.report.failed) for f in failed)
+                raise BuildError(f"llama.cpp verification failed ({detail})", path=failed[0].path,
+                                 hint=f"the files stay for inspection; see: apto-release gguf verify {failed[0].path} --reference {model.merged}")
+            return ", ".join(f.quant for f in files) + (" written and verified in llama.cpp" if files[0].report else " written")
+
+        return Job("gguf", model.name, inputs, run, lambda: gguf_files(model), deps=(f"merge:{model.name}",))
+
+    def _provenance(self, model: ModelTarget, kind: str) -> dict[str, str]:
+        """The hashes a card names, so that a published file leads back to its inputs."""
+        rows = {}  # the training data's hash comes from the training summary
+        if adapter := adapter_files(model):
+            rows["adapter SHA-256 (folder digest)"] = digest(self.state.listing(adapter, model.adapter))
+        if merged := merged_files(model):
+            rows["merged checkpoint SHA-256 (folder digest)"] = digest(self.state.listing(merged, model.merged))
+        if kind != "adapter":
+            from apto_release.gguf.output import existing_outputs
+
+            for type_ in model.gguf:
+                files = existing_outputs(model.gguf_folder, f"{model.name}-{type_}")
+                if files:
+                    rows[f"GGUF {type_} SHA-256" + (" (set digest)" if len(files) > 1 else "")] = (
+                        self.state.sha256(files[0]) if len(files) == 1 else digest(self.state.listing(files, model.gguf_folder)))
+        rows[f"manifest ({self.m.path.name}) SHA-256"] = self.state.sha256(self.m.path)
+        rows["manifest git commit"] = manifest_commit(self.m)
+        return rows
+
+    def cards(self, model: ModelTarget) -> Job:
+        written: list[Path] = []
+
+        def inputs():
+            folders = {"adapter": folder_digest(self.state, adapter_files(model), model.adapter, "adapter"),
+                       "merged": folder_digest(self.state, merged_files(model), model.merged, "merged checkpoint")}
+            if model.gguf:
+                folders["gguf"] = digest(self.state.listing(gguf_files(model), model.gguf_folder))
+            evaluation = self.state.sha256(model.evaluation) if model.evaluation and model.evaluation.is_file() else None
+            return {**folders, "evaluation": evaluation, "manifest": self.state.sha256(self.m.path),
+                    "commit": manifest_commit(self.m), "toolkit": __version__, "templates": _templates_digest()}
+
+        def run(ctx: ReleaseContext) -> str:
+            from apto_release.release.cards import build_cards, write_card
+
+            cards = build_cards(self.m, only=[model.name], provenance=self._provenance, sha256=self.state.sha256)
+            written.clear()
+            for card in cards:
+                written.append(write_card(card))
+                written.extend(card.path.parent / name for name in card.assets)
+            return ", ".join(f"{c.kind} card" for c in cards)
+
+        deps = (f"train:{model.name}", f"merge:{model.name}") + ((f"gguf:{model.name}",) if model.gguf else ())
+        return Job("cards", model.name, inputs, run, lambda: list(written), deps=deps)
+
+    # -- the Hub --------------------------------------------------------------------------------
+
+    def push(self, name: str) -> Job:
+        def run(ctx: ReleaseContext) -> str:
+            from apto_release.release.push import push, summary_line
+
+            results = push(self.m, only=[name], api=ctx.api, dry_run=ctx.dry_run, hasher=self.state.hash_file,
+                           progress=ctx.progress.bars)
+            if all(r.status == "unchanged" or r.status == "planned" and not r.plan.changed for r in results):
+                ctx.status = "up to date"
+            return "; ".join(summary_line(r) for r in results)
+
+        deps = (f"dataset:{name}",) if name.startswith("dataset.") else (f"cards:{name}",)
+        return Job("push", name, dict, run, list, deps=deps, always=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def select_jobs(jobs: Sequence[Job], manifest: Manifest, *, stages: Iterable[str] = (), only: Iterable[str] = ()) -> list[Job]:
+    """The jobs of the chosen stages and targets (all when empty), in order."""
+    stages, only = list(dict.fromkeys(stages)), list(dict.fromkeys(only))
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise UsageError(f"--stages {', '.join(unknown)}: no such stage; the stages are {', '.join(STAGES)}")
+    names = manifest.target_names()
+    unknown = [n for n in only if n not in names and n != "data"]
+    if unknown:
+        raise UsageError(f"--only {', '.join(unknown)}: not in the manifest; choose from data, {', '.join(names)}", path=manifest.path)
+    return [j for j in jobs if (not stages or j.stage in stages) and (not only or j.target in only)]
+
+
+def _size(paths: Iterable[Path]) -> int:
+    return sum(p.stat().st_size for p in paths if p.is_file())
+
+
+def run_release(
+    manifest: Manifest,
+    *,
+    stages: Iterable[str] = (),
+    only: Iterable[str] = (),
+    dry_run: bool = False,
+    api=None,
+    progress=None,
+    on_report: Callable[[JobReport], None] | None = None,
+    on_start: Callable[[Job, str], None] | None = None,
+) -> ReleaseResult:
+    """Run (or, with ``dry_run``, plan) the release's jobs; see the module docstring.
+
+    ``on_start(job, reason)`` is called before a job runs; ``on_report`` with each job's report.
+
+    Raises:
+        ReleaseError: a job failed (its error is the message; ``result`` has the reports so far).
+        UsageError: an unknown stage or target; a manifest without what a chosen stage needs.
+    """
+    if progress is None:
+        from apto_release.progress import Progress
+
+        progress = Progress.off()
+    state = ReleaseState.load(manifest.state_file)
+    plan = _Plan(manifest, state)
+    jobs = select_jobs(plan.jobs(), manifest, stages=stages, only=only)
+    result = ReleaseResult(manifest, dry_run=dry_run)
+    pending: set[str] = set()  # dry run: jobs that would run, whose outputs are not there yet
+    root = manifest.path.resolve().parent
+
+    def report(rep: JobReport) -> None:
+        result.reports.append(rep)
+        if on_report:
+            on_report(rep)
+
+    for job in jobs:
+        waiting = [d for d in job.deps if d in pending]
+        if dry_run and waiting:  # its inputs do not exist yet: no hashing, no remote plan
+            if not job.always:
+                pending.add(job.key)
+            report(JobReport(job.stage, job.target, "would run", f"after {', '.join(waiting)}"))
+            continue
+        try:
+            inputs = job.inputs()
+            record = state.stages.get(job.key)
+            reason = None
+            if job.always:
+                reason = "compares with the Hub"
+            elif record is None:
+                reason = "not run before" if job.key not in state.running else "did not finish last time"
+            else:
+                reason = changed_inputs(record.inputs, inputs) or changed_outputs(record, root, state)
+            if reason is None:
+                report(JobReport(job.stage, job.target, "up to date", "inputs unchanged, outputs intact",
+                                 summary=record.summary, output_bytes=_size(root / n for n in record.outputs)))
+                continue
+            if dry_run and not job.always:
+                pending.add(job.key)
+                report(JobReport(job.stage, job.target, "would run", reason))
+                continue
+            context = ReleaseContext(manifest, state, progress, api=api, dry_run=dry_run,
+                                     resuming=state.running.get(job.key) == inputs)
+            if on_start:
+                on_start(job, reason)
+            if not job.always:
+                state.start(job.key, inputs)
+            started = time.perf_counter()
+            summary = job.run(context)
+            seconds = time.perf_counter() - started
+            written = job.outputs()
+            if not job.always:
+                state.finish(job.key, inputs, state.listing(written, root), seconds=seconds, summary=summary)
+            status = context.status or ("planned" if dry_run else "done")
+            report(JobReport(job.stage, job.target, status, reason, seconds, summary, _size(written)))
+        except AptoError as exc:
+            report(JobReport(job.stage, job.target, "failed", str(exc)))
+            if not dry_run:
+                state.save()
+            raise ReleaseError(f"{STAGE_TITLES[job.stage]} of {job.target} failed: {exc.message}", result=result, cause=exc) from exc
+    if not dry_run:  # a dry run writes nothing, not even the hash cache
+        state.forget_missing()
+        state.save()
+    return result

@@ -1,0 +1,70 @@
+"""``release`` and ``demo`` from the command line: the README's main job end to end, the table,
+the dry run, usage errors. (Stage skipping, invalidation and kills: tests/release/test_pipeline.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("llama_cpp")
+
+from apto_release.dataset.build import load_offline  # noqa: E402
+from apto_release.demo import DEMO_MODEL, write_demo_release  # noqa: E402
+
+DEMO = ("-n", "300", "--sample-size", "40", "--steps", "2", "--progress", "lines")
+
+
+def test_demo_runs_end_to_end_then_everything_is_up_to_date(run_cli, tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    out_dir = tmp_path / "demo"
+    code, out, err = run_cli("demo", "-o", out_dir, *DEMO)
+    assert code == 0, err
+    assert f"✓ GGUF convert + verify {DEMO_MODEL}: done" in out and "verified in llama.cpp" in out
+    assert "push dataset.sample: done" in out and "tag v1.0.0 created" in out
+    table = out[out.index("stage "):out.index("Where everything is:")]
+    assert table.count(" done ") == 11
+    assert "Where everything is:" in out and "the GGUF files (F16, Q8_0, Q4_K_M) and their card" in out
+    assert f"train {DEMO_MODEL}: 2/2 steps done in" in err  # progress lines, not bars, off a terminal
+    ds = load_offline(out_dir / "out" / "dataset-sample", "mid_refusal", cache_dir=tmp_path / "cache")
+    assert 0 < ds.num_rows < 40
+    assert "| train | Apto-Tiny-Qwen3.5-Safety | done |" in summary.read_text()
+
+    code, out, err = run_cli("demo", "-o", out_dir, *DEMO)
+    assert code == 0, err
+    table = out[out.index("stage "):out.index("Where everything is:")]
+    assert table.count("up to date") == 11 and " done " not in table
+    assert "unchanged at" in out and "tag v1.0.0 kept" in out
+
+
+def test_release_dry_run_on_a_fresh_release_writes_nothing(run_cli, tmp_path):
+    release = write_demo_release(tmp_path / "r", records=200, sample_size=20, steps=1)
+    before = sorted(p.relative_to(release.folder) for p in release.folder.rglob("*"))
+    code, out, err = run_cli("release", "--manifest", release.manifest, "--dry-run", "--stages", "validate,sample,dataset",
+                             "--stages", "train,merge", "--only", "data", "--only", "dataset.sample", "--only", DEMO_MODEL)
+    assert code == 0, err
+    assert "dry run, nothing is written" in out
+    assert "→ validate data: would run — not run before" in out
+    assert f"→ merge {DEMO_MODEL}: would run — after train:{DEMO_MODEL}" in out
+    assert "dataset.full" not in out
+    assert sorted(p.relative_to(release.folder) for p in release.folder.rglob("*")) == before
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--stages", "quantize"), "--stages quantize: no such stage; the stages are validate, sample, dataset"),
+    (("--only", "nobody"), "--only nobody: not in the manifest; choose from data, dataset.sample"),
+])
+def test_release_usage_errors(run_cli, tmp_path, args, message):
+    release = write_demo_release(tmp_path / "r", records=200, sample_size=20, steps=1)
+    code, _, err = run_cli("release", "--manifest", release.manifest, "--dry-run", *args)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_release_without_a_data_table_says_what_is_missing(run_cli, tmp_path):
+    release = write_demo_release(tmp_path / "r", records=200, sample_size=20, steps=1)
+    text = release.manifest.read_text()
+    start = text.index("[data]")
+    release.manifest.write_text(text[:start] + text[text.index("[dataset.sample]"):])
+    code, out, err = run_cli("release", "--manifest", release.manifest, "--stages", "validate")
+    assert code == 2 and "the manifest has no [data] table" in err and "Traceback" not in err
+    assert "validate  data" in out and "failed" in out  # the table is printed before the error
