@@ -88,8 +88,8 @@ GGUF_GUIDANCE: dict[str, tuple[str, str]] = {
 #: Japanese labels and links of the benchmarks the release evaluates on (others use the file's own).
 BENCHMARKS: dict[str, dict[str, str]] = {
     "AnswerCarefully": {"url": "https://huggingface.co/datasets/llm-jp/AnswerCarefully", "by": "LLM-jp"},
-    "SORRY-Bench": {"url": "https://sorry-bench.github.io", "by": "Xie et al., 2024"},
-    "MultiJail": {"url": "https://github.com/DAMO-NLP-SG/multilingual-safety-for-LLMs", "by": "Deng et al., 2024"},
+    "SORRY-Bench": {"url": "https://sorry-bench.github.io", "by": "Xie et al., ICLR 2025"},
+    "MultiJail": {"url": "https://github.com/DAMO-NLP-SG/multilingual-safety-for-LLMs", "by": "Deng et al., ICLR 2024"},
     "MT-Bench-ja": {"url": "https://github.com/Stability-AI/FastChat/tree/jp-stable/fastchat/llm_judge", "by": "Stability AI"},
     "JMMLU": {"url": "https://github.com/nlp-waseda/JMMLU", "by": "Waseda University"},
 }

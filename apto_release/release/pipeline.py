@@ -23,6 +23,7 @@ not, and then the adapter, the merged model and the GGUF files differ from run t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -473,8 +474,10 @@ class _Plan:
         def run(ctx: ReleaseContext) -> str:
             from apto_release.release.push import push, summary_line
 
-            results = push(self.m, only=[name], api=ctx.api, dry_run=ctx.dry_run, hasher=self.state.hash_file,
-                           progress=ctx.progress.bars)
+            # On a terminal the client draws the upload bars; in a log the task's lines say it is alive.
+            with ctx.progress.task(f"push {name}", unit="repo") if not ctx.progress.bars else contextlib.nullcontext():
+                results = push(self.m, only=[name], api=ctx.api, dry_run=ctx.dry_run, hasher=self.state.hash_file,
+                               progress=ctx.progress.bars)
             if all(r.status == "unchanged" or r.status == "planned" and not r.plan.changed for r in results):
                 ctx.status = "up to date"
             return "; ".join(summary_line(r) for r in results)

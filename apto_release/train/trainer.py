@@ -253,9 +253,11 @@ def train(
             "apto_release_version": __version__,
             "preset": config.name,
             "config": config.flat(),
-            "base": str(base),
+            # Names, not the machine's paths: the summary is published with the adapter, and the
+            # hashes say which files they were.
+            "base": Path(base).name if Path(base).exists() else str(base),
             "base_model_id": base_model_id or str(base),
-            "data": {"path": str(data), "sha256": sha256_file(data), "records": len(records)},
+            "data": {"path": Path(data).name, "sha256": sha256_file(data), "records": len(records)},
             "tokens": {
                 "max_length": stats.max_length,
                 "per_category": {c: vars(s) | {"kept": s.kept} for c, s in stats.categories.items()},

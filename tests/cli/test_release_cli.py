@@ -26,6 +26,7 @@ def test_demo_runs_end_to_end_then_everything_is_up_to_date(run_cli, tmp_path, m
     assert table.count(" done ") == 11
     assert "Where everything is:" in out and "the GGUF files (F16, Q8_0, Q4_K_M) and their card" in out
     assert f"train {DEMO_MODEL}: 2/2 steps done in" in err  # progress lines, not bars, off a terminal
+    assert f"push {DEMO_MODEL}: done in" in err and "convert Q8_0: " in err
     ds = load_offline(out_dir / "out" / "dataset-sample", "mid_refusal", cache_dir=tmp_path / "cache")
     assert 0 < ds.num_rows < 40
     assert "| train | Apto-Tiny-Qwen3.5-Safety | done |" in summary.read_text()
