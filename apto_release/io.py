@@ -7,9 +7,11 @@ into place only when complete (``os.replace`` is atomic on one file system).
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,43 @@ def _temp_name(dest: Path) -> Path:
     os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     return Path(name)
+
+
+#: Inside a long-lived temporary folder (a merge, a GGUF conversion): which process writes it, so
+#: that a later run can remove the folders of a process that was killed, and only those.
+OWNER_FILE = ".apto-owner"
+
+
+def claim_temp_dir(folder: Path) -> None:
+    """Mark ``folder`` as written by this process (see ``remove_stale_temps``)."""
+    (folder / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}), encoding="utf-8")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(parent: Path, prefix: str) -> int:
+    """Remove the hidden temporary folders ``parent/.<prefix>.*.tmp`` whose writer is gone (killed,
+    crashed); return how many. Only folders claimed by a dead process on this host are touched, so
+    a run in parallel keeps its folder.
+    """
+    removed = 0
+    for tmp in Path(parent).glob(f".{glob.escape(prefix)}.*.tmp"):
+        try:
+            owner = json.loads((tmp / OWNER_FILE).read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int) and not _pid_alive(owner["pid"]):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 @contextlib.contextmanager

@@ -49,3 +49,24 @@ def test_outputs_get_ordinary_permissions(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
+def test_remove_stale_temps_removes_only_a_dead_writer_s_folders(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from apto_release.io import OWNER_FILE, claim_temp_dir, remove_stale_temps
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    folders = {name: tmp_path / f".model-Q8_0.{name}.tmp" for name in ("dead", "alive", "unclaimed")}
+    for folder in folders.values():
+        folder.mkdir()
+        (folder / "model-Q8_0.gguf").write_bytes(b"partial")
+    (folders["dead"] / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
+    claim_temp_dir(folders["alive"])
+    other = tmp_path / ".model-Q8_0-other.x.tmp"  # another output's folder: not matched
+    other.mkdir()
+    assert remove_stale_temps(tmp_path, "model-Q8_0") == 1
+    assert not folders["dead"].exists() and folders["alive"].exists() and folders["unclaimed"].exists() and other.exists()

@@ -65,14 +65,19 @@ def check_free(out_dir: Path, stem: str, *, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def staging(out_dir: str | Path, stem: str) -> Iterator[Path]:
-    """Yield a hidden empty folder in ``out_dir`` to write ``stem``'s files into; removed afterwards.
+    """Yield a hidden folder in ``out_dir`` to write ``stem``'s files into; removed afterwards.
 
     Call ``publish`` inside the block to move the finished files into place; on any exception
-    (KeyboardInterrupt included) the folder and whatever is in it are removed.
+    (KeyboardInterrupt included) the folder and whatever is in it are removed. A kill leaves it
+    behind, claimed by the dead process: the next staging of the same output removes it.
     """
+    from apto_release.io import claim_temp_dir, remove_stale_temps
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir, stem)  # a killed conversion's partial file: gigabytes, never finished
     tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out_dir))
+    claim_temp_dir(tmp)
     try:
         yield tmp
     finally:

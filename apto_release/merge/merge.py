@@ -25,14 +25,12 @@ is saved as ``base_model.model.model.language_model.layers.0.self_attn.q_proj.lo
 
 from __future__ import annotations
 
-import glob
 import itertools
 import json
 import math
 import os
 import re
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from apto_release.errors import AptoError, InputError, UsageError
-from apto_release.io import read_json_object
+from apto_release.io import OWNER_FILE, claim_temp_dir, read_json_object, remove_stale_temps
 from apto_release.merge.shards import (
     FLOAT_DTYPES,
     INDEX_NAME,
@@ -59,7 +57,6 @@ END_OF_TURN = "<|im_end|>"
 
 _PEFT_PREFIX = "base_model.model."
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.(?P<param>weight|bias)$")
-_OWNER_FILE = ".apto-merge-owner"  # inside the temporary folder: which process is writing it
 # Weights in other formats would be stale next to the merged ones; README.md is the base's card
 # (the model-card stage writes ours). Hidden files are local state, not part of a checkpoint.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx", ".pkl")
@@ -615,34 +612,6 @@ def _plan_files(base: Path, base_config: dict[str, Any], adapter: Path) -> tuple
 # Execution
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_temps(dest: Path) -> int:
-    """Remove temporary folders of merges into ``dest`` whose process is gone (killed, crashed).
-
-    Only folders carrying our owner file from a dead process on this host are touched, so a merge
-    running in parallel keeps its folder.
-    """
-    removed = 0
-    for tmp in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
-        try:
-            owner = json.loads((tmp / _OWNER_FILE).read_text("utf-8"))
-        except (OSError, ValueError):
-            continue
-        if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int) and not _pid_alive(owner["pid"]):
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed += 1
-    return removed
-
-
 #: float32 bytes of weight rows merged at a time: the merge's working memory is a few times this,
 #: whatever the size of the tensor (a targeted lm_head of a 248k vocabulary included).
 MERGE_BLOCK_BYTES = 16 << 20
@@ -769,11 +738,11 @@ def execute_merge(
         raise UsageError("the output folder already exists", path=out_dir, hint="choose another -o or pass --overwrite")
     adapter = load_file(str(plan.adapter_file))  # small: kept in memory for the whole merge
     pause = float(os.environ.get(PAUSE_ENV) or 0)
-    stale = _remove_stale_temps(out_dir) if out_dir.parent.is_dir() else 0
+    stale = remove_stale_temps(out_dir.parent, out_dir.name) if out_dir.parent.is_dir() else 0
     merged = copied = shards_merged = written = 0
     done = 0  # bytes of the base's shards dealt with, for on_bytes
     with torch.no_grad(), atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        (tmp / _OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}), encoding="utf-8")
+        claim_temp_dir(tmp)
         for shard in plan.shards:
             header = read_header(plan.base / shard.name)  # again: the file may have changed since the plan
             if header.tensors != plan.checkpoint.headers[shard.name].tensors:
@@ -813,7 +782,7 @@ def execute_merge(
             else:
                 (tmp / item.name).write_text(item.content or "", encoding="utf-8")
             written += (tmp / item.name).stat().st_size
-        (tmp / _OWNER_FILE).unlink()
+        (tmp / OWNER_FILE).unlink()
     return MergeResult(
         out_dir=out_dir, shards_written=len(plan.shards), shards_merged=shards_merged, tensors_merged=merged,
         tensors_copied=copied, bytes_written=written, files=tuple(f.name for f in plan.files),

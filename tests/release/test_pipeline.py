@@ -300,6 +300,8 @@ def test_kills_in_train_merge_convert_and_push_then_a_rerun_completes_the_same_r
         status = statuses(result)
         assert all(status[k] == "up to date" for k in status if not k.startswith("push:")), status
         assert status[f"push:{DEMO_MODEL}"] == "done"
+        # The killed runs' temporary folders (a partial shard, a partial GGUF file) are gone.
+        assert not [p for p in (folder / "out").rglob("*") if p.name.endswith(".tmp")]
         tags = {repo: hub.api().list_repo_refs(repo).tags for repo in (f"{DEMO_ORG}/{DEMO_MODEL}", f"{DEMO_ORG}/{DEMO_MODEL}-GGUF")}
         assert all(t and t[0].name == "v1.0.0" for t in tags.values())
     first, again = release_files(demo.folder), release_files(folder)
