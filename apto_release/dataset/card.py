@@ -129,6 +129,9 @@ class CardOptions:
     citation_year: int | None = None
     #: Where to ask questions or report problems (optional).
     contact: str | None = None
+    #: Rows of the card's provenance table (item, value): the hashes and versions that lead
+    #: back to what the release was cut from; empty leaves the section out.
+    provenance: tuple[tuple[str, str], ...] = ()
 
 
 def size_category(n: int) -> str:

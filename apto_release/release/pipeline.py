@@ -176,8 +176,11 @@ def _templates_digest() -> str:
 
 
 def manifest_commit(manifest: Manifest) -> str:
-    """The git commit of the manifest (``abc123…``, with ``+ uncommitted changes`` when it differs
-    from that commit), or a phrase saying why there is none."""
+    """The last git commit of the manifest file (``abc123…``, with ``+ uncommitted changes`` when
+    the file differs from it), or a phrase saying why there is none.
+
+    The manifest's own commit, not HEAD: a commit that leaves the manifest alone changes no card.
+    """
     folder = manifest.path.resolve().parent
 
     def git(*args: str) -> str | None:
@@ -187,11 +190,13 @@ def manifest_commit(manifest: Manifest) -> str:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
-    head = git("rev-parse", "HEAD")
-    if head is None:
+    if git("rev-parse", "--git-dir") is None:
         return "none (not in a git repository)"
+    last = git("log", "-1", "--format=%H", "--", manifest.path.name)
+    if not last:
+        return "none (the manifest is not committed)"
     dirty = git("status", "--porcelain", "--", manifest.path.name)
-    return head + (" + uncommitted changes" if dirty else "")
+    return last + (" + uncommitted changes" if dirty else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +293,11 @@ class _Plan:
 
         target = self.m.datasets[key]
         name = target.pretty_name or target.repo.split("/", 1)[1].replace("-", " ")
-        options = CardOptions(repo_id=target.repo, pretty_name=name, license=self._data().license, version=self.m.version)
+        provenance = (("records file SHA-256", self._records_sha()), ("apto-release", __version__),
+                      (f"manifest ({self.m.path.name}) SHA-256", self.state.sha256(self.m.path)),
+                      ("manifest git commit", manifest_commit(self.m)))
+        options = CardOptions(repo_id=target.repo, pretty_name=name, license=self._data().license, version=self.m.version,
+                              provenance=provenance)
         if not target.gated:
             options = dataclasses.replace(options, gated_prompt=None, gated_fields={})
         return options

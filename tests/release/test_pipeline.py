@@ -102,6 +102,8 @@ def test_cards_name_the_hashes_of_what_they_describe(baseline):
                 "manifest git commit | `none (not in a git repository)`", "A folder digest is the SHA-256"):
         assert row in card, row
     assert hashes.sha256(demo.records) in card
+    dataset_card = (demo.folder / "out" / "dataset-sample" / "README.md").read_text()
+    assert f"| records file SHA-256 | `{hashes.sha256(demo.records)}` |" in dataset_card and "manifest git commit" in dataset_card
     gguf = hashes.sha256(models / "gguf" / f"{DEMO_MODEL}-Q8_0.gguf")
     assert gguf in card and gguf in (models / "gguf" / "README.md").read_text()
 
@@ -169,7 +171,9 @@ def test_a_changed_input_reruns_its_stage_and_what_follows(own_release, hub):
     status, why = statuses(result), reasons(result)
     assert status["sample:data"] == "done" and why["sample:data"] == "input changed: sample_size"
     assert status["dataset:dataset.sample"] == "done" and why["dataset:dataset.sample"].startswith("input changed: sample, distribution")
-    for key in ("validate:data", "dataset:dataset.full", f"train:{DEMO_MODEL}", f"merge:{DEMO_MODEL}", f"gguf:{DEMO_MODEL}"):
+    # The full set's card names the manifest's hash: rebuilt too, with the same Parquet files.
+    assert status["dataset:dataset.full"] == "done" and why["dataset:dataset.full"] == "input changed: card"
+    for key in ("validate:data", f"train:{DEMO_MODEL}", f"merge:{DEMO_MODEL}", f"gguf:{DEMO_MODEL}"):
         assert status[key] == "up to date", key
     assert len(json.loads((own_release / "out" / "sample" / "distribution.json").read_text())["categories"]) == 4
 

@@ -120,9 +120,14 @@ def test_the_manifest_s_commit_and_uncommitted_changes(tmp_path):
     assert manifest_commit(manifest) == "none (not in a git repository)"
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run([*git, "init", "-q"], check=True)
+    assert manifest_commit(manifest) == "none (the manifest is not committed)"
     subprocess.run([*git, "add", "release.toml"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "release"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     assert manifest_commit(manifest) == head
+    (tmp_path / "other.txt").write_text("x")
+    subprocess.run([*git, "add", "other.txt"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "not the manifest"], check=True)
+    assert manifest_commit(manifest) == head  # the manifest's own last commit, not HEAD
     manifest.path.write_text('version = "1.0.1"\n')
     assert manifest_commit(manifest) == f"{head} + uncommitted changes"
