@@ -105,6 +105,10 @@ def _training_arguments(config, checkpoints: Path, *, max_steps: int | None, sav
         # layer; the shipped accelerate config (train/accelerate/fsdp.yaml) says the same.
         kwargs["fsdp"] = "full_shard auto_wrap"
         kwargs["fsdp_config"] = {"transformer_layer_cls_to_wrap": ["Qwen3_5DecoderLayer"], "use_orig_params": True}
+    # transformers renamed gradient_checkpointing to activation_checkpointing (the old name warns).
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
+    kwargs[checkpointing] = t.gradient_checkpointing
+    kwargs[f"{checkpointing}_kwargs"] = {"use_reentrant": False} if t.gradient_checkpointing else None
     return TrainingArguments(
         output_dir=str(checkpoints),
         per_device_train_batch_size=t.per_device_batch_size,
@@ -117,8 +121,6 @@ def _training_arguments(config, checkpoints: Path, *, max_steps: int | None, sav
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         bf16=t.precision == "bf16",
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         seed=t.seed,
         data_seed=t.seed,
         logging_steps=1,
