@@ -18,7 +18,7 @@ import click
 from apto_release import __version__
 from apto_release.errors import AptoError
 
-EPILOG = "Example: apto-release example-data -o data/example.jsonl && apto-release validate data/example.jsonl"
+EPILOG = "Example: apto-release demo -o out/demo   (a whole release on synthetic data, pushed to a local Hub)"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
@@ -26,8 +26,9 @@ EPILOG = "Example: apto-release example-data -o data/example.jsonl && apto-relea
 def cli() -> None:
     """Cut Japanese LLM-safety releases on the Hugging Face Hub.
 
-    Validate the dataset, draw the public sample, build the Hub dataset folder; later stages
-    train, merge, quantize and publish.
+    Validate the dataset, draw the public sample, build the Hub dataset folders, train, merge,
+    quantize to GGUF, write the cards and publish: each stage a command, and `release` runs them
+    all, resumably. `demo` shows the whole pipeline on synthetic data.
     """
 
 
