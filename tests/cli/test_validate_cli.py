@@ -13,15 +13,37 @@ def test_help_is_light():
     """Every command's --help, each ending with an example, without importing anything heavy."""
     code = (
         "import sys\nfrom apto_release.cli import cli, main\n"
-        "commands = [[name] for name in cli.commands if name not in ('dataset', 'gguf')] + [['dataset', 'build'], ['gguf', 'convert'], ['gguf', 'verify']]\n"
+        "commands = [[name] for name in cli.commands if name not in ('dataset', 'gguf', 'eval')]\n"
+        "commands += [['dataset', 'build'], ['gguf', 'convert'], ['gguf', 'verify'], ['eval', 'summarize']]\n"
         "for args in [[]] + commands:\n"
         "    try:\n        main(args + ['--help'])\n    except SystemExit as e:\n        assert not e.code, (args, e.code)\n"
         "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'peft', 'tokenizers', 'gguf', 'numpy', 'pyarrow') if m in sys.modules), file=sys.stderr)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stderr.strip() == "[]"
-    for command in ("validate", "sample", "dataset build", "train", "merge", "gguf convert", "gguf verify", "cards", "example-data", "demo", "schema"):
+    for command in ("validate", "sample", "dataset build", "train", "merge", "gguf convert", "gguf verify", "cards", "example-data", "demo",
+                    "schema", "release", "push", "eval summarize"):
         assert f"Example: apto-release {command}" in proc.stdout
+
+
+def test_the_release_s_dataset_stages_do_not_import_torch(tmp_path):
+    """A release without models (or with --stages validate,sample,dataset) stays on the light core."""
+    write_jsonl(tmp_path / "records.jsonl", make_records(60))
+    (tmp_path / "release.toml").write_text(
+        'organisation = "org"\nversion = "1.0.0"\nlicense = "apache-2.0"\n'
+        '[data]\nrecords = "records.jsonl"\nsample_size = 10\n'
+        '[dataset.sample]\nrepo = "s"\nfolder = "out/s"\ngated = "auto"\nmax_rows = 10\n'
+        '[dataset.full]\nrepo = "f"\nfolder = "out/f"\n'
+    )
+    code = (
+        "import sys\nfrom apto_release.cli import main\n"
+        "try:\n    main(['release', '--manifest', sys.argv[1], '--stages', 'validate,sample,dataset'])\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'gguf', 'llama_cpp') if m in sys.modules), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "release.toml")], capture_output=True, text=True, check=True)
+    assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr
+    assert (tmp_path / "out" / "s" / "README.md").is_file()
 
 
 def test_module_entry_point_and_version():
