@@ -8,6 +8,7 @@ Example::
     organisation = "apto-ai"
     version = "1.0.0"                # the tag on every repo: v1.0.0
     license = "apache-2.0"           # the models' licence
+    state = "out/release-state.json" # optional: the release command's record of what it built
 
     [dataset.sample]                 # the public, gated 500-record sample
     repo = "ja-safety-sft-500"       # a name in the organisation, or "org/name"
@@ -42,8 +43,6 @@ Example::
     expected_count = 18000           # optional: validation warns when the count is far off
     license = "cc-by-nc-sa-4.0"      # the dataset's licence (the cards of both dataset repos)
     sample_folder = "out/sample"     # the drawn sample and its distribution report
-
-    state = "out/release-state.json" # optional: the release command's record of what it built
 
 Relative paths are relative to the manifest's folder. Repos default to ``<organisation>/<name>``,
 ``<organisation>/<name>-GGUF`` and ``<organisation>/<name>-LoRA``; ``repo``, ``gguf_repo`` and

@@ -3,7 +3,7 @@
 validate → sample → dataset build → train → merge → GGUF convert and verify → cards → push, for
 the dataset and every model of the manifest. Each (stage, target) is a *job*. Before a job runs,
 its inputs are hashed (files, folders, the settings that shape its output); after it, the files
-it wrote are hashed, and both go into the state file (``release.state``). A re-run skips a job
+it wrote are hashed, and both go into the state file (the manifest's ``state``). A re-run skips a job
 whose inputs are the same and whose outputs are intact, and says why it runs one that is not:
 a changed input reruns that job, whose new outputs are the next job's changed inputs, and so on
 down the line. Every stage writes beside its destination and renames into place, so a job that
@@ -17,8 +17,9 @@ differs; an unchanged release makes no commit.
 
 What is hashed leaves out what cannot repeat: the state file's times, the training summary's
 duration. Two runs of the same inputs and seeds write the same bytes for the sample, the Parquet
-files, the cards and the F16/Q8_0 GGUF files (training on CPU repeats to the bit; on GPUs it may
-not, and then the adapter, the merged model and the GGUF files differ from run to run).
+files, the adapter, the merged checkpoint, the cards and the GGUF files (training on CPU repeats
+to the bit; on GPUs it may not, and then the adapter, the merged model and the GGUF files differ
+from run to run, which the cards' hashes then show).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class JobReport:
 
     stage: str
     target: str
-    status: str  # "done", "up to date", "failed", "would run", "planned", "not run"
+    status: str  # "done", "up to date", "failed"; in a dry run "would run" or "planned" (the push's plan)
     reason: str = ""
     seconds: float = 0.0
     summary: str = ""

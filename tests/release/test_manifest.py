@@ -157,3 +157,12 @@ def test_bad_release_keys_are_all_listed(tmp_path):
     assert "data.sede: unknown key (did you mean 'seed'?)" in problems
     assert "model[2].train.max_steps: must be at least 1" in problems
     assert any(p.startswith("model[2].train.set: ") and "lora.rank" in p for p in problems), problems
+
+
+def test_the_documented_example_loads(tmp_path):
+    from apto_release.release import manifest
+
+    example = manifest.__doc__.split("Example::")[1].split("Relative paths")[0]
+    loaded = load_manifest(write(tmp_path, example))
+    assert loaded.data.sample_size == 500 and loaded.models[0].train.max_steps == 2000
+    assert loaded.state_file == tmp_path / "out/release-state.json"
