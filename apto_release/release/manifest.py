@@ -31,6 +31,7 @@ Example::
     merged = "out/merged/27b"
     gguf = ["Q4_K_M", "Q8_0", "F16"]
     gguf_folder = "out/gguf/27b"
+    gguf_verify = true               # the release checks each file in llama.cpp against a float32 reference
     evaluation = "eval/27b.json"     # optional: the results table of the card
     push_adapter = false             # also publish the adapter as <name>-LoRA
     base = "models/Qwen3.5-27B"      # optional: the base checkpoint's local folder (default: base_model from the Hub cache)
@@ -129,6 +130,7 @@ class ModelTarget:
     private: bool
     base: str = ""  # the base checkpoint to train and merge on: a local folder, or the Hub id (base_model)
     train: TrainOptions = TrainOptions()
+    gguf_verify: bool = True  # the release checks each GGUF file in llama.cpp (needs RAM for a float32 reference)
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ _DATASET = {"repo", "folder", "private", "gated", "max_rows", "pretty_name"}
 _DATA = {"records", "sample_size", "seed", "expected_count", "license", "sample_folder"}
 _MODEL = {
     "name", "base_model", "variant", "preset", "adapter", "merged", "gguf", "gguf_folder", "evaluation",
-    "push_adapter", "private", "repo", "gguf_repo", "adapter_repo", "base", "train",
+    "push_adapter", "private", "repo", "gguf_repo", "adapter_repo", "base", "train", "gguf_verify",
 }
 _TRAIN = {"max_steps", "save_steps", "set"}
 DEFAULT_DATASET_LICENSE = "cc-by-nc-sa-4.0"
@@ -397,6 +399,7 @@ def _models(check: _Checker, tables: Any, organisation: str | None) -> list[Mode
             else:
                 cleaned.append(quant.upper())
         gguf_folder = check.path(table, "gguf_folder", where, required=bool(cleaned))
+        gguf_verify = check.get(table, "gguf_verify", bool, where, required=False, default=True)
         evaluation = check.path(table, "evaluation", where, required=False)
         push_adapter = check.get(table, "push_adapter", bool, where, required=False, default=False)
         private = check.get(table, "private", bool, where, required=False, default=False)
@@ -417,6 +420,7 @@ def _models(check: _Checker, tables: Any, organisation: str | None) -> list[Mode
             out.append(ModelTarget(
                 name, base_model, variant, preset, adapter, merged, tuple(cleaned), gguf_folder or merged.parent / "gguf",
                 evaluation, repo, gguf_repo, adapter_repo, bool(private), str(base) if base else base_model, train,
+                gguf_verify is not False,
             ))
     return out
 

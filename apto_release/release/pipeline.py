@@ -416,13 +416,13 @@ class _Plan:
     def gguf(self, model: ModelTarget) -> Job:
         def inputs():
             return {"merged": folder_digest(self.state, merged_files(model), model.merged, "merged checkpoint"),
-                    "types": list(model.gguf), "metadata": self._gguf_metadata(model)}
+                    "types": list(model.gguf), "metadata": self._gguf_metadata(model), "verify": model.gguf_verify}
 
         def run(ctx: ReleaseContext) -> str:
             from apto_release.gguf.build import build_gguf
 
             files = build_gguf(model.merged, model.gguf_folder, list(model.gguf), name=model.name, overwrite=True,
-                               progress=ctx.progress, **self._gguf_metadata(model))
+                               verify=model.gguf_verify, progress=ctx.progress, **self._gguf_metadata(model))
             failed = [f for f in files if not f.ok]
             if failed:
                 from apto_release.errors import BuildError
@@ -430,7 +430,7 @@ class _Plan:
                 detail = "; ".join(f"{f.quant}: " + ", ".join(c.name for c in f.report.failed) for f in failed)
                 raise BuildError(f"llama.cpp verification failed ({detail})", path=failed[0].path,
                                  hint=f"the files stay for inspection; see: apto-release gguf verify {failed[0].path} --reference {model.merged}")
-            return ", ".join(f.quant for f in files) + (" written and verified in llama.cpp" if files[0].report else " written")
+            return ", ".join(f.quant for f in files) + (" written and verified in llama.cpp" if model.gguf_verify else " written (gguf_verify = false)")
 
         return Job("gguf", model.name, inputs, run, lambda: gguf_files(model), deps=(f"merge:{model.name}",))
 

@@ -139,6 +139,7 @@ def test_the_release_command_s_keys(tmp_path):
     assert big.base == "Qwen/Qwen3.5-27B" and big.train.overrides == () and big.train.max_steps is None
     assert small.base == str(tmp_path / "models/Qwen3.5-9B-Base")
     assert small.train.max_steps == 50 and dict(small.train.overrides) == {"lora.r": 8, "train.learning_rate": 5e-5}
+    assert big.gguf_verify is True
 
 
 def test_without_state_the_state_file_is_beside_the_manifest(tmp_path):

@@ -203,6 +203,18 @@ def test_a_new_evaluation_file_reruns_the_cards_only(own_release):
     assert "AC acceptable rate" in (own_release / "out" / "models" / DEMO_MODEL / "merged" / "README.md").read_text()
 
 
+def test_gguf_verify_false_converts_without_llama_cpp_s_check(own_release):
+    manifest_path = own_release / "release.toml"
+    manifest_path.write_text(manifest_path.read_text().replace("push_adapter = true", "push_adapter = true\ngguf_verify = false"))
+    gguf = own_release / "out" / "models" / DEMO_MODEL / "gguf" / f"{DEMO_MODEL}-Q8_0.gguf"
+    before = gguf.read_bytes()
+    result = run_release(load_manifest(manifest_path), stages=["gguf"])
+    report = result.reports[0]
+    assert (report.status, report.reason) == ("done", "input changed: verify")
+    assert report.summary.endswith("written (gguf_verify = false)")
+    assert gguf.read_bytes() == before
+
+
 def test_dry_run_writes_nothing_and_says_what_would_run(own_release, hub):
     manifest_path = own_release / "release.toml"
     (own_release / "out" / "models" / DEMO_MODEL / "adapter" / "adapter_config.json").write_text("{}")
