@@ -85,14 +85,18 @@ class ReleaseState:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"the release state file cannot be read: {exc}", path=path,
                              hint="delete it to rebuild every stage (nothing else is lost)") from None
+        hint = "delete it to rebuild every stage (nothing else is lost)"
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise InputError(f"the release state file is not in format {FORMAT}", path=path,
-                             hint="delete it to rebuild every stage (nothing else is lost)")
-        stages = {
-            key: StageRecord(rec["inputs"], rec["outputs"], rec.get("finished", ""), rec.get("seconds", 0.0), rec.get("summary", ""))
-            for key, rec in data.get("stages", {}).items()
-        }
-        return cls(path, stages, dict(data.get("running", {})), dict(data.get("hashes", {})))
+            raise InputError(f"the release state file is not in format {FORMAT}", path=path, hint=hint)
+        try:
+            stages = {
+                key: StageRecord(dict(rec["inputs"]), dict(rec["outputs"]), rec.get("finished", ""), rec.get("seconds", 0.0),
+                                 rec.get("summary", ""))
+                for key, rec in data.get("stages", {}).items()
+            }
+            return cls(path, stages, dict(data.get("running", {})), dict(data.get("hashes", {})))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"the release state file is damaged ({type(exc).__name__}: {exc})", path=path, hint=hint) from None
 
     def save(self) -> None:
         """Write the state atomically (a kill never leaves a torn state file)."""

@@ -100,7 +100,7 @@ def test_records_outputs_and_what_changed(tmp_path):
     assert isinstance(record, StageRecord)
 
 
-@pytest.mark.parametrize("text", ["{not json", '{"format": 99}'])
+@pytest.mark.parametrize("text", ["{not json", '{"format": 99}', '{"format": 1, "stages": {"train:m": {"inputs": {}}}}'])
 def test_an_unreadable_state_file_says_how_to_recover(tmp_path, text):
     path = tmp_path / "state.json"
     path.write_text(text)
