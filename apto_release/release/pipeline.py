@@ -25,6 +25,7 @@ from run to run, which the cards' hashes then show).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import time
@@ -210,8 +211,14 @@ class _Plan:
     def __init__(self, manifest: Manifest, state: ReleaseState) -> None:
         self.m = manifest
         self.state = state
+        self._bases: dict[str, Path] = {}
         self.root = manifest.path.resolve().parent
         self.state_dir = manifest.state_file.parent
+
+    @functools.cached_property
+    def commit(self) -> str:
+        """The manifest's commit (``manifest_commit``), asked of git once per run: every card names it."""
+        return manifest_commit(self.m)
 
     def _data(self):
         if self.m.data is None:
@@ -296,7 +303,7 @@ class _Plan:
         name = target.pretty_name or target.repo.split("/", 1)[1].replace("-", " ")
         provenance = (("records file SHA-256", self._records_sha()), ("apto-release", __version__),
                       (f"manifest ({self.m.path.name}) SHA-256", self.state.sha256(self.m.path)),
-                      ("manifest git commit", manifest_commit(self.m)))
+                      ("manifest git commit", self.commit))
         options = CardOptions(repo_id=target.repo, pretty_name=name, license=self._data().license, version=self.m.version,
                               provenance=provenance)
         if not target.gated:
@@ -336,9 +343,15 @@ class _Plan:
     # -- the models -----------------------------------------------------------------------------
 
     def _base_folder(self, model: ModelTarget) -> Path:
-        """The base checkpoint's local folder: the manifest's ``base``, or the Hub snapshot of ``base_model``."""
+        """The base checkpoint's local folder: the manifest's ``base``, or the Hub snapshot of
+        ``base_model`` (looked up once per run: train and merge both need it, twice each)."""
         if model.base != model.base_model:
             return Path(model.base)
+        if model.base_model not in self._bases:
+            self._bases[model.base_model] = self._download_base(model)
+        return self._bases[model.base_model]
+
+    def _download_base(self, model: ModelTarget) -> Path:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -450,7 +463,7 @@ class _Plan:
                     rows[f"GGUF {type_} SHA-256" + (" (set digest)" if len(files) > 1 else "")] = (
                         self.state.sha256(files[0]) if len(files) == 1 else digest(self.state.listing(files, model.gguf_folder)))
         rows[f"manifest ({self.m.path.name}) SHA-256"] = self.state.sha256(self.m.path)
-        rows["manifest git commit"] = manifest_commit(self.m)
+        rows["manifest git commit"] = self.commit
         return rows
 
     def cards(self, model: ModelTarget) -> Job:
@@ -463,7 +476,7 @@ class _Plan:
                 folders["gguf"] = digest(self.state.listing(gguf_files(model), model.gguf_folder))
             evaluation = self.state.sha256(model.evaluation) if model.evaluation and model.evaluation.is_file() else None
             return {**folders, "evaluation": evaluation, "manifest": self.state.sha256(self.m.path),
-                    "commit": manifest_commit(self.m), "toolkit": __version__, "templates": _templates_digest()}
+                    "commit": self.commit, "toolkit": __version__, "templates": _templates_digest()}
 
         def run(ctx: ReleaseContext) -> str:
             from apto_release.release.cards import build_cards, write_card
