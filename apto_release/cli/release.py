@@ -10,21 +10,15 @@ import click
 STATUS_MARKS = {"done": "✓", "up to date": "=", "failed": "✗", "would run": "→", "planned": "→"}
 
 
-def _seconds(value: float) -> str:
-    if value < 60:
-        return f"{value:.1f}s"
-    minutes, secs = divmod(round(value), 60)
-    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
-
-
 def render_table(reports) -> str:
     """The final summary: stage, target, status, time, output size."""
+    from apto_release.progress import human_duration
     from apto_release.release.cards import human_size
     from apto_release.release.pipeline import STAGE_TITLES
 
     header = ("stage", "target", "status", "time", "output")
     rows = [
-        (STAGE_TITLES[r.stage], r.target, r.status, _seconds(r.seconds) if r.status in ("done", "planned") else "",
+        (STAGE_TITLES[r.stage], r.target, r.status, human_duration(r.seconds) if r.status in ("done", "planned") else "",
          human_size(r.output_bytes) if r.output_bytes else "")
         for r in reports
     ]
@@ -37,6 +31,7 @@ def render_table(reports) -> str:
 
 def markdown_table(result) -> str:
     """The summary for ``$GITHUB_STEP_SUMMARY``."""
+    from apto_release.progress import human_duration
     from apto_release.release.cards import human_size
     from apto_release.release.pipeline import STAGE_TITLES
 
@@ -44,7 +39,7 @@ def markdown_table(result) -> str:
     lines = [title, "", "| Stage | Target | Status | Time | Output | Note |", "|---|---|---|---:|---:|---|"]
     for r in result.reports:
         note = (r.summary or r.reason).replace("|", "\\|")
-        time_ = _seconds(r.seconds) if r.status in ("done", "planned") else ""
+        time_ = human_duration(r.seconds) if r.status in ("done", "planned") else ""
         lines.append(f"| {STAGE_TITLES[r.stage]} | {r.target} | {r.status} | {time_} | "
                      f"{human_size(r.output_bytes) if r.output_bytes else ''} | {note} |")
     return "\n".join(lines) + "\n"
@@ -63,11 +58,12 @@ def _echo_start(job, reason: str) -> None:
 
 
 def _echo_report(report) -> None:
+    from apto_release.progress import human_duration
     from apto_release.release.pipeline import STAGE_TITLES
 
     mark = STATUS_MARKS.get(report.status, "·")
     text = report.summary if report.status in ("done", "planned", "up to date") and report.summary else report.reason
-    took = f" ({_seconds(report.seconds)})" if report.status == "done" else ""
+    took = f" ({human_duration(report.seconds)})" if report.status == "done" else ""
     click.echo(f"{mark} {STAGE_TITLES[report.stage]} {report.target}: {report.status}{took}" + (f" — {text}" if text else ""))
 
 
