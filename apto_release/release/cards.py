@@ -639,6 +639,11 @@ def _tuned_model_context(
     }
 
 
+def _chart_asset(evaluation: Evaluation | None) -> dict[str, Path]:
+    """The evaluation chart, copied next to the merged model's and the adapter's cards."""
+    return {CHART_NAME: evaluation.chart} if evaluation is not None and evaluation.chart is not None else {}
+
+
 def render_model_card(
     manifest: Manifest,
     model: ModelTarget,
@@ -665,9 +670,8 @@ def render_model_card(
     )
     context = _tuned_model_context(manifest, model, summary, evaluation, provenance=provenance, year=year)
     assets = {LOSS_CURVE_NAME: summary.loss_curve} if summary.loss_curve else {}
-    if evaluation is not None and evaluation.chart is not None:
-        assets[CHART_NAME] = evaluation.chart
-    return _finish("model", model, data, context, dest=model.merged / CARD_NAME, strict=strict, assets=assets, repo=model.repo)
+    return _finish("model", model, data, context, dest=model.merged / CARD_NAME, strict=strict,
+                   assets={**assets, **_chart_asset(evaluation)}, repo=model.repo)
 
 
 def render_adapter_card(
@@ -697,9 +701,8 @@ def render_adapter_card(
         tags=(*COMMON_TAGS, *KIND_TAGS["adapter"]), model_name=model.adapter_repo, results=eval_results(evaluation),
     )
     context = _tuned_model_context(manifest, model, summary, evaluation, provenance=provenance, year=year)
-    assets = {CHART_NAME: evaluation.chart} if evaluation is not None and evaluation.chart is not None else {}
-    return _finish("adapter", model, data, context, dest=model.adapter / CARD_NAME, strict=strict, assets=assets,
-                   repo=model.adapter_repo)
+    return _finish("adapter", model, data, context, dest=model.adapter / CARD_NAME, strict=strict,
+                   assets=_chart_asset(evaluation), repo=model.adapter_repo)
 
 
 def render_gguf_card(
