@@ -10,10 +10,11 @@ How a push goes:
 1. **Local checks, before any request**: every folder exists and holds its files (hidden files and
    folders, names starting with ``.``, and caches are never uploaded); each GGUF type listed has
    its file; each card's YAML is checked (``release.cards.check_card`` for model repos; a dataset
-   card must parse and have ``configs``); the **public-repo guard**: a folder pushed to a public
-   dataset repo must carry ``dataset build``'s marker ``.apto-build.json`` saying it is the
-   validated sample, and its Parquet files (counted from their metadata) must hold no more rows
-   than the manifest's ``max_rows``. Every local file gets its SHA-256 (and, under 10 MB, its git
+   card must parse and have ``configs``); every dataset folder, private ones included, must carry
+   ``dataset build``'s marker ``.apto-build.json`` naming the SHA-256 of a records file that passed
+   validation, and hold the rows it counted; the **public-repo guard**: a folder pushed to a
+   public dataset repo must be the sample, and its Parquet files (counted from their metadata)
+   must hold no more rows than the manifest's ``max_rows``. Every local file gets its SHA-256 (and, under 10 MB, its git
    blob SHA-1).
 2. **Plan** (read only: repo info, the recursive tree at the head, the refs): each local file is
    *add*, *change* or *keep* by comparing checksums with the remote's (``lfs.sha256`` of LFS
@@ -228,6 +229,43 @@ def count_parquet_rows(files: Iterable[Path]) -> int:
     return total
 
 
+def read_build_marker(target: Target, files: Sequence[Path]) -> tuple[dict[str, Any], int]:
+    """The provenance guard of every dataset repo, private full set included: the folder must carry
+    ``dataset build``'s marker naming the SHA-256 of a records file that passed validation, and its
+    Parquet files must hold the rows the marker counted. Returns (the marker, the row count).
+
+    The marker's ``records`` entry is written only by a build that took its records from
+    ``load_valid_records`` (``dataset build``, the release's dataset jobs), after they passed; a
+    folder built otherwise, or by a version of apto-release before the entry existed, is refused.
+    Raises ``UsageError`` (before any request) otherwise.
+    """
+    where = f"refusing to push {target.folder} to the dataset repo {target.repo_id}"
+    hint = "build it with 'apto-release dataset build' (or the release's dataset stage), which validates the records first"
+    marker_path = target.folder / BUILD_MARKER
+    try:
+        marker = json.loads(marker_path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{where}: it has no {BUILD_MARKER}, so nothing says its records were validated", hint=hint) from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{where}: {BUILD_MARKER} cannot be read ({exc})", hint=hint) from None
+    if not isinstance(marker, dict):
+        raise UsageError(f"{where}: {BUILD_MARKER} is not a JSON object", hint=hint)
+    records = marker.get("records")
+    sha = records.get("sha256") if isinstance(records, dict) else None
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise UsageError(f"{where}: {BUILD_MARKER} names no records file SHA-256, so it was not built from validated records",
+                         hint=hint)
+    verdict = records.get("validation")
+    if verdict not in ("PASSED", "PASSED with warnings"):
+        raise UsageError(f"{where}: {BUILD_MARKER} says its records file {str(records.get('file') or '')!r} "
+                         f"(SHA-256 {sha[:12]}…) did not pass validation ({verdict!r})", hint=hint)
+    rows = count_parquet_rows(p for p in files if p.suffix == ".parquet")
+    if marker.get("rows") != rows:
+        raise UsageError(f"{where}: its Parquet files hold {rows:,} rows but {BUILD_MARKER} says {marker.get('rows')}: "
+                         "the folder changed after it was built", hint="build it again")
+    return marker, rows
+
+
 def check_public_dataset(target: Target, files: Sequence[Path]) -> int:
     """The public-repo guard: only the validated sample, with at most ``max_rows`` rows, goes public.
 
@@ -236,23 +274,15 @@ def check_public_dataset(target: Target, files: Sequence[Path]) -> int:
     where = f"refusing to push {target.folder} to the public dataset repo {target.repo_id}"
     build_hint = ("publish only the sample built with 'apto-release dataset build SAMPLE.jsonl --report distribution.json'; "
                   "the full set belongs in a private repo")
-    marker_path = target.folder / BUILD_MARKER
-    try:
-        marker = json.loads(marker_path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{where}: it has no {BUILD_MARKER}, so it is not a validated sample", hint=build_hint) from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{where}: {BUILD_MARKER} cannot be read ({exc})", hint=build_hint) from None
-    if not isinstance(marker, dict) or marker.get("kind") != "sample":
-        kind = marker.get("kind") if isinstance(marker, dict) else None
-        raise UsageError(f"{where}: it was built as the {kind or 'unknown'} set, not as the sample (no distribution report)", hint=build_hint)
-    rows = count_parquet_rows(p for p in files if p.suffix == ".parquet")
+    if not (target.folder / BUILD_MARKER).is_file():
+        raise UsageError(f"{where}: it has no {BUILD_MARKER}, so it is not a validated sample", hint=build_hint)
+    marker, rows = read_build_marker(target, files)
+    if marker.get("kind") != "sample":
+        raise UsageError(f"{where}: it was built as the {marker.get('kind') or 'unknown'} set, not as the sample (no distribution report)",
+                         hint=build_hint)
     limit = target.max_rows
     if limit is not None and rows > limit:
         raise UsageError(f"{where}: its Parquet files hold {rows:,} rows, more than max_rows = {limit:,}", hint=build_hint)
-    if marker.get("rows") != rows:
-        raise UsageError(f"{where}: its Parquet files hold {rows:,} rows but {BUILD_MARKER} says {marker.get('rows')}: "
-                         "the folder changed after it was built", hint="build it again")
     return rows
 
 
@@ -286,8 +316,8 @@ def prepare(target: Target, hasher: Hasher = hash_file) -> Prepared:
     if problems:
         raise InputError(f"the {target.role} card is not valid: " + "; ".join(problems), path=card)
     rows = None
-    if target.repo_type == "dataset" and not target.private:
-        rows = check_public_dataset(target, paths)
+    if target.repo_type == "dataset":
+        rows = read_build_marker(target, paths)[1] if target.private else check_public_dataset(target, paths)
     files = {}
     for path in paths:
         info = hasher(path)

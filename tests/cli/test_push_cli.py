@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ pytest.importorskip("huggingface_hub")
 from apto_release.dataset.build import build_dataset  # noqa: E402
 from apto_release.dataset.example import write_example_data  # noqa: E402
 from apto_release.dataset.sample import SampleOptions, sample_file  # noqa: E402
+from apto_release.dataset.validate import ValidateOptions, load_valid_records  # noqa: E402
 from apto_release.testing.hub import LFS_THRESHOLD, LocalHub  # noqa: E402
 
 MODEL = "Cli-Safety"
@@ -38,6 +38,8 @@ CARD = textwrap.dedent("""\
     """)
 
 
+BUILD_CHECKS = ValidateOptions(near_duplicates=False)  # what 'dataset build' checks
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     with LocalHub(tmp_path_factory.mktemp("hub")) as hub:
@@ -49,9 +51,10 @@ def release(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("release")
     write_example_data(root / "all.jsonl", n=120, seed=5)
     sampled = sample_file(root / "all.jsonl", root / "sample", SampleOptions(n=20))
-    build_dataset(sampled.records, root / "dataset-sample", distribution=sampled.report, marker=True, verify=False)
-    records = [json.loads(line) for line in (root / "all.jsonl").read_text("utf-8").splitlines()]
-    build_dataset(records, root / "dataset-full", marker=True, verify=False)
+    sample = load_valid_records(root / "sample" / "sample.jsonl", BUILD_CHECKS, purpose="building")
+    build_dataset(sample.values, root / "dataset-sample", distribution=sampled.report, marker=True, verify=False, source=sample)
+    full = load_valid_records(root / "all.jsonl", BUILD_CHECKS, purpose="building")
+    build_dataset(full.values, root / "dataset-full", marker=True, verify=False, source=full)
     merged, gguf = root / "merged", root / "gguf"
     merged.mkdir()
     gguf.mkdir()

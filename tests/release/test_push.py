@@ -23,7 +23,9 @@ from huggingface_hub import HfApi, snapshot_download  # noqa: E402
 from apto_release.dataset.build import BUILD_MARKER, build_dataset  # noqa: E402
 from apto_release.dataset.example import write_example_data  # noqa: E402
 from apto_release.dataset.sample import SampleOptions, sample_file  # noqa: E402
+from apto_release.dataset.validate import ValidateOptions, load_valid_records  # noqa: E402
 from apto_release.errors import InputError, UsageError  # noqa: E402
+from apto_release.io import sha256_file  # noqa: E402
 from apto_release.release.manifest import load_manifest  # noqa: E402
 from apto_release.release.push import (  # noqa: E402
     PushError,
@@ -53,6 +55,8 @@ def _card(kind: str) -> str:
     )
 
 
+BUILD_CHECKS = ValidateOptions(near_duplicates=False)  # what 'dataset build' checks
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     with LocalHub(tmp_path_factory.mktemp("hub")) as hub:
@@ -78,9 +82,10 @@ def datasets_src(tmp_path_factory) -> Path:
     data = root / "all.jsonl"
     write_example_data(data, n=240, seed=3)
     sampled = sample_file(data, root / "sample", SampleOptions(n=40, seed=1))
-    build_dataset(sampled.records, root / "dataset-sample", distribution=sampled.report, marker=True, verify=False)
-    records = [json.loads(line) for line in data.read_text("utf-8").splitlines()]
-    build_dataset(records, root / "dataset-full", marker=True, verify=False)
+    sample = load_valid_records(root / "sample" / "sample.jsonl", BUILD_CHECKS, purpose="building")
+    build_dataset(sample.values, root / "dataset-sample", distribution=sampled.report, marker=True, verify=False, source=sample)
+    full = load_valid_records(data, BUILD_CHECKS, purpose="building")
+    build_dataset(full.values, root / "dataset-full", marker=True, verify=False, source=full)
     return root
 
 
@@ -358,6 +363,41 @@ def test_build_marker_says_sample_or_full(datasets_src):
     assert sample["kind"] == "sample" and sample["rows"] == 40 and sample["sample_of"] == distribution["input_sha256"]
     full = json.loads((datasets_src / "dataset-full" / BUILD_MARKER).read_text())
     assert full["kind"] == "full" and full["rows"] == 240 and full["sample_of"] is None and full["toolkit"]
+    # Each names the bytes it was built from, which passed validation.
+    assert sample["records"] == {"file": "sample.jsonl", "sha256": sha256_file(datasets_src / "sample" / "sample.jsonl"),
+                                 "validation": "PASSED"}
+    assert full["records"]["sha256"] == sha256_file(datasets_src / "all.jsonl") == distribution["input_sha256"]
+    assert full["records"]["validation"] in ("PASSED", "PASSED with warnings")
+
+
+@pytest.mark.parametrize("key", ["full", "sample"])
+@pytest.mark.parametrize("damage", ["no marker", "no records hash", "failed validation", "rows changed"])
+def test_a_dataset_folder_whose_marker_names_no_validated_records_is_refused(hub, api, tmp_path, datasets_src, key, damage):
+    """Every dataset repo, the private full set included, must come from records that passed validation."""
+    manifest = load_manifest(make_release(tmp_path, datasets_src))
+    folder = manifest.datasets[key].folder
+    marker_path = folder / BUILD_MARKER
+    marker = json.loads(marker_path.read_text())
+    if damage == "no marker":
+        marker_path.unlink()
+        expected = f"has no {BUILD_MARKER}"
+    else:
+        if damage == "no records hash":  # a folder built by build_dataset without the loader, or by an older version
+            marker["records"] = None
+            expected = "names no records file SHA-256, so it was not built from validated records"
+        elif damage == "failed validation":
+            marker["records"]["validation"] = "FAILED"
+            expected = "did not pass validation"
+        else:
+            marker["rows"] += 1
+            expected = "the folder changed after it was built"
+        marker_path.write_text(json.dumps(marker))
+    hub.clear_requests()
+    for attempt in (lambda: push(manifest, api=api, only=[f"dataset.{key}"]), lambda: plan_push(manifest, api=api)):
+        with pytest.raises(UsageError, match=re.escape(expected)) as info:
+            attempt()
+        assert manifest.datasets[key].repo in str(info.value)
+    assert hub.requests == []  # refused before any request
 
 
 # --- faults -----------------------------------------------------------------------------------
