@@ -160,3 +160,23 @@ def test_push_cli_usage_errors(hub, release, tmp_path):
     assert hub.requests == []
     proc = run(hub, tmp_path, "push", "--manifest", release, env={"HF_TOKEN": ""})
     assert proc.returncode == 2 and "no Hugging Face token" in proc.stderr
+
+
+def test_push_cli_keeps_files_that_are_not_ours_unless_pruned(hub, release, tmp_path):
+    proc = run(hub, tmp_path, "push", "--manifest", release, "--only", "dataset.full")
+    assert proc.returncode == 0, proc.stderr
+    hub.api().upload_file(path_or_fileobj=b"Read me first\n", path_in_repo="NOTICE.md", repo_id="cli-org/full",
+                          repo_type="dataset", commit_message="a maintainer's notice")
+    manifest = release.parent / "release-prune.toml"
+    manifest.write_text(release.read_text().replace('version = "1.0.0"', 'version = "1.0.2"'))
+
+    proc = run(hub, tmp_path, "push", "--manifest", manifest, "--only", "dataset.full", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].endswith("; kept: NOTICE.md, not ours")
+    assert "  kept    NOTICE.md" in proc.stdout and "(not ours; --prune deletes it)" in proc.stdout
+
+    proc = run(hub, tmp_path, "push", "--manifest", manifest, "--only", "dataset.full", "--prune")
+    assert proc.returncode == 0, proc.stderr
+    assert "(0 added, 0 changed, 1 deleted" in proc.stdout and "kept:" not in proc.stdout
+    state = hub.repo_state("cli-org/full", "dataset")
+    assert "NOTICE.md" not in state["commits"][state["branches"]["main"]]["tree"]
