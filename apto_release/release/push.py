@@ -531,7 +531,7 @@ def files_description(plan: RepoPlan) -> str:
 
 def parse_files_description(message: str) -> set[tuple[str, str]]:
     """(path, content id) of every file a commit description of ours lists (empty: not ours)."""
-    head, sep, body = (message or "").partition(FILES_HEADER)
+    _, sep, body = (message or "").partition(FILES_HEADER)
     found: set[tuple[str, str]] = set()
     if not sep:
         return found
