@@ -156,8 +156,8 @@ def dataset_build_command(input_path, out_dir, report, repo_id, pretty_name, lic
     import json
 
     from apto_release.dataset.build import CardOptions, build_dataset
-    from apto_release.dataset.validate import validate_file
-    from apto_release.errors import InputError, UsageError, ValidationFailed
+    from apto_release.dataset.validate import load_valid_records
+    from apto_release.errors import InputError, UsageError
 
     if out_dir.exists() and not overwrite:
         raise UsageError("the output folder already exists", path=out_dir, hint="choose another -o or pass --overwrite")
@@ -181,12 +181,11 @@ def dataset_build_command(input_path, out_dir, report, repo_id, pretty_name, lic
             raise InputError(f"cannot read the sample report: {exc}", path=report) from exc
         if not isinstance(distribution, dict) or "categories" not in distribution:
             raise InputError("not a distribution report from 'apto-release sample'", path=report, field="categories")
-    validation = validate_file(input_path, dataclasses.replace(_validate_options(**kwargs), near_duplicates=False), keep_records=True)
-    if not validation.report.ok:
-        raise ValidationFailed(f"{validation.report.failure_summary()}; fix them before building", path=input_path, report=validation.report)
-    records = [record for _, record in validation.records]
+    # Near-duplicate prompts are warnings ('validate' reports them); they do not decide what is built.
+    valid = load_valid_records(input_path, dataclasses.replace(_validate_options(**kwargs), near_duplicates=False), purpose="building")
     result = build_dataset(
-        records, out_dir, options=options, distribution=distribution, overwrite=overwrite, verify=not no_verify, marker=True
+        valid.values, out_dir, options=options, distribution=distribution, overwrite=overwrite, verify=not no_verify, marker=True,
+        source=valid,
     )
     click.echo(f"Built {out_dir}/ with {result.rows:,} rows:")
     for category, count in result.rows_per_category.items():

@@ -14,12 +14,17 @@ import click
 @click.option("--only", multiple=True, metavar="NAME",
               help="Only this target: dataset.sample, dataset.full or a model's name (its model, GGUF and adapter repos). Repeatable.")
 @click.option("--dry-run", is_flag=True, help="Compare with the remote repos and list what would change; write nothing.")
-def push_command(manifest_path, only, dry_run):
+@click.option("--prune", is_flag=True,
+              help="Also delete remote files that no release of ours published (by default they are kept and listed).")
+def push_command(manifest_path, only, dry_run, prune):
     """Publish the release: each repo gets one commit with all its changes, then the tag v<version>.
 
     Compares the local files' checksums with the remote's, so unchanged files are not uploaded and
-    an unchanged release makes no commit. A public dataset repo only takes the validated sample
-    (the marker written by 'dataset build --report', at most max_rows rows). The token comes from
+    an unchanged release makes no commit. A remote file the folder lacks is deleted only when a
+    release of ours published it (our commits list their files); anything else is kept and
+    listed ("kept: NOTICE.md, not ours") unless --prune is given. Every dataset folder must come
+    from validated records (the marker written by 'dataset build'); a public dataset repo only
+    takes the sample (built with --report, at most max_rows rows). The token comes from
     HF_TOKEN or the local login; HF_ENDPOINT is honoured. A Markdown summary is appended to
     $GITHUB_STEP_SUMMARY when it is set. Exit 2 for a problem with the inputs, 1 when a push fails.
     """
@@ -42,7 +47,7 @@ def push_command(manifest_path, only, dry_run):
                 click.echo(line)
 
     try:
-        results = push(manifest, only=only or None, dry_run=dry_run, on_result=show)
+        results = push(manifest, only=only or None, dry_run=dry_run, on_result=show, prune=prune)
     except PushError as exc:
         if os.environ.get("GITHUB_STEP_SUMMARY"):
             append_step_summary(step_summary(exc.results, tag=manifest.tag, error=str(exc)))

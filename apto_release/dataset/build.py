@@ -31,13 +31,16 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apto_release import schema
 from apto_release.dataset.card import CardOptions, config_names, configs_metadata, render_dataset_card
 from apto_release.dataset.parquet import metadata_keys
 from apto_release.errors import BuildError, InputError, UsageError
 from apto_release.io import atomic_dir
+
+if TYPE_CHECKING:
+    from apto_release.dataset.validate import ValidRecords
 
 SPLIT = "train"
 SHARD_NAME = "train-00000-of-00001.parquet"
@@ -281,6 +284,7 @@ def build_dataset(
     overwrite: bool = False,
     verify: bool = True,
     marker: bool = False,
+    source: ValidRecords | None = None,
 ) -> BuildResult:
     """Write the Hub release folder of ``records`` (already validated schema-v1 records) to ``out_dir``.
 
@@ -289,8 +293,11 @@ def build_dataset(
 
     ``marker`` also writes ``BUILD_MARKER`` (hidden, so never uploaded): ``{"kind": "sample" when
     built with a distribution report else "full", "rows", "sample_of": the report's input_sha256
-    or null, "toolkit": version}``; ``apto-release push`` refuses a public dataset repo without a
-    sample marker.
+    or null, "toolkit": version, "records": {"file", "sha256", "validation"}}``. The ``records``
+    entry comes only from ``source``, the ``load_valid_records`` result the records were taken
+    from (the SHA-256 of the bytes that passed, and the verdict); without one it is null.
+    ``apto-release push`` refuses a dataset folder whose marker does not name a records file
+    that validated, and a public dataset repo without a sample marker.
 
     Raises:
         UsageError: ``out_dir`` exists and ``overwrite`` is not set; no records; the
@@ -345,8 +352,10 @@ def build_dataset(
                 from apto_release import __version__
 
                 sample_of = distribution.get("input_sha256") if distribution else None
+                validated = None if source is None else {
+                    "file": source.path.name, "sha256": source.sha256, "validation": source.report.status}
                 provenance = {"kind": "sample" if distribution else "full", "rows": sum(counts.values()),
-                              "sample_of": sample_of, "toolkit": __version__}
+                              "sample_of": sample_of, "toolkit": __version__, "records": validated}
                 (tmp / BUILD_MARKER).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
     except FileExistsError as e:
         if e.args != (out_dir,):

@@ -22,8 +22,8 @@ from typing import Any
 
 from apto_release import schema
 from apto_release.dataset.findings import PERSONAL_DATA_RULES
-from apto_release.dataset.validate import ValidateOptions, validate_file
-from apto_release.errors import UsageError, ValidationFailed
+from apto_release.dataset.validate import ValidateOptions, load_valid_records
+from apto_release.errors import UsageError
 
 #: Fields a sample can be stratified by (and ``metadata.KEY``).
 STRATIFIABLE = ("category", "has_jailbreak", "harm_category", "judge_score", "harmful_prefix")
@@ -276,21 +276,15 @@ def sample_file(
     from dataclasses import replace
 
     from apto_release.dataset.parquet import write_records_parquet
-    from apto_release.io import atomic_dir, dump_jsonl_line, sha256_file, write_json, write_text
+    from apto_release.io import atomic_dir, dump_jsonl_line, write_json, write_text
 
     check_by(options.by)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise UsageError("the output folder already exists", path=out_dir, hint="choose another -o or pass --overwrite")
     # Near-duplicate prompts are warnings and do not decide eligibility, so the sampler skips them.
-    validation = validate_file(path, replace(validate_options, near_duplicates=False), keep_records=True)
+    validation = load_valid_records(path, replace(validate_options, near_duplicates=False), purpose="sampling")
     report = validation.report
-    if not report.ok:
-        raise ValidationFailed(
-            f"{report.failure_summary()}; fix them (see 'apto-release validate') before sampling",
-            path=path,
-            report=report,
-        )
     personal = {}
     for finding in report.findings:
         if finding.rule in PERSONAL_DATA_RULES and finding.line is not None:
@@ -305,7 +299,7 @@ def sample_file(
     sample, distribution = draw(pool, options)
     distribution = {
         "input": Path(path).name,  # the name, not the machine's path: the hash says which file
-        "input_sha256": sha256_file(path),
+        "input_sha256": validation.sha256,  # of the bytes that validated
         "input_count": report.records,
         **distribution,
         "excluded_personal_data": excluded,

@@ -21,7 +21,7 @@ from apto_release import schema
 from apto_release.dataset import neardup, text
 from apto_release.dataset.findings import RULES, Finding, ValidationReport
 from apto_release.dataset.records import DEFAULT_MAX_RECORD_BYTES, RawRecord, read_records
-from apto_release.errors import InputError
+from apto_release.errors import InputError, ValidationFailed
 
 #: With ``--expected-count``, a count more than this share away is reported.
 DEFAULT_COUNT_TOLERANCE = 0.10
@@ -399,6 +399,59 @@ def validate_file(path: str | Path, options: ValidateOptions = ValidateOptions()
         path=str(path),
         keep_records=keep_records,
     )
+
+
+@dataclass
+class ValidRecords(ValidationResult):
+    """Records that passed validation, with the file they came from and its SHA-256 (what a build
+    marker names)."""
+
+    path: Path = Path()
+    sha256: str = ""
+
+    @property
+    def values(self) -> list[dict[str, Any]]:
+        """The records, without their line numbers."""
+        return [record for _, record in self.records]
+
+
+def load_valid_records(path: str | Path, options: ValidateOptions, *, purpose: str) -> ValidRecords:
+    """The records of ``path`` if it passes validation under ``options``; the one gate every stage
+    that reads records goes through (sample, dataset build, train, the release's data jobs).
+
+    The options are the caller's to state (no default): the stages differ on purpose, e.g. sampling
+    and building skip near duplicates (warnings, checked by ``validate``), the CLI passes the
+    user's judge gate. ``purpose`` ends the refusal's message: "fix them before {purpose}".
+
+    The file's SHA-256 is taken before reading it, and the file must not change while it is read,
+    so the hash names exactly the bytes that validated.
+
+    Raises:
+        ValidationFailed: the report is not ok (errors, or warnings under ``strict``); ``.report``
+            holds the findings. Nothing is returned, so nothing can be built from the records.
+        InputError: the file cannot be read, or it changed while it was validated.
+    """
+    from apto_release.io import sha256_file
+
+    path = Path(path)
+    before = _file_identity(path)
+    sha256 = sha256_file(path) if before is not None else ""
+    result = validate_file(path, options, keep_records=True)  # raises InputError for a missing file
+    if _file_identity(path) != before:
+        raise InputError("the file changed while it was validated", path=path, hint="run again once it is written")
+    report = result.report
+    if not report.ok:
+        raise ValidationFailed(f"{report.failure_summary()}; fix them (see 'apto-release validate') before {purpose}",
+                               path=path, report=report)
+    return ValidRecords(report, result.records, path=path, sha256=sha256)
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 # --- loading the option files -------------------------------------------------------------------

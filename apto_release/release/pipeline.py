@@ -325,16 +325,15 @@ class _Plan:
             import json
 
             from apto_release.dataset.build import build_dataset
-            from apto_release.dataset.validate import ValidateOptions, validate_file
+            from apto_release.dataset.validate import ValidateOptions, load_valid_records
 
-            if key == "sample":
-                records = [json.loads(line) for line in sample_file_path().read_text("utf-8").splitlines()]
-                distribution = json.loads(distribution_path().read_text("utf-8"))
-            else:
-                validated = validate_file(self._data().records, ValidateOptions(near_duplicates=False), keep_records=True)
-                records, distribution = [r for _, r in validated.records], None
-            result = build_dataset(records, target.folder, options=self._card_options(key), distribution=distribution,
-                                   overwrite=True, marker=True)
+            # Whatever the selected stages, nothing is built from records that fail validation (as in
+            # 'dataset build'); near duplicates are warnings, left to the validate stage.
+            source = sample_file_path() if key == "sample" else self._data().records
+            valid = load_valid_records(source, ValidateOptions(near_duplicates=False), purpose="building the dataset")
+            distribution = json.loads(distribution_path().read_text("utf-8")) if key == "sample" else None
+            result = build_dataset(valid.values, target.folder, options=self._card_options(key), distribution=distribution,
+                                   overwrite=True, marker=True, source=valid)
             return f"{result.rows:,} rows, configs {', '.join(result.configs)}; loaded back with datasets"
 
         deps = ("sample:data",) if key == "sample" else ("validate:data",)

@@ -10,21 +10,29 @@ How a push goes:
 1. **Local checks, before any request**: every folder exists and holds its files (hidden files and
    folders, names starting with ``.``, and caches are never uploaded); each GGUF type listed has
    its file; each card's YAML is checked (``release.cards.check_card`` for model repos; a dataset
-   card must parse and have ``configs``); the **public-repo guard**: a folder pushed to a public
-   dataset repo must carry ``dataset build``'s marker ``.apto-build.json`` saying it is the
-   validated sample, and its Parquet files (counted from their metadata) must hold no more rows
-   than the manifest's ``max_rows``. Every local file gets its SHA-256 (and, under 10 MB, its git
+   card must parse and have ``configs``); every dataset folder, private ones included, must carry
+   ``dataset build``'s marker ``.apto-build.json`` naming the SHA-256 of a records file that passed
+   validation, and hold the rows it counted; the **public-repo guard**: a folder pushed to a
+   public dataset repo must be the sample, and its Parquet files (counted from their metadata)
+   must hold no more rows than the manifest's ``max_rows``. Every local file gets its SHA-256 (and, under 10 MB, its git
    blob SHA-1).
 2. **Plan** (read only: repo info, the recursive tree at the head, the refs): each local file is
    *add*, *change* or *keep* by comparing checksums with the remote's (``lfs.sha256`` of LFS
-   files, ``blob_id`` of regular ones); remote files the folder lacks are *delete* (hidden remote
-   files such as ``.gitattributes`` are left alone). A tag ``v<version>`` that already exists must
+   files, ``blob_id`` of regular ones). A remote file the folder lacks is *delete* only when a
+   release of ours published it, unchanged since: our commits list the release's files (path,
+   SHA-256, git blob SHA-1) in their description, and the plan reads them back from the branch's
+   history (``list_repo_commits``). Anything else (a maintainer's ``NOTICE.md``, a file committed
+   while the push ran) is *kept* and reported (``kept: NOTICE.md, not ours``), unless ``prune``
+   is set. Hidden remote files such as ``.gitattributes`` are left alone. The history, not the
+   state file, decides: a fresh CI machine has no state file, and the history is what the repo
+   really holds (including commits another machine made). A tag ``v<version>`` that already exists must
    point at the head and the head must match the folder; otherwise the release is refused before
    anything is written (bump the version).
 3. **Publish**, repo after repo: create the repo with the manifest's visibility, set its gating,
    then one ``create_commit`` with every addition and deletion, on top of the head it planned
    against (``parent_commit``). On 429, 5xx and 412 (someone pushed meanwhile) it re-reads the
-   head, re-plans and tries again (bounded, short backoff, ``Retry-After`` honoured but capped);
+   head, re-plans (so a file another writer committed meanwhile is kept, not deleted) and tries
+   again (bounded, short backoff, ``Retry-After`` honoured but capped);
    a re-plan that finds nothing left to do means the earlier commit went through, so there is
    never a duplicate commit. The new tree is then compared with the local files, and the tag is
    created (or kept, when it already points at that commit).
@@ -57,6 +65,10 @@ GIT_SHA1_LIMIT = 10_000_000
 CACHE_DIRS = frozenset({"__pycache__"})
 BUILD_MARKER = ".apto-build.json"  # written by ``dataset build`` (``dataset.build.BUILD_MARKER``)
 README = "README.md"
+#: Our commits list the release's files in their description, after this line (one
+#: ``<sha256> <git blob sha1 or -> <path>`` a line): the Hub's history then says which files a
+#: release of ours published, on any machine, with or without the state file.
+FILES_HEADER = "apto-release files (sha256, git blob sha1, path):"
 RETRYABLE = frozenset({408, 412, 429, 500, 502, 503, 504})
 RETRY_AFTER_CAP = 10.0  # seconds: a longer Retry-After is cut to this
 DEFAULT_ATTEMPTS = 4
@@ -228,6 +240,43 @@ def count_parquet_rows(files: Iterable[Path]) -> int:
     return total
 
 
+def read_build_marker(target: Target, files: Sequence[Path]) -> tuple[dict[str, Any], int]:
+    """The provenance guard of every dataset repo, private full set included: the folder must carry
+    ``dataset build``'s marker naming the SHA-256 of a records file that passed validation, and its
+    Parquet files must hold the rows the marker counted. Returns (the marker, the row count).
+
+    The marker's ``records`` entry is written only by a build that took its records from
+    ``load_valid_records`` (``dataset build``, the release's dataset jobs), after they passed; a
+    folder built otherwise, or by a version of apto-release before the entry existed, is refused.
+    Raises ``UsageError`` (before any request) otherwise.
+    """
+    where = f"refusing to push {target.folder} to the dataset repo {target.repo_id}"
+    hint = "build it with 'apto-release dataset build' (or the release's dataset stage), which validates the records first"
+    marker_path = target.folder / BUILD_MARKER
+    try:
+        marker = json.loads(marker_path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{where}: it has no {BUILD_MARKER}, so nothing says its records were validated", hint=hint) from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{where}: {BUILD_MARKER} cannot be read ({exc})", hint=hint) from None
+    if not isinstance(marker, dict):
+        raise UsageError(f"{where}: {BUILD_MARKER} is not a JSON object", hint=hint)
+    records = marker.get("records")
+    sha = records.get("sha256") if isinstance(records, dict) else None
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise UsageError(f"{where}: {BUILD_MARKER} names no records file SHA-256, so it was not built from validated records",
+                         hint=hint)
+    verdict = records.get("validation")
+    if verdict not in ("PASSED", "PASSED with warnings"):
+        raise UsageError(f"{where}: {BUILD_MARKER} says its records file {str(records.get('file') or '')!r} "
+                         f"(SHA-256 {sha[:12]}…) did not pass validation ({verdict!r})", hint=hint)
+    rows = count_parquet_rows(p for p in files if p.suffix == ".parquet")
+    if marker.get("rows") != rows:
+        raise UsageError(f"{where}: its Parquet files hold {rows:,} rows but {BUILD_MARKER} says {marker.get('rows')}: "
+                         "the folder changed after it was built", hint="build it again")
+    return marker, rows
+
+
 def check_public_dataset(target: Target, files: Sequence[Path]) -> int:
     """The public-repo guard: only the validated sample, with at most ``max_rows`` rows, goes public.
 
@@ -236,23 +285,15 @@ def check_public_dataset(target: Target, files: Sequence[Path]) -> int:
     where = f"refusing to push {target.folder} to the public dataset repo {target.repo_id}"
     build_hint = ("publish only the sample built with 'apto-release dataset build SAMPLE.jsonl --report distribution.json'; "
                   "the full set belongs in a private repo")
-    marker_path = target.folder / BUILD_MARKER
-    try:
-        marker = json.loads(marker_path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{where}: it has no {BUILD_MARKER}, so it is not a validated sample", hint=build_hint) from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{where}: {BUILD_MARKER} cannot be read ({exc})", hint=build_hint) from None
-    if not isinstance(marker, dict) or marker.get("kind") != "sample":
-        kind = marker.get("kind") if isinstance(marker, dict) else None
-        raise UsageError(f"{where}: it was built as the {kind or 'unknown'} set, not as the sample (no distribution report)", hint=build_hint)
-    rows = count_parquet_rows(p for p in files if p.suffix == ".parquet")
+    if not (target.folder / BUILD_MARKER).is_file():
+        raise UsageError(f"{where}: it has no {BUILD_MARKER}, so it is not a validated sample", hint=build_hint)
+    marker, rows = read_build_marker(target, files)
+    if marker.get("kind") != "sample":
+        raise UsageError(f"{where}: it was built as the {marker.get('kind') or 'unknown'} set, not as the sample (no distribution report)",
+                         hint=build_hint)
     limit = target.max_rows
     if limit is not None and rows > limit:
         raise UsageError(f"{where}: its Parquet files hold {rows:,} rows, more than max_rows = {limit:,}", hint=build_hint)
-    if marker.get("rows") != rows:
-        raise UsageError(f"{where}: its Parquet files hold {rows:,} rows but {BUILD_MARKER} says {marker.get('rows')}: "
-                         "the folder changed after it was built", hint="build it again")
     return rows
 
 
@@ -286,8 +327,8 @@ def prepare(target: Target, hasher: Hasher = hash_file) -> Prepared:
     if problems:
         raise InputError(f"the {target.role} card is not valid: " + "; ".join(problems), path=card)
     rows = None
-    if target.repo_type == "dataset" and not target.private:
-        rows = check_public_dataset(target, paths)
+    if target.repo_type == "dataset":
+        rows = read_build_marker(target, paths)[1] if target.private else check_public_dataset(target, paths)
     files = {}
     for path in paths:
         info = hasher(path)
@@ -304,6 +345,7 @@ def prepare(target: Target, hasher: Hasher = hash_file) -> Prepared:
 class FileChange:
     path: str
     size: int  # the local size; the remote size for a deletion
+    reason: str = ""  # a kept remote file: why it is not deleted ("not ours", "changed since our release")
 
 
 @dataclass
@@ -318,6 +360,9 @@ class RepoPlan:
     change: list[FileChange] = field(default_factory=list)
     delete: list[FileChange] = field(default_factory=list)
     keep: list[FileChange] = field(default_factory=list)
+    #: Remote files the folder lacks that no release of ours published (or that changed since):
+    #: left in place and reported, unless the push prunes.
+    kept: list[FileChange] = field(default_factory=list)
     tag_commit: str | None = None  # where the tag points now (None: no tag yet)
     remote_private: bool | None = None
     remote_gated: str | bool | None = None
@@ -468,7 +513,51 @@ def _same(local: LocalFile, remote: Any) -> bool:
     return remote.size == local.size and local.git_sha1 is not None and remote.blob_id == local.git_sha1
 
 
-def _plan(session: _Session, prepared: Prepared, tag: str) -> RepoPlan:
+def _content_id(entry: Any) -> str:
+    """What identifies a remote file's content: its LFS SHA-256, or its git blob SHA-1."""
+    lfs = getattr(entry, "lfs", None)
+    return lfs.sha256 if lfs is not None else entry.blob_id
+
+
+def files_description(plan: RepoPlan) -> str:
+    """The ``FILES_HEADER`` block of our commit's description: every file of the release."""
+    lines = [FILES_HEADER]
+    for path, f in sorted(plan.local.items()):
+        if "\n" in path or "\r" in path:  # pragma: no cover - the Hub refuses such names anyway
+            continue
+        lines.append(f"{f.sha256} {f.git_sha1 or '-'} {path}")
+    return "\n".join(lines)
+
+
+def parse_files_description(message: str) -> set[tuple[str, str]]:
+    """(path, content id) of every file a commit description of ours lists (empty: not ours)."""
+    _, sep, body = (message or "").partition(FILES_HEADER)
+    found: set[tuple[str, str]] = set()
+    if not sep:
+        return found
+    for line in body.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) != 3 or not re.fullmatch(r"[0-9a-f]{64}", parts[0]):
+            continue
+        found.add((parts[2], parts[0]))
+        if re.fullmatch(r"[0-9a-f]{40}", parts[1]):
+            found.add((parts[2], parts[1]))
+    return found
+
+
+def _published_by_us(session: _Session, target: Target, head: str) -> set[tuple[str, str]]:
+    """(path, content id) of every file a release of ours published on the branch up to ``head``,
+    read from our commits' descriptions (``list_repo_commits``)."""
+    api = session.api
+    commits = session.call("reading the history", target.repo_id, lambda: api.list_repo_commits(
+        target.repo_id, repo_type=target.repo_type, revision=head))
+    ours: set[tuple[str, str]] = set()
+    for commit in commits:
+        ours |= parse_files_description(commit.message)
+    return ours
+
+
+def _plan(session: _Session, prepared: Prepared, tag: str, prune: bool = False) -> RepoPlan:
     from huggingface_hub.errors import RepositoryNotFoundError
 
     target, api = prepared.target, session.api
@@ -491,7 +580,17 @@ def _plan(session: _Session, prepared: Prepared, tag: str) -> RepoPlan:
             plan.keep.append(FileChange(path, local.size))
         else:
             plan.change.append(FileChange(path, local.size))
-    plan.delete = [FileChange(p, int(e.size or 0)) for p, e in sorted(remote.items()) if p not in prepared.files]
+    absent = {p: e for p, e in sorted(remote.items()) if p not in prepared.files}
+    # Only files that a release of ours published, unchanged since, are deleted: anything else
+    # (a maintainer's NOTICE.md, a file committed while this push ran) is kept and reported.
+    ours = _published_by_us(session, target, head) if absent and not prune else set()
+    our_paths = {p for p, _ in ours}
+    for path, entry in absent.items():
+        size = int(entry.size or 0)
+        if prune or (path, _content_id(entry)) in ours:
+            plan.delete.append(FileChange(path, size))
+        else:
+            plan.kept.append(FileChange(path, size, "changed since our release" if path in our_paths else "not ours"))
     refs = session.call("reading the tags", target.repo_id, lambda: api.list_repo_refs(target.repo_id, repo_type=target.repo_type))
     plan.tag_commit = next((t.target_commit for t in refs.tags if t.name == tag), None)
     return plan
@@ -504,11 +603,12 @@ def _prepare_all(manifest: Manifest, only: Iterable[str] | None, hasher: Hasher 
     return [prepare(t, hasher) for t in selected]
 
 
-def plan_push(manifest: Manifest, *, only: Iterable[str] | None = None, api=None, hasher: Hasher = hash_file) -> list[RepoPlan]:
+def plan_push(manifest: Manifest, *, only: Iterable[str] | None = None, api=None, hasher: Hasher = hash_file,
+              prune: bool = False) -> list[RepoPlan]:
     """Check the local folders and compare them with the remote repos; read-only (dry run)."""
     session = _Session(_api(api), attempts=DEFAULT_ATTEMPTS, backoff=1.0)
     prepared = _prepare_all(manifest, only, hasher)
-    return [_plan(session, p, manifest.tag) for p in prepared]
+    return [_plan(session, p, manifest.tag, prune) for p in prepared]
 
 
 def _api(api):
@@ -567,7 +667,8 @@ def _ensure_repo(session: _Session, plan: RepoPlan) -> None:
 def _verify(session: _Session, plan: RepoPlan, commit: str) -> None:
     remote = _remote_files(session, plan.target, commit)
     problems = [p for p, f in plan.local.items() if p not in remote or not _same(f, remote[p])]
-    problems += [f"{p} (not in the folder)" for p in remote if p not in plan.local]
+    kept = {f.path for f in plan.kept}
+    problems += [f"{p} (not in the folder)" for p in remote if p not in plan.local and p not in kept]
     if problems:
         raise PushError(f"after commit {commit[:12]} the remote files differ from the local ones: {', '.join(sorted(problems)[:5])}",
                         repo=plan.repo_id)
@@ -600,14 +701,14 @@ def _tag(session: _Session, plan: RepoPlan, commit: str) -> str:
                     repo=target.repo_id, hint=hint)
 
 
-def _publish(session: _Session, prepared: Prepared, plan: RepoPlan, version_tag: str) -> RepoResult:
+def _publish(session: _Session, prepared: Prepared, plan: RepoPlan, version_tag: str, prune: bool = False) -> RepoResult:
     """Create/configure the repo, commit (retrying safely), verify, tag."""
     from huggingface_hub.errors import HfHubHTTPError
 
     api, target = session.api, prepared.target
     _ensure_repo(session, plan)
     if not plan.exists:
-        plan = _plan(session, prepared, version_tag)
+        plan = _plan(session, prepared, version_tag, prune)
     attempted: RepoPlan | None = None  # the plan of the last commit sent (it may have gone through unseen)
     commit = None
     attempt = 0
@@ -624,7 +725,8 @@ def _publish(session: _Session, prepared: Prepared, plan: RepoPlan, version_tag:
         try:
             info = api.create_commit(
                 target.repo_id, _operations(plan), commit_message=f"Release {version_tag}",
-                commit_description=f"{target.role} files of release {version_tag}, pushed by apto-release.",
+                commit_description=f"{target.role} files of release {version_tag}, pushed by apto-release.\n\n"
+                                   + files_description(plan),
                 repo_type=target.repo_type, revision="main", parent_commit=plan.head,
             )
             commit = info.oid
@@ -641,7 +743,7 @@ def _publish(session: _Session, prepared: Prepared, plan: RepoPlan, version_tag:
                 session.sleep(session.wait(exc, attempt))
             else:
                 raise PushError(f"the commit failed: {session.describe(exc)}", repo=target.repo_id) from None
-        plan = _plan(session, prepared, version_tag)  # re-read the head and plan again
+        plan = _plan(session, prepared, version_tag, prune)  # re-read the head (and our history) and plan again
     if result.status == "committed":
         done = result.plan
         result.added, result.changed, result.deleted = len(done.add), len(done.change), len(done.delete)
@@ -662,8 +764,12 @@ def push(
     progress: bool | None = None,
     on_result: Callable[[RepoResult], None] | None = None,
     hasher: Hasher = hash_file,
+    prune: bool = False,
 ) -> list[RepoResult]:
     """Publish the release's repos (see the module docstring); ``dry_run``: plan only, write nothing.
+
+    ``prune``: also delete remote files that no release of ours published (by default they are
+    kept, and listed in each plan's ``kept``).
 
     ``api``: an ``HfApi`` (default: one from the environment). ``attempts``/``backoff``: the commit
     retry policy. ``progress``: the client's upload bars (None: when stderr is a terminal).
@@ -682,7 +788,7 @@ def push(
     try:
         prepared = _prepare_all(manifest, only, hasher)
         with progress_bars(progress):
-            plans = [_plan(session, p, manifest.tag) for p in prepared]
+            plans = [_plan(session, p, manifest.tag, prune) for p in prepared]
             if dry_run:
                 results = [RepoResult(p, "planned", commit=p.head, added=len(p.add), changed=len(p.change),
                                       deleted=len(p.delete), bytes_uploaded=p.upload_bytes,
@@ -699,7 +805,7 @@ def push(
             results: list[RepoResult] = []
             for i, (prep, plan) in enumerate(zip(prepared, plans)):
                 try:
-                    result = _publish(session, prep, plan, manifest.tag)
+                    result = _publish(session, prep, plan, manifest.tag, prune)
                 except PushError as exc:
                     failed = RepoResult(plan, "failed", error=exc.message)
                     rest = [RepoResult(p, "not started") for p in plans[i + 1:]]
@@ -743,18 +849,25 @@ def summary_line(result: RepoResult) -> str:
         text = (f"{head} ({where}): would commit {counts} ({human_size(result.bytes_uploaded)} to upload)"
                 if plan.changed else f"{head}: unchanged at {(plan.head or '?')[:12]}")
         tag = "new" if plan.tag_commit is None else "CONFLICT" if plan.tag_conflict else "kept"
-        return f"{text}; tag {plan.tag}: {tag}" + (f" ({plan.tag_conflict})" if plan.tag_conflict else "")
+        return f"{text}; tag {plan.tag}: {tag}" + (f" ({plan.tag_conflict})" if plan.tag_conflict else "") + kept_text(plan)
     else:
         return f"{head}: {result.status}" + (f": {result.error}" if result.error else "")
-    return text + (f", tag {plan.tag} {result.tag_action}" if result.tag_action else "")
+    return text + (f", tag {plan.tag} {result.tag_action}" if result.tag_action else "") + kept_text(plan)
+
+
+def kept_text(plan: RepoPlan) -> str:
+    """``; kept: NOTICE.md, not ours`` for the remote files the push leaves in place (or nothing)."""
+    return "".join(f"; kept: {f.path}, {f.reason}" for f in plan.kept)
 
 
 def plan_lines(plan: RepoPlan) -> list[str]:
     """The dry run's file list of one repo: action, path, size."""
     rows = [(action, f) for action, files in (("add", plan.add), ("change", plan.change), ("delete", plan.delete),
                                                 ("keep", plan.keep)) for f in files]
+    rows += [("kept", f) for f in plan.kept]
     width = max((len(f.path) for _, f in rows), default=0)
-    return [f"  {action:<7} {f.path:<{width}}  {human_size(f.size)}" for action, f in rows]
+    return [f"  {action:<7} {f.path:<{width}}  {human_size(f.size)}" + (f"  ({f.reason}; --prune deletes it)" if f.reason else "")
+            for action, f in rows]
 
 
 def step_summary(results: Sequence[RepoResult], *, tag: str, error: str | None = None, dry_run: bool = False) -> str:
@@ -767,6 +880,9 @@ def step_summary(results: Sequence[RepoResult], *, tag: str, error: str | None =
         tag_cell = f"{r.plan.tag} ({r.tag_action})" if r.tag_action else ""
         lines.append(f"| `{r.repo_id}` ({r.plan.target.role}) | {r.status} | {commit} | {r.added} | {r.changed} | "
                      f"{r.deleted} | {human_size(r.bytes_uploaded)} | {tag_cell} |")
+    kept = [f"- `{r.repo_id}`: kept `{f.path}` ({f.reason})" for r in results for f in r.plan.kept]
+    if kept:
+        lines += ["", "Remote files left in place (not published by a release of ours; `--prune` deletes them):", *kept]
     if error:
         lines += ["", f"**Push failed:** {error.replace(chr(10), ' ')}"]
     return "\n".join(lines) + "\n\n"

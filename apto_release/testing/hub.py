@@ -73,6 +73,8 @@ Behaviour worth knowing
 
 Tests
 -----
+``hub.before(method, path_regex, action, times=1)`` calls ``action()`` before the next ``times``
+matching requests are handled (another writer's commit between a client's plan and its commit).
 ``hub.inject(method, path_regex, status, times=1, headers=None)`` makes the next ``times`` requests
 whose method (``"*"``: any) and decoded path match fail with that status (a 429 gets
 ``Retry-After: 0`` unless headers say otherwise). ``hub.requests`` logs every request as a
@@ -295,6 +297,14 @@ class _Injection:
     headers: dict
 
 
+@dataclass
+class _Hook:
+    method: str
+    pattern: re.Pattern
+    action: Any  # a callable taking no argument
+    times: int
+
+
 class _HubError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None, headers: dict | None = None, **extra: Any):
         super().__init__(message)
@@ -350,7 +360,7 @@ class LocalHub:
 
     ``url`` and ``token``; ``api()`` (an ``HfApi`` on this hub), ``client_env(hf_home)`` (alias ``env``:
     the environment for a subprocess), ``patch_client(monkeypatch)`` / ``xet_off()`` (Xet off in this
-    process); ``inject``, ``requests``, ``log``, ``clear_requests``; ``repo_state`` and ``blob_path``
+    process); ``before``, ``inject``, ``requests``, ``log``, ``clear_requests``; ``repo_state`` and ``blob_path``
     to look at what was stored.
     """
 
@@ -377,6 +387,7 @@ class LocalHub:
         self.page_size_expand = page_size_expand
         self.requests: list[RequestRecord] = []
         self._injections: list[_Injection] = []
+        self._hooks: list[_Hook] = []
         self._lock = threading.RLock()
         self._secret = secrets.token_bytes(16)
         state_path = self.root / "state.json"
@@ -478,6 +489,15 @@ class LocalHub:
             headers.setdefault("Retry-After", "0")
         with self._lock:
             self._injections.append(_Injection(method.upper(), re.compile(path_regex), status, times, headers))
+
+    def before(self, method: str, path_regex: str, action, times: int = 1) -> None:
+        """Call ``action()`` before handling the next ``times`` requests whose method (``"*"``: any)
+        and decoded path match: what another writer does while a client is between two requests
+        (e.g. a commit by someone else between a push's plan and its commit). The action runs in
+        the server's thread for that request, outside the hub's lock, so it may use the real client
+        on this hub (each request gets its own thread); it is unhooked before it runs."""
+        with self._lock:
+            self._hooks.append(_Hook(method.upper(), re.compile(path_regex), action, times))
 
     def clear_log(self) -> None:
         with self._lock:
@@ -1110,7 +1130,15 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization") or ""
         authed = hmac.compare_digest(auth.encode(), f"Bearer {hub.token}".encode())
         injected = False
+        with hub._lock:
+            hook = next((h for h in hub._hooks if h.method in ("*", method) and h.pattern.search(path)), None)
+            if hook is not None:
+                hook.times -= 1
+                if hook.times <= 0:
+                    hub._hooks.remove(hook)
         try:
+            if hook is not None:
+                hook.action()  # its failure is a 500 below, as a bug in the hub would be
             with hub._lock:
                 injection = next((i for i in hub._injections if i.method in ("*", method) and i.pattern.search(path)), None)
                 if injection is not None:

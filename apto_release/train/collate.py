@@ -463,12 +463,9 @@ def read_training_records(path: str | Path) -> list[dict[str, Any]]:
     Raises:
         ValidationFailed: the file has validation errors; ``.report`` holds the findings.
     """
-    from apto_release.dataset.validate import ValidateOptions, validate_file
+    from apto_release.dataset.validate import ValidateOptions, load_valid_records
 
-    result = validate_file(path, ValidateOptions(near_duplicates=False), keep_records=True)
-    if not result.report.ok:
-        raise ValidationFailed(f"{result.report.failure_summary()}; fix them before training", path=path, report=result.report)
-    return [record for _, record in result.records]
+    return load_valid_records(path, ValidateOptions(near_duplicates=False), purpose="training").values
 
 
 __all__ = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ pytest.importorskip("huggingface_hub")
 from apto_release.dataset.build import build_dataset  # noqa: E402
 from apto_release.dataset.example import write_example_data  # noqa: E402
 from apto_release.dataset.sample import SampleOptions, sample_file  # noqa: E402
+from apto_release.dataset.validate import ValidateOptions, load_valid_records  # noqa: E402
 from apto_release.testing.hub import LFS_THRESHOLD, LocalHub  # noqa: E402
 
 MODEL = "Cli-Safety"
@@ -38,6 +38,8 @@ CARD = textwrap.dedent("""\
     """)
 
 
+BUILD_CHECKS = ValidateOptions(near_duplicates=False)  # what 'dataset build' checks
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     with LocalHub(tmp_path_factory.mktemp("hub")) as hub:
@@ -49,9 +51,10 @@ def release(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("release")
     write_example_data(root / "all.jsonl", n=120, seed=5)
     sampled = sample_file(root / "all.jsonl", root / "sample", SampleOptions(n=20))
-    build_dataset(sampled.records, root / "dataset-sample", distribution=sampled.report, marker=True, verify=False)
-    records = [json.loads(line) for line in (root / "all.jsonl").read_text("utf-8").splitlines()]
-    build_dataset(records, root / "dataset-full", marker=True, verify=False)
+    sample = load_valid_records(root / "sample" / "sample.jsonl", BUILD_CHECKS, purpose="building")
+    build_dataset(sample.values, root / "dataset-sample", distribution=sampled.report, marker=True, verify=False, source=sample)
+    full = load_valid_records(root / "all.jsonl", BUILD_CHECKS, purpose="building")
+    build_dataset(full.values, root / "dataset-full", marker=True, verify=False, source=full)
     merged, gguf = root / "merged", root / "gguf"
     merged.mkdir()
     gguf.mkdir()
@@ -157,3 +160,23 @@ def test_push_cli_usage_errors(hub, release, tmp_path):
     assert hub.requests == []
     proc = run(hub, tmp_path, "push", "--manifest", release, env={"HF_TOKEN": ""})
     assert proc.returncode == 2 and "no Hugging Face token" in proc.stderr
+
+
+def test_push_cli_keeps_files_that_are_not_ours_unless_pruned(hub, release, tmp_path):
+    proc = run(hub, tmp_path, "push", "--manifest", release, "--only", "dataset.full")
+    assert proc.returncode == 0, proc.stderr
+    hub.api().upload_file(path_or_fileobj=b"Read me first\n", path_in_repo="NOTICE.md", repo_id="cli-org/full",
+                          repo_type="dataset", commit_message="a maintainer's notice")
+    manifest = release.parent / "release-prune.toml"
+    manifest.write_text(release.read_text().replace('version = "1.0.0"', 'version = "1.0.2"'))
+
+    proc = run(hub, tmp_path, "push", "--manifest", manifest, "--only", "dataset.full", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].endswith("; kept: NOTICE.md, not ours")
+    assert "  kept    NOTICE.md" in proc.stdout and "(not ours; --prune deletes it)" in proc.stdout
+
+    proc = run(hub, tmp_path, "push", "--manifest", manifest, "--only", "dataset.full", "--prune")
+    assert proc.returncode == 0, proc.stderr
+    assert "(0 added, 0 changed, 1 deleted" in proc.stdout and "kept:" not in proc.stdout
+    state = hub.repo_state("cli-org/full", "dataset")
+    assert "NOTICE.md" not in state["commits"][state["branches"]["main"]]["tree"]

@@ -58,7 +58,7 @@ def test_data_with_validation_errors_exits_1_with_findings(run_train, tokenizer_
     code, out, err = run_train("--preset", "tiny", "--base", tokenizer_dir, "--data", data, "-o", tmp_path / "out", "--dry-run")
     assert code == 1
     assert f"{data}:6: error [judge_score_below_gate]" in err
-    assert "fix them before training" in err and out == ""
+    assert "1 validation error; fix them (see 'apto-release validate') before training" in err and out == ""
 
 
 def test_usage_errors_exit_2(run_train, tokenizer_dir, tmp_path):

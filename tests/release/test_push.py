@@ -23,7 +23,9 @@ from huggingface_hub import HfApi, snapshot_download  # noqa: E402
 from apto_release.dataset.build import BUILD_MARKER, build_dataset  # noqa: E402
 from apto_release.dataset.example import write_example_data  # noqa: E402
 from apto_release.dataset.sample import SampleOptions, sample_file  # noqa: E402
+from apto_release.dataset.validate import ValidateOptions, load_valid_records  # noqa: E402
 from apto_release.errors import InputError, UsageError  # noqa: E402
+from apto_release.io import sha256_file  # noqa: E402
 from apto_release.release.manifest import load_manifest  # noqa: E402
 from apto_release.release.push import (  # noqa: E402
     PushError,
@@ -53,6 +55,8 @@ def _card(kind: str) -> str:
     )
 
 
+BUILD_CHECKS = ValidateOptions(near_duplicates=False)  # what 'dataset build' checks
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     with LocalHub(tmp_path_factory.mktemp("hub")) as hub:
@@ -78,9 +82,10 @@ def datasets_src(tmp_path_factory) -> Path:
     data = root / "all.jsonl"
     write_example_data(data, n=240, seed=3)
     sampled = sample_file(data, root / "sample", SampleOptions(n=40, seed=1))
-    build_dataset(sampled.records, root / "dataset-sample", distribution=sampled.report, marker=True, verify=False)
-    records = [json.loads(line) for line in data.read_text("utf-8").splitlines()]
-    build_dataset(records, root / "dataset-full", marker=True, verify=False)
+    sample = load_valid_records(root / "sample" / "sample.jsonl", BUILD_CHECKS, purpose="building")
+    build_dataset(sample.values, root / "dataset-sample", distribution=sampled.report, marker=True, verify=False, source=sample)
+    full = load_valid_records(data, BUILD_CHECKS, purpose="building")
+    build_dataset(full.values, root / "dataset-full", marker=True, verify=False, source=full)
     return root
 
 
@@ -358,6 +363,41 @@ def test_build_marker_says_sample_or_full(datasets_src):
     assert sample["kind"] == "sample" and sample["rows"] == 40 and sample["sample_of"] == distribution["input_sha256"]
     full = json.loads((datasets_src / "dataset-full" / BUILD_MARKER).read_text())
     assert full["kind"] == "full" and full["rows"] == 240 and full["sample_of"] is None and full["toolkit"]
+    # Each names the bytes it was built from, which passed validation.
+    assert sample["records"] == {"file": "sample.jsonl", "sha256": sha256_file(datasets_src / "sample" / "sample.jsonl"),
+                                 "validation": "PASSED"}
+    assert full["records"]["sha256"] == sha256_file(datasets_src / "all.jsonl") == distribution["input_sha256"]
+    assert full["records"]["validation"] in ("PASSED", "PASSED with warnings")
+
+
+@pytest.mark.parametrize("key", ["full", "sample"])
+@pytest.mark.parametrize("damage", ["no marker", "no records hash", "failed validation", "rows changed"])
+def test_a_dataset_folder_whose_marker_names_no_validated_records_is_refused(hub, api, tmp_path, datasets_src, key, damage):
+    """Every dataset repo, the private full set included, must come from records that passed validation."""
+    manifest = load_manifest(make_release(tmp_path, datasets_src))
+    folder = manifest.datasets[key].folder
+    marker_path = folder / BUILD_MARKER
+    marker = json.loads(marker_path.read_text())
+    if damage == "no marker":
+        marker_path.unlink()
+        expected = f"has no {BUILD_MARKER}"
+    else:
+        if damage == "no records hash":  # a folder built by build_dataset without the loader, or by an older version
+            marker["records"] = None
+            expected = "names no records file SHA-256, so it was not built from validated records"
+        elif damage == "failed validation":
+            marker["records"]["validation"] = "FAILED"
+            expected = "did not pass validation"
+        else:
+            marker["rows"] += 1
+            expected = "the folder changed after it was built"
+        marker_path.write_text(json.dumps(marker))
+    hub.clear_requests()
+    for attempt in (lambda: push(manifest, api=api, only=[f"dataset.{key}"]), lambda: plan_push(manifest, api=api)):
+        with pytest.raises(UsageError, match=re.escape(expected)) as info:
+            attempt()
+        assert manifest.datasets[key].repo in str(info.value)
+    assert hub.requests == []  # refused before any request
 
 
 # --- faults -----------------------------------------------------------------------------------
@@ -501,3 +541,83 @@ def test_step_summary_is_a_markdown_table(hub, api, release, tmp_path):
     assert "| Repo | Status | Commit | Added | Changed | Deleted | Uploaded | Tag |" in text
     assert f"| `{results[0].repo_id}` (dataset sample) | committed | `{results[0].commit[:12]}` |" in text
     assert "v1.0.0 (created)" in text
+
+
+# --- what a push deletes ------------------------------------------------------------------------
+
+
+def _head_tree(hub, repo_id, repo_type="model") -> dict[str, dict]:
+    state = hub.repo_state(repo_id, repo_type)
+    return state["commits"][state["branches"]["main"]]["tree"]
+
+
+def _version(manifest, version: str):
+    """The same release folders under another version (a new release of the same repos)."""
+    text = manifest.path.read_text()
+    manifest.path.write_text(re.sub(r'^version = ".*"$', f'version = "{version}"', text, flags=re.M))
+    return load_manifest(manifest.path)
+
+
+def test_a_file_another_writer_commits_between_plan_and_commit_is_kept_and_reported(hub, api, release):
+    """The head moves between the plan and the commit (412): the re-plan keeps the newcomer's file."""
+    repo = f"{release.organisation}/{MODEL}"
+
+    def another_writer():  # a maintainer adds NOTICE.md on the Hub while our push is under way
+        hub.api().upload_file(path_or_fileobj=b"Notice from a maintainer\n", path_in_repo="NOTICE.md", repo_id=repo,
+                              commit_message="Add NOTICE.md")
+
+    hub.before("POST", f"^/api/models/{repo}/commit/", another_writer)
+    results = push(release, api=api, only=[MODEL], backoff=0)
+    model = results[0]
+    assert model.status == "committed" and model.attempts == 2  # 412, then the re-planned commit
+    assert [r.status for r in hub.log("POST", f"^/api/models/{repo}/commit/")][-3:] == [200, 412, 200]
+    assert "NOTICE.md" in _head_tree(hub, repo)  # not deleted
+    assert [(f.path, f.reason) for f in model.plan.kept] == [("NOTICE.md", "not ours")]
+    assert model.deleted == 0 and "; kept: NOTICE.md, not ours" in summary_line(model)
+    assert hub.repo_state(repo)["tags"]["v1.0.0"] == model.commit
+
+
+def test_a_hand_added_file_is_kept_and_reported_unless_pruned(hub, api, release):
+    repo = f"{release.organisation}/{MODEL}"
+    push(release, api=api, only=[MODEL], backoff=0)
+    api.upload_file(path_or_fileobj=b"Licence notes\n", path_in_repo="NOTICE.md", repo_id=repo, commit_message="by hand")
+    (release.models[0].merged / "config.json").write_text('{"model_type": "qwen3", "v": 2}\n')
+    v2 = _version(release, "1.0.1")
+
+    plan = next(p for p in plan_push(v2, api=api, only=[MODEL]) if p.repo_id == repo)  # the dry run says it first
+    assert [(f.path, f.reason) for f in plan.kept] == [("NOTICE.md", "not ours")] and plan.delete == []
+    assert any(re.fullmatch(r"  kept +NOTICE\.md +14 B  \(not ours; --prune deletes it\)", line) for line in plan_lines(plan))
+    result = next(r for r in push(v2, api=api, only=[MODEL], dry_run=True) if r.repo_id == repo)
+    assert summary_line(result).endswith("; kept: NOTICE.md, not ours")
+
+    result = next(r for r in push(v2, api=api, only=[MODEL], backoff=0) if r.repo_id == repo)
+    assert result.status == "committed" and result.changed == 1 and result.deleted == 0
+    assert "NOTICE.md" in _head_tree(hub, repo) and "kept: NOTICE.md, not ours" in summary_line(result)
+    assert "kept `NOTICE.md` (not ours)" in step_summary([result], tag=v2.tag)
+
+    (release.models[0].merged / "config.json").write_text('{"model_type": "qwen3", "v": 3}\n')
+    v3 = _version(release, "1.0.2")
+    result = next(r for r in push(v3, api=api, only=[MODEL], backoff=0, prune=True) if r.repo_id == repo)
+    assert result.status == "committed" and result.deleted == 1 and result.plan.kept == []
+    assert "NOTICE.md" not in _head_tree(hub, repo)
+
+
+def test_a_file_our_previous_release_published_and_this_one_drops_is_deleted(hub, api, release):
+    repo = f"{release.organisation}/{MODEL}"
+    merged = release.models[0].merged
+    (merged / "old-notes.md").write_text("published by v1.0.0, dropped by v1.0.1\n")
+    (merged / "edited.md").write_text("published by v1.0.0, then edited on the Hub\n")
+    push(release, api=api, only=[MODEL], backoff=0)
+    api.upload_file(path_or_fileobj=b"a maintainer's edit\n", path_in_repo="edited.md", repo_id=repo, commit_message="edit")
+    for name in ("old-notes.md", "edited.md"):
+        (merged / name).unlink()
+    v2 = _version(release, "1.0.1")
+    result = next(r for r in push(v2, api=api, only=[MODEL], backoff=0) if r.repo_id == repo)
+    assert result.status == "committed" and [f.path for f in result.plan.delete] == ["old-notes.md"]
+    assert [(f.path, f.reason) for f in result.plan.kept] == [("edited.md", "changed since our release")]
+    tree = _head_tree(hub, repo)
+    assert "old-notes.md" not in tree and "edited.md" in tree
+    # Our commits say what they published: the history, not a local state file, decides.
+    ours = [c for c in api.list_repo_commits(repo) if c.title.startswith("Release ")]
+    assert len(ours) == 2 and all("apto-release files (sha256, git blob sha1, path):" in c.message for c in ours)
+    assert "old-notes.md" in ours[-1].message and "old-notes.md" not in ours[0].message

@@ -213,6 +213,22 @@ def test_stale_parent_commit_is_412(hub, api):
     assert sorted(api.list_repo_files("org/race", repo_type="dataset")) == [".gitattributes", "a.txt", "b.txt"]
 
 
+def test_a_hook_commits_for_another_writer_before_the_matching_request(hub, api):
+    """``before``: another writer's commit lands between a client's look at the head and its commit."""
+    api.create_repo("org/hooked", repo_type="dataset")
+    head = api.dataset_info("org/hooked").sha
+    hub.before("POST", "^/api/datasets/org/hooked/commit/", lambda: hub.api().upload_file(
+        path_or_fileobj=b"theirs", path_in_repo="NOTICE.md", repo_id="org/hooked", repo_type="dataset"))
+    with pytest.raises(HfHubHTTPError) as err:
+        api.create_commit("org/hooked", repo_type="dataset", operations=[CommitOperationAdd("ours.txt", b"ours")],
+                          commit_message="ours", parent_commit=head)
+    assert err.value.response.status_code == 412  # the hook's commit moved the head first
+    api.create_commit("org/hooked", repo_type="dataset", operations=[CommitOperationAdd("ours.txt", b"ours")],
+                      commit_message="ours")  # the hook ran once: this one is not preceded by another
+    assert [c.title for c in api.list_repo_commits("org/hooked", repo_type="dataset")] == [
+        "ours", "Upload NOTICE.md with huggingface_hub", "initial commit"]
+
+
 def test_identical_upload_sends_no_bytes(hub, api, tmp_path):
     folder = _dataset_folder(tmp_path / "ds")
     api.create_repo("org/again", repo_type="dataset")
