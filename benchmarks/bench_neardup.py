@@ -8,9 +8,10 @@ Run by hand (never in CI):  python benchmarks/bench_neardup.py [--repeat 5] [--s
    about 900 characters, as real jailbreak prompts are. Both files are validated from the command
    line (process start included), alternately in one session so that the shared machine's noise
    falls on both, with ``-o`` writing the JSON report; the figures are medians.
-2. Precision: every pair of first user prompts (what ``validate`` compares) and of all user turns
-   (what ``--against`` compares) of the 18,000 records that only the short-text measure joins,
-   with a seeded sample of them printed for inspection by eye.
+2. Precision: every pair of first user prompts (what ``validate`` compares), of all user turns
+   (what ``--against`` compares) and of the distinct sentences of all messages (many more short
+   texts) of the 18,000 records that only the short-text measure joins, with a seeded sample of
+   them printed for inspection by eye.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -110,8 +112,11 @@ def precision(sample: int) -> None:
     records = list(generate_records(18_000))
     first = [neardup.normalize(next(m["content"] for m in r["messages"] if m["role"] == "user")) for r in records]
     turns = [neardup.normalize(m["content"]) for r in records for m in r["messages"] if m["role"] == "user"]
+    # Many more short texts: every distinct sentence of every message, prompts and answers.
+    sentences = sorted({neardup.normalize(s) + "。" for r in records for m in r["messages"]
+                        for s in re.split(r"[。！？!?\n]", m["content"]) if s.strip()})
     rng = random.Random(0)
-    for name, texts in (("first user prompts", first), ("all user turns", turns)):
+    for name, texts in (("first user prompts", first), ("all user turns", turns), ("distinct sentences of all messages", sentences)):
         pairs = neardup.similar_pairs(texts)
         by_edit = [p for p in pairs if p.measure == neardup.EDIT]
         short = sum(0 < len(t) <= neardup.SHORT_MAX for t in texts)

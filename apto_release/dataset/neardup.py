@@ -8,13 +8,13 @@ near duplicates (``match``) when, at the threshold ``t`` (``DEFAULT_THRESHOLD`` 
   characters count as one gram, themselves); or
 - both have at most ``SHORT_MAX`` (60) characters, their normalised edit similarity (1 -
   Levenshtein distance / length of the longer) is at least ``t``, and they are ``short_variants``:
-  every content character (kanji, katakana, letter, digit) is the same, and they differ only in
-  their *endings* (the hiragana and punctuation after the last content character) and by hiragana
-  swapped for as many hiragana before it. On a short text one particle or a politeness ending
-  changes a large share of the 3-grams (「…教えて。」 and 「…教えてください。」 have a Jaccard of
-  0.76; 「…方法を知りたい。」 and 「…方法が知りたいです。」 0.60) but few characters. The edit
-  similarity alone would also join templates that differ in their one content word
-  (「爆弾の作り方を教えて。」, 「毒薬の作り方を教えて。」: 0.82) or in an inflection
+  they differ only in their *endings* (the hiragana and punctuation after the last kanji,
+  katakana, letter or digit) and by one-character particles swapped before it (を, が, は, に, へ,
+  で, と, も, の). On a short text one particle or a politeness ending changes a large share of
+  the 3-grams (「…教えて。」 and 「…教えてください。」 have a Jaccard of 0.76; 「…方法を知りたい。」
+  and 「…方法が知りたいです。」 0.60) but few characters. The edit similarity alone would also join
+  templates that differ in one word (「爆弾の作り方を教えて。」, 「毒薬の作り方を教えて。」: 0.82;
+  「おじいちゃんのふりをして…」, 「おばあちゃんのふりをして…」: 0.93) or in an inflection
   (「薬を飲むと…」, 「薬を飲まないと…」: 0.81); the shape of the difference keeps them apart.
 
 Comparing all pairs of 18,000 prompts is 162 million comparisons, so candidates come from indexes,
@@ -151,16 +151,20 @@ def _split_ending(text: str) -> tuple[str, str]:
     return text[:end], text[end:]
 
 
+#: The one-character case particles that ``short_variants`` lets two texts swap.
+PARTICLES = frozenset("をがはにへでともの")
+
+
 def short_variants(a: str, b: str) -> bool:
     """Whether two normalized texts of at most ``SHORT_MAX`` characters differ only the way
-    politeness and particles make them differ: in their endings (the kana and punctuation after
-    the last content character: 「教えて。」, 「教えてください。」) and by kana swapped for kana of
-    the same length before it (「方法を」, 「方法が」), while every content character is the same."""
+    politeness and particles make them differ: in their endings (the hiragana and punctuation
+    after the last content character: 「教えて。」, 「教えてください。」) and by one-character
+    particles swapped before it (「方法を」, 「方法が」), while every other character is the same."""
     if not a or not b or max(len(a), len(b)) > SHORT_MAX:
         return False
     body_a, body_b = _split_ending(a)[0], _split_ending(b)[0]
     return bool(body_a) and len(body_a) == len(body_b) and all(
-        x == y or (_is_function(x) and _is_function(y)) for x, y in zip(body_a, body_b)
+        x == y or (x in PARTICLES and y in PARTICLES) for x, y in zip(body_a, body_b)
     )
 
 
@@ -526,6 +530,55 @@ def clusters(texts: Sequence[str], *, threshold: float = DEFAULT_THRESHOLD) -> C
     return Clusters([find(i) for i in range(n)], links, verify.comparisons)
 
 
+#: Buckets up to this size have their pairs screened by signature agreement up front (vectorised).
+_SMALL_BUCKET = 32
+
+
+def _useful_band_values(sig, keys, floor: float):
+    """(texts, bands) booleans: whether a text's value in a band is worth searching under. In
+    buckets of up to ``_SMALL_BUCKET`` texts that is when some pair of the bucket agrees on at
+    least ``floor`` signature values (screened here, vectorised, so that the many buckets of
+    unrelated texts cost no Python work); in larger buckets always."""
+    import numpy as np
+
+    useful = np.zeros(keys.shape, dtype=bool)
+    for band in range(keys.shape[1]):
+        order = np.argsort(keys[:, band], kind="stable")
+        key = keys[order, band]
+        starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+        sizes = np.diff(np.concatenate((starts, [len(key)])))
+        size_at = np.repeat(sizes, sizes)
+        useful[order[size_at > _SMALL_BUCKET], band] = True
+        small = (size_at > 1) & (size_at <= _SMALL_BUCKET)
+        pairs = _pairs_in_runs(order[small], key[small])
+        for start in range(0, len(pairs), 1 << 16):  # bounded memory
+            chunk = pairs[start:start + (1 << 16)]
+            agree = chunk[(sig[chunk[:, 0]] == sig[chunk[:, 1]]).sum(axis=1) >= floor]
+            useful[agree[:, 0], band] = useful[agree[:, 1], band] = True
+    return useful
+
+
+def _pairs_in_runs(order, keys):
+    """Every pair (a < b) of entries of ``order`` whose ``keys`` (sorted) are equal."""
+    import numpy as np
+
+    same = keys[1:] == keys[:-1]
+    if not same.any():
+        return np.empty((0, 2), dtype=np.int64)
+    run_id = np.concatenate(([0], np.cumsum(~same)))
+    run_start = np.flatnonzero(np.concatenate(([True], ~same)))
+    run_size = np.diff(np.concatenate((run_start, [len(order)])))
+    # Each entry pairs with every later entry of its run.
+    offset = np.arange(len(order)) - run_start[run_id]
+    later = run_size[run_id] - offset - 1
+    left = np.repeat(np.arange(len(order)), later)
+    block_start = np.cumsum(later) - later
+    right = left + 1 + (np.arange(len(left)) - np.repeat(block_start, later))
+    pairs = np.stack((order[left], order[right]), axis=1)
+    pairs.sort(axis=1)
+    return pairs
+
+
 def _search(texts: Sequence[str], unique: list[int], threshold: float, verify: _Verifier, find, join) -> None:
     """The linking step of ``clusters``: texts in order of length, each compared with the
     representatives registered under its keys (LSH band values, and the content key of a short
@@ -535,10 +588,7 @@ def _search(texts: Sequence[str], unique: list[int], threshold: float, verify: _
     sig = signatures([texts[i] for i in unique])
     keys = _band_keys(sig, threshold)
     # Only texts that share a band value or a short content key with another text need a search.
-    shared = np.zeros(keys.shape, dtype=bool)  # the band values that another text has too
-    for band in range(keys.shape[1]):
-        _, inverse, counts = np.unique(keys[:, band], return_inverse=True, return_counts=True)
-        shared[:, band] = counts[inverse] > 1
+    shared = _useful_band_values(sig, keys, _agreement_floor(threshold) * VALUES)
     short_keys: dict[int, str] = {}
     key_counts: dict[str, int] = {}
     for row, i in enumerate(unique):

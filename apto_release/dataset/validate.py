@@ -353,13 +353,15 @@ def _near_duplicate_findings(prompts: list[tuple[int, str, str]], threshold: flo
     """One finding per record of a near-duplicate cluster but its first: the cluster's number, size
     and first record, and the verified link that put the record there."""
     found = neardup.clusters([p for _, _, p in prompts], threshold=threshold)
-    numbers: dict[int, int] = {}
+    # Clusters are numbered in the order of their first records.
+    firsts = sorted({r for i, r in enumerate(found.representative) if r != i})
+    numbers = {first: number for number, first in enumerate(firsts, start=1)}
     out = []
     for i, (line, rid, _) in enumerate(prompts):
         first = found.representative[i]
         if first == i:
             continue
-        number = numbers.setdefault(first, len(numbers) + 1)
+        number = numbers[first]
         first_line, first_id = prompts[first][0], prompts[first][1]
         link = found.links[i]
         link_line, link_id = prompts[link.other][0], prompts[link.other][1]

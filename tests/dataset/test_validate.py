@@ -330,3 +330,11 @@ def test_contamination_catches_a_lightly_reworded_benchmark_item(tmp_path):
     assert set(hits) == {1, 2}
     assert hits[1].related == ("ac-7",) and hits[2].related == ("ac-8",)
     assert "is 85% similar (edit similarity) to item 'ac-7' of ac.jsonl" in hits[1].message
+
+
+def test_clusters_are_numbered_in_the_order_of_their_first_records(tmp_path):
+    a = "日本の伝統的な和菓子の作り方について、季節ごとの特徴を交えて詳しく説明してください。"
+    b = "東京から大阪まで新幹線で移動するときの、おすすめの座席と時間帯について教えてください。"
+    records = [_prompted(0, a), _prompted(1, b), _prompted(2, b + "！"), _prompted(3, a + "！")]
+    report = findings_of(tmp_path, records)
+    assert [(f.line, f.cluster.number, f.cluster.representative_line) for f in report.findings] == [(3, 2, 2), (4, 1, 1)]
