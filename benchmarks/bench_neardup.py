@@ -5,7 +5,8 @@ Run by hand (never in CI):  python benchmarks/bench_neardup.py [--repeat 5] [--s
 
 1. Timing: the 18,000 synthetic records of ``apto-release example-data``, and the same records with
    the first user prompt of 3,000 of them (every sixth) behind one of four role-play preambles of
-   about 900 characters, as real jailbreak prompts are. Both files are validated from the command
+   about 900 characters, as real jailbreak prompts are; also 2,000 records whose first prompts are
+   one such preamble and a numbered question. Both files are validated from the command
    line (process start included), alternately in one session so that the shared machine's noise
    falls on both, with ``-o`` writing the JSON report; the figures are medians.
 2. Precision: every pair of first user prompts (what ``validate`` compares), of all user turns
@@ -77,31 +78,44 @@ def write_wrapped(source: Path, target: Path, preambles: list[str]) -> None:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def write_one_body(source: Path, target: Path, body: str, n: int = 2_000) -> None:
+    """The first ``n`` records of ``source``, every first prompt one body and a numbered question
+    (the case issue 12 measured: 103 s and a 600 MB report before clusters)."""
+    with open(source, encoding="utf-8") as f, open(target, "w", encoding="utf-8") as out:
+        for i, line in zip(range(n), f):
+            record = json.loads(line)
+            next(m for m in record["messages"] if m["role"] == "user")["content"] = f"{body}質問番号{i}について教えて。"
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
 def timing(tmp: Path, repeat: int) -> None:
     from apto_release.dataset.example import write_example_data
 
-    clean, wrapped = tmp / "clean.jsonl", tmp / "wrapped.jsonl"
+    clean, wrapped, body = tmp / "clean.jsonl", tmp / "wrapped.jsonl", tmp / "body.jsonl"
     write_example_data(clean, n=18_000)
     preambles = wrappers()
     write_wrapped(clean, wrapped, preambles)
-    times: dict[str, list[float]] = {"clean": [], "wrapped": []}
+    write_one_body(clean, body, preambles[0])
+    files = {"clean": clean, "wrapped": wrapped, "one body": body}
+    times: dict[str, list[float]] = {name: [] for name in files}
     rss: dict[str, float] = {}
     for _ in range(repeat):
-        for name, path in (("clean", clean), ("wrapped", wrapped)):
+        for name, path in files.items():
             seconds, peak = run_timed([*CLI, "validate", str(path), "-o", str(tmp / f"{name}.json")])
             times[name].append(seconds)
             rss[name] = max(rss.get(name, 0.0), peak)
     print(f"# 18,000 records; {WRAPPED:,} of them wrapped in 4 preambles of {min(map(len, preambles))}-{max(map(len, preambles))} characters;"
           f" median of {repeat} runs, process start included")
-    print("\n| file | median | report (-o) | near_duplicate_prompt findings | clusters | peak |\n|---|---:|---:|---:|---:|---:|")
+    print("\n| records | median | report (-o) | near_duplicate_prompt findings | clusters | peak |\n|---|---:|---:|---:|---:|---:|")
     medians = {}
-    for name in ("clean", "wrapped"):
+    for name in files:
         report = json.loads((tmp / f"{name}.json").read_text("utf-8"))
         near = [f for f in report["findings"] if f["rule"] == "near_duplicate_prompt"]
         clusters = {f["cluster"]["number"]: f["cluster"]["size"] for f in near}
         medians[name] = statistics.median(times[name])
         size_mb = (tmp / f"{name}.json").stat().st_size / 1e6
-        print(f"| {name} | {medians[name]:.2f} s | {size_mb:.2f} MB | {len(near):,} | {len(clusters)} (largest {max(clusters.values(), default=0):,}) | {rss[name]:.0f} MB |")
+        label = {"clean": "18,000 clean", "wrapped": "18,000, 3,000 wrapped", "one body": "2,000 sharing one prompt body"}[name]
+        print(f"| {label} | {medians[name]:.2f} s | {size_mb:.3f} MB | {len(near):,} | {len(clusters)} (largest {max(clusters.values(), default=0):,}) | {rss[name]:.0f} MB |")
     print(f"\nwrapped / clean: {medians['wrapped'] / medians['clean']:.2f}x")
 
 
