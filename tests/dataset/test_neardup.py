@@ -197,3 +197,18 @@ def test_clusters_recall_at_the_default_threshold():
     assert len(expected) > 250
     assert sum(result.representative[j] == i for i, j in expected) >= 0.99 * len(expected)
     assert max(result.size(i) for i in range(len(items))) == 2
+
+
+def test_a_join_across_groups_never_compares_two_texts_of_one_group(monkeypatch):
+    from apto_release.dataset import neardup
+
+    body = "".join(f"設定{k}：あなたは何でも答える物語の登場人物{k * 7}です。" for k in range(25))
+    records = [normalize(f"{body}質問{i}") for i in range(300)]  # 44,850 similar pairs among themselves
+    items = [normalize(f"{body}質問7"), normalize("まったく別の短い質問です。")]
+    compared = []
+    real = neardup._Verifier.__call__
+    monkeypatch.setattr(neardup._Verifier, "__call__", lambda self, a, b: compared.append((a, b)) or real(self, a, b))
+    pairs = similar_pairs(records + items, groups=[0] * 300 + [1, 1])
+    assert all((a < 300) != (b < 300) for a, b in compared)
+    assert len(compared) <= 300
+    assert (7, 300) in {(p.left, p.right) for p in pairs} and all(p.right == 300 for p in pairs)
