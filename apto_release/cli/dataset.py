@@ -19,7 +19,7 @@ def validation_options(f):
         click.option("--taxonomy", type=click.Path(dir_okay=False, path_type=Path), help="Allowed harm categories: one a line, or a JSON list."),
         click.option("--against", "against", multiple=True, type=click.Path(dir_okay=False, path_type=Path), help="Benchmark file (JSONL, JSON or Parquet) whose items must not be in the data. Repeatable."),
         click.option("--against-field", "against_fields", multiple=True, metavar="FIELD", help="Text field of the --against items to compare (default: the usual prompt and answer fields). Repeatable."),
-        click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True, help="3-gram Jaccard similarity from which texts count as near duplicates."),
+        click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True, help="Similarity from which texts count as near duplicates: 3-gram Jaccard, or edit similarity for short variants (see README)."),
         click.option("--max-record-bytes", type=click.IntRange(1), default=1_000_000, show_default=True, help="Records larger than this are errors."),
     ]
     for option in reversed(options):
@@ -49,7 +49,7 @@ def _pop_validation(kwargs: dict) -> dict:
 def _show_failed_validation(exc, fmt: str = "text") -> None:
     from apto_release.cli import render
 
-    click.echo(render.render_github(exc.report) if fmt == "github" else render.render_text(exc.report, max_findings=20), err=True)
+    click.echo(render.render_github(exc.report, max_findings=20) if fmt == "github" else render.render_text(exc.report, max_findings=20), err=True)
 
 
 def _with_validation_report(command):
@@ -74,7 +74,7 @@ def _with_validation_report(command):
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Report format [default: github when GITHUB_ACTIONS=true, else text].")
 @click.option("--expected-count", type=click.IntRange(0), help="Warn when the record count is more than 10% away from this.")
 @click.option("--no-near-duplicates", is_flag=True, help="Skip the near-duplicate prompt check.")
-@click.option("--max-findings", type=click.IntRange(0), default=20, show_default=True, help="Findings listed in the text format (0: all).")
+@click.option("--max-findings", type=click.IntRange(0), default=20, show_default=True, help="Findings listed in the text and github formats, errors first (0: all); the JSON report has all.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the full report as JSON to this file.")
 def validate_command(path, fmt, expected_count, no_near_duplicates, max_findings, output, **kwargs):
     """Check every record of PATH (JSONL, JSONL.GZ or Parquet) against record schema v1.
@@ -92,7 +92,7 @@ def validate_command(path, fmt, expected_count, no_near_duplicates, max_findings
     if fmt == "json":
         click.echo(render.render_json(report))
     elif fmt == "github":
-        click.echo(render.render_github(report))
+        click.echo(render.render_github(report, max_findings=max_findings))
     else:
         click.echo(render.render_text(report, max_findings=max_findings))
     if output:

@@ -60,7 +60,7 @@ _RULES = [
     Rule("halfwidth_katakana", "warning", "text contains half-width katakana"),
     Rule("zero_width_character", "warning", "text contains a zero-width or invisible formatting character"),
     Rule("mojibake", "warning", "text contains typical mojibake or the replacement character"),
-    Rule("near_duplicate_prompt", "warning", "the first user prompt nearly equals another record's"),
+    Rule("near_duplicate_prompt", "warning", "the first user prompt nearly equals another record's (one finding per record of a cluster but its first)"),
     # Personal data (warnings in the full set; the sampler leaves such records out).
     Rule("pii_email", "warning", "text contains an e-mail address", personal_data=True),
     Rule("pii_phone", "warning", "text contains a Japanese phone number", personal_data=True),
@@ -75,6 +75,17 @@ PERSONAL_DATA_RULES = frozenset(r.name for r in _RULES if r.personal_data)
 
 
 @dataclass(frozen=True)
+class ClusterRef:
+    """The near-duplicate cluster a record belongs to: its number (1, 2, ... in the order of the
+    clusters' first lines), its size in records, and its representative (its first record)."""
+
+    number: int
+    size: int
+    representative: str
+    representative_line: int
+
+
+@dataclass(frozen=True)
 class Finding:
     """One problem with one record (or, with ``line`` None, with the file as a whole)."""
 
@@ -85,10 +96,13 @@ class Finding:
     id: str | None = None
     field: str | None = None
     related: tuple[str, ...] = ()
+    cluster: ClusterRef | None = None  # near_duplicate_prompt only
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["related"] = list(self.related)
+        if self.cluster is None:
+            del data["cluster"]
         return data
 
 
@@ -131,6 +145,10 @@ class ValidationReport:
 
     def counts_by_rule(self) -> dict[str, int]:
         return dict(Counter(f.rule for f in self.findings).most_common())
+
+    def near_duplicate_clusters(self) -> dict[int, ClusterRef]:
+        """The near-duplicate clusters that the findings name, by number."""
+        return {f.cluster.number: f.cluster for f in self.findings if f.cluster is not None}
 
     def lines_with(self, rules: frozenset[str] | set[str]) -> set[int]:
         return {f.line for f in self.findings if f.rule in rules and f.line is not None}

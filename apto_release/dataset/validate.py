@@ -19,7 +19,7 @@ from typing import Any
 
 from apto_release import schema
 from apto_release.dataset import neardup, text
-from apto_release.dataset.findings import RULES, Finding, ValidationReport
+from apto_release.dataset.findings import RULES, ClusterRef, Finding, ValidationReport
 from apto_release.dataset.records import DEFAULT_MAX_RECORD_BYTES, RawRecord, read_records
 from apto_release.errors import InputError, ValidationFailed
 
@@ -350,15 +350,38 @@ def validate_records(
 
 
 def _near_duplicate_findings(prompts: list[tuple[int, str, str]], threshold: float) -> list[Finding]:
+    """One finding per record of a near-duplicate cluster but its first: the cluster's number, size
+    and first record, and the verified link that put the record there."""
+    found = neardup.clusters([p for _, _, p in prompts], threshold=threshold)
+    # Clusters are numbered in the order of their first records.
+    firsts = sorted({r for i, r in enumerate(found.representative) if r != i})
+    numbers = {first: number for number, first in enumerate(firsts, start=1)}
     out = []
-    for pair in neardup.similar_pairs([p for _, _, p in prompts], threshold=threshold):
-        (line_a, id_a, _), (line_b, id_b, _) = prompts[pair.left], prompts[pair.right]
+    for i, (line, rid, _) in enumerate(prompts):
+        first = found.representative[i]
+        if first == i:
+            continue
+        number = numbers[first]
+        first_line, first_id = prompts[first][0], prompts[first][1]
+        link = found.links[i]
+        link_line, link_id = prompts[link.other][0], prompts[link.other][1]
+        size = found.size(i)
+        if link.measure == neardup.IDENTICAL:
+            how = f"equals the one on line {link_line} (id {link_id!r})"
+        else:
+            how = f"is {_percent(link.similarity)} similar ({neardup.MEASURE_NAMES[link.measure]}) to line {link_line} (id {link_id!r})"
         out.append(Finding(
             "near_duplicate_prompt", "warning",
-            f"the first user prompt is {pair.jaccard:.0%} similar (3-gram Jaccard) to line {line_a} (id {id_a!r})",
-            line_b, id_b or None, "messages", (id_a,),
+            f"the first user prompt {how}; near-duplicate cluster {number} ({size:,} records, first on line {first_line}, id {first_id!r})",
+            line, rid or None, "messages", (first_id,) if link_id == first_id else (first_id, link_id),
+            ClusterRef(number, size, first_id, first_line),
         ))
     return out
+
+
+def _percent(similarity: float) -> str:
+    """A similarity as a whole percentage that never rounds a near duplicate up to 100%."""
+    return f"{min(similarity, 0.99):.0%}" if similarity < 1 else "100%"
 
 
 def _contamination_findings(dialogue: list[tuple[int, str, str]], against: Sequence[BenchmarkItems], threshold: float) -> list[Finding]:
@@ -378,7 +401,10 @@ def _contamination_findings(dialogue: list[tuple[int, str, str]], against: Seque
         if (line, bench_name, item_id) in seen:
             continue
         seen.add((line, bench_name, item_id))
-        how = "equals" if pair.jaccard >= 1.0 else f"is {pair.jaccard:.0%} similar to"
+        if pair.measure == neardup.IDENTICAL:
+            how = "equals"
+        else:
+            how = f"is {_percent(pair.similarity)} similar ({neardup.MEASURE_NAMES[pair.measure]}) to"
         out.append(Finding(
             "benchmark_contamination", "error",
             f"a message {how} item {item_id!r} of {bench_name}; remove the record (benchmark data must not be in the release)",

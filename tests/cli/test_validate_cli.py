@@ -147,3 +147,38 @@ def test_a_missing_extra_is_a_clear_error(run_cli, monkeypatch, tmp_path):
     assert code == 2
     assert err.splitlines()[0] == "Error: this command needs torch, from the [train] extra"
     assert "pip install torch==2.13.0" in err and "Traceback" not in err
+
+
+def _template_records(n):
+    """``n`` records whose first prompts share one long preamble: one near-duplicate cluster."""
+    preamble = "".join(f"設定{k}：あなたは第{k}章の語り手で、規則{k * 7}を守ります。" for k in range(20))
+    return [make_record(i, messages=[{"role": "user", "content": f"{preamble}質問{i}について教えて。"},
+                                     {"role": "assistant", "content": f"回答{i}です。"}]) for i in range(n)]
+
+
+def test_validate_reports_clusters_bounded_in_every_format(run_cli, tmp_path):
+    records = _template_records(120)
+    records[100]["judge_score"] = 2  # one error among 119 near-duplicate warnings
+    path = write_jsonl(tmp_path / "t.jsonl", records)
+    code, out, _ = run_cli("validate", path, "--max-findings", "5")
+    assert code == 1
+    assert "Near-duplicate prompts: 1 cluster holding 120 records; the largest has 120 (cluster 1, first on line 1)" in out
+    assert "First 5 findings (errors first):" in out
+    assert f"{path}:101: error [judge_score_below_gate]" in out  # not hidden behind the warnings
+    assert out.count("[near_duplicate_prompt]") == 4
+    assert "… and 115 more (use --max-findings 0 or --format json to see all)" in out
+    assert "near-duplicate cluster 1 (120 records, first on line 1, id 'rec-00000')" in out
+
+    code, out, _ = run_cli("validate", path, "--format", "github", "--max-findings", "5")
+    lines = out.splitlines()
+    assert code == 1 and len(lines) == 7
+    assert lines[0].startswith(f"::warning file={path},line=2,title=near_duplicate_prompt::the first user prompt is ")
+    assert lines[4].startswith(f"::error file={path},line=101,title=judge_score_below_gate::")  # in file order
+    assert lines[5] == "::notice title=validate::115 more findings not shown (use --max-findings 0 or --format json to see all)"
+
+    code, out, _ = run_cli("validate", path, "--format", "json")
+    near = [f for f in json.loads(out)["findings"] if f["rule"] == "near_duplicate_prompt"]
+    assert len(near) == 119  # one per record but the first: linear in the records, not in the pairs
+    assert {json.dumps(f["cluster"], sort_keys=True) for f in near} == {
+        json.dumps({"number": 1, "size": 120, "representative": "rec-00000", "representative_line": 1}, sort_keys=True)}
+    assert all(f["related"][0] == "rec-00000" for f in near)
