@@ -271,3 +271,14 @@ def test_chatml_and_the_official_template_train_the_same_answer_text(qwen35_toke
     official = encode_record(rec, qwen35_tokenizer, max_length=4096)
     assert [qwen35_tokenizer.decode(r) for r in trained_runs(chatml)] == [qwen35_tokenizer.decode(r) for r in trained_runs(official)]
     assert official.n_tokens == chatml.n_tokens + len(qwen35_tokenizer(EMPTY_THINK, add_special_tokens=False)["input_ids"])
+
+
+def test_the_presets_thinking_setting_reaches_the_encoder(qwen35_tokenizer):
+    from apto_release.train.collate import encode_records
+    from apto_release.train.presets import load_preset
+
+    rec = with_reasoning(CASES["single turn"])
+    (empty,), _ = encode_records([rec], qwen35_tokenizer, load_preset("qwen3.5-9b"))
+    (reasoning,), _ = encode_records([rec], qwen35_tokenizer, load_preset("qwen3.5-9b", {"data.thinking": "reasoning"}))
+    assert REASONING not in qwen35_tokenizer.decode(empty.input_ids)
+    assert qwen35_tokenizer.decode(trained_runs(reasoning)[0]).startswith(REASONING)
