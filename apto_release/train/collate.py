@@ -402,6 +402,37 @@ class RecordEncoder:
                 record_id=record.get("id"),
             )
 
+    def marked(self, record: Mapping[str, Any], *, begin: str = "⟦", end: str = "⟧") -> tuple[str, Encoded]:
+        """The rendered record with every run of trained tokens between ``begin`` and ``end``.
+
+        What ``train --dry-run`` shows: the text the model sees, and exactly which characters the
+        loss covers (after the boundary policy, so a token that straddles the start of an answer
+        shows outside the marks).
+        """
+        text, spans = self.render(record)
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        labels = self._label(ids, offsets, spans)
+        runs: list[list[int]] = []  # [first character, last character + 1] of each trained run
+        previous = False
+        for (s, e), label in zip(offsets, labels):
+            trained = label != IGNORE_INDEX
+            if trained and previous:
+                runs[-1][1] = max(runs[-1][1], e)
+            elif trained:
+                runs.append([s, e])
+            previous = trained
+        pieces, at = [], 0
+        for s, e in runs:
+            pieces += [text[at:s], begin, text[s:e], end]
+            at = e
+        pieces.append(text[at:])
+        encoded = Encoded(
+            input_ids=tuple(ids), labels=tuple(labels), category=record.get("category", ""), n_tokens=len(ids),
+            n_trained=sum(1 for x in labels if x != IGNORE_INDEX), record_id=record.get("id"),
+        )
+        return "".join(pieces), encoded
+
     def encode(self, record: Mapping[str, Any]) -> Encoded | None:
         """One record, or None when it has more than ``max_length`` tokens (dropped, never cut)."""
         (encoded,) = self.encode_many([record])
@@ -516,6 +547,35 @@ def token_statistics(records: Iterable[Mapping[str, Any]], tokenizer, config) ->
     return stats
 
 
+@dataclass(frozen=True)
+class MaskedExample:
+    """One record as the dry run shows it: the rendered text with its trained runs marked."""
+
+    category: str
+    record_id: str | None
+    text: str
+    n_tokens: int
+    n_trained: int
+    over_length: bool
+
+
+def masked_examples(records: Iterable[Mapping[str, Any]], tokenizer, config, *, begin: str = "⟦", end: str = "⟧") -> list[MaskedExample]:
+    """The first record of each category (in ``schema.CATEGORIES`` order), rendered and marked.
+
+    Categories without records are left out. See ``RecordEncoder.marked``.
+    """
+    encoder = encoder_for(tokenizer, config)
+    first: dict[str, Mapping[str, Any]] = {}
+    for record in records:
+        first.setdefault(record.get("category", ""), record)
+    order = [c for c in schema.CATEGORIES if c in first] + sorted(c for c in first if c not in schema.CATEGORIES)
+    out = []
+    for category in order:
+        text, encoded = encoder.marked(first[category], begin=begin, end=end)
+        out.append(MaskedExample(category, encoded.record_id, text, encoded.n_tokens, encoded.n_trained, encoded.n_tokens > encoder.max_length))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Batches
 
@@ -598,6 +658,7 @@ __all__ = [
     "ChatTemplateError",
     "Encoded",
     "IGNORE_INDEX",
+    "MaskedExample",
     "PaddingCollator",
     "RecordEncoder",
     "THINKING_POLICIES",
@@ -608,6 +669,7 @@ __all__ = [
     "encode_records",
     "encoder_for",
     "load_tokenizer",
+    "masked_examples",
     "read_training_records",
     "resolve_chat_template",
     "token_statistics",
