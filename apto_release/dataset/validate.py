@@ -143,11 +143,18 @@ def _check_messages(messages: Any, emit: Emit) -> None:
             emit("wrong_type", f"{where} must be an object, not {_json_type(message)}", where)
             roles.append(None)
             continue
-        if message.keys() != schema.MESSAGE_KEYS:
+        allowed = schema.MESSAGE_KEYS | (schema.ASSISTANT_OPTIONAL_KEYS if message.get("role") == "assistant" else frozenset())
+        if message.keys() != schema.MESSAGE_KEYS and not (schema.MESSAGE_KEYS <= message.keys() <= allowed):
             missing = sorted(schema.MESSAGE_KEYS - message.keys())
-            extra = sorted(k for k in message if k not in schema.MESSAGE_KEYS)
+            extra = sorted(k for k in message if k not in allowed)
             parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(map(str, extra))}"] if extra else [])
-            emit("bad_message_keys", f"{where} has {'; '.join(parts)}; a message has exactly 'role' and 'content'", where)
+            emit("bad_message_keys", f"{where} has {'; '.join(parts)}; a message has exactly 'role' and 'content' (an assistant's may add 'reasoning_content')", where)
+        if "reasoning_content" in message and message.get("role") == "assistant":
+            reasoning = message["reasoning_content"]
+            if not isinstance(reasoning, str):
+                emit("wrong_type", f"{where}.reasoning_content must be a string, not {_json_type(reasoning)}", f"{where}.reasoning_content")
+            elif not reasoning.strip():
+                emit("empty_content", f"{where}.reasoning_content is empty (leave it out instead)", f"{where}.reasoning_content")
         role = message.get("role")
         roles.append(role)
         if "role" in message and role not in schema.ROLES:

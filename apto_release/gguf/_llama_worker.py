@@ -132,7 +132,14 @@ def run(request: dict[str, Any]) -> int:
             add_generation_prompt=True,
             stop_token_ids=[eos_id],
         )
-        return {"rendered": [formatter(messages=messages).prompt for messages in request["conversations"]]}
+        # Whole conversations (ending with the answer) are rendered as training sees them.
+        whole = Jinja2ChatFormatter(
+            template=source, eos_token=formatter.eos_token, bos_token=formatter.bos_token, add_generation_prompt=False, stop_token_ids=[eos_id]
+        )
+        return {
+            "rendered": [formatter(messages=messages).prompt for messages in request["conversations"]],
+            "rendered_complete": [whole(messages=messages).prompt for messages in request.get("complete_conversations", [])],
+        }
 
     def logits() -> dict[str, Any]:
         files = []

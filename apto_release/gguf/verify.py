@@ -12,13 +12,16 @@ The checks (one ``Check`` each in the ``VerifyReport``):
 
 ``tokenizer``
     llama.cpp's tokenization of a set of Japanese texts (kana, kanji, full-width and half-width
-    forms, digits, emoji, English, code, newlines and tabs, and the chat-rendered prompts with
-    their special tokens) equals the Hugging Face tokenizer's, token for token.
+    forms, digits, emoji, English, code, newlines and tabs, and the chat-rendered prompts and
+    conversations with their special tokens) equals the Hugging Face tokenizer's, token for token.
 ``chat template``
     the file's ``tokenizer.chat_template``, rendered as llama-cpp-python renders it for its users
     (its Jinja2 chat formatter, ``add_generation_prompt``), gives the same text as the tokenizer's
     ``apply_chat_template(..., tokenize=False, add_generation_prompt=True)``, for a multi-turn
-    Japanese conversation with a system message and a single-turn one.
+    Japanese conversation with a system message and a single-turn one; and, without the
+    generation prompt, for a whole three-turn conversation ending with an answer that has a
+    ``reasoning_content`` (``COMPLETE_CONVERSATIONS``: the trained format, in which a thinking
+    template renders earlier answers without a think block and the last one with it).
 ``logits``
     the logits of every position of three chat-formatted prompts (one over 60 tokens), given the
     same token ids, against the reference model's; bounds by the file's ``general.file_type``
@@ -137,6 +140,26 @@ CONVERSATIONS: tuple[tuple[dict[str, str], ...], ...] = (
     ),
 )
 TEMPLATE_CONVERSATIONS = 2
+
+#: Whole conversations as training renders them (ending with the answer, no generation prompt),
+#: which the chat template check renders too: a thinking model's template (Qwen3.5's) renders the
+#: answers before the last user message without a think block and the one after it with one,
+#: holding its ``reasoning_content``; the served format must match the trained one on all three.
+COMPLETE_CONVERSATIONS: tuple[tuple[dict[str, str], ...], ...] = (
+    (
+        {"role": "system", "content": "あなたは親切で正直なアシスタントです。"},
+        {"role": "user", "content": "日本で一番高い山は？"},
+        {"role": "assistant", "content": "富士山です。標高は3,776メートルです。"},
+        {"role": "user", "content": "二番目は？"},
+        {"role": "assistant", "content": "北岳です。南アルプスにあります。"},
+        {"role": "user", "content": "登るときの注意点を一つ教えて。"},
+        {
+            "role": "assistant",
+            "reasoning_content": "高山病と天候の急変が代表的。一つに絞るなら天候。",
+            "content": "天候の急変に備えて、雨具と防寒着を必ず持っていきましょう。",
+        },
+    ),
+)
 
 
 #: A position is decisive when the reference's top-two margin exceeds this many times the root
@@ -269,6 +292,8 @@ class Reference:
     logits: list[np.ndarray]  # float32, (positions, vocab) per prompt
     eot_id: int
     vocab_size: int
+    complete: list[list[dict[str, str]]] = field(default_factory=list)  # COMPLETE_CONVERSATIONS
+    rendered_complete: list[str] = field(default_factory=list)  # rendered without a generation prompt
 
 
 def default_threads() -> int:
@@ -310,13 +335,16 @@ def load_reference(reference_dir: str | Path, *, threads: int | None = None) -> 
         if not tokenizer.chat_template:
             raise InputError("the reference tokenizer has no chat template", path=reference_dir, hint="give the folder with chat_template.jinja")
         conversations = [list(c) for c in CONVERSATIONS]
+        complete = [[dict(m) for m in c] for c in COMPLETE_CONVERSATIONS]
         try:
             rendered = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+            rendered_complete = [tokenizer.apply_chat_template(c, tokenize=False) for c in complete]
         except Exception as exc:  # a template that cannot render these conversations (jinja2 errors)
             raise InputError(f"the reference chat template fails on a plain conversation: {_first_line(exc)}", path=reference_dir) from exc
-        texts = [*TEXTS, *rendered]
+        # The whole conversations are tokenized too: the think-block markup of the trained format.
+        texts = [*TEXTS, *rendered, *rendered_complete]
         text_ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-        prompt_ids = text_ids[len(TEXTS):]
+        prompt_ids = text_ids[len(TEXTS) : len(TEXTS) + len(rendered)]
 
         model_class = AutoModelForImageTextToText if architecture.endswith("ForConditionalGeneration") else AutoModelForCausalLM
         try:
@@ -337,7 +365,8 @@ def load_reference(reference_dir: str | Path, *, threads: int | None = None) -> 
         if progress_bars:
             transformers.logging.enable_progress_bar()
     return Reference(
-        reference_dir, architecture, texts, text_ids, conversations, rendered, prompt_ids, logits, int(eot_id), vocab_size
+        reference_dir, architecture, texts, text_ids, conversations, rendered, prompt_ids, logits, int(eot_id), vocab_size,
+        complete, rendered_complete,
     )
 
 
@@ -494,6 +523,7 @@ def verify(
         "n_ctx": max(256, 64 * math.ceil((longest + 16) / 64)),
         "texts": reference.texts,
         "conversations": reference.conversations[:TEMPLATE_CONVERSATIONS],
+        "complete_conversations": reference.complete,
         "sequences": reference.prompt_ids,
         "eot_id": reference.eot_id,
         "eot_prompt": reference.prompt_ids[0],
@@ -543,7 +573,6 @@ def _check_tokenizer(ref: Reference, run: _WorkerRun) -> Check:
 
 
 def _check_template(ref: Reference, run: _WorkerRun) -> Check:
-    n = TEMPLATE_CONVERSATIONS
     check = Check("chat template", False, bound="same text as apply_chat_template")
     why = run.failure("template")
     if why:
@@ -552,16 +581,22 @@ def _check_template(ref: Reference, run: _WorkerRun) -> Check:
     if rendered is None:
         check.summary, check.detail = "no template", "the file has no tokenizer.chat_template"
         return check
-    differing = [i for i in range(n) if rendered[i] != ref.rendered[i]]
+    # Conversations 0..TEMPLATE_CONVERSATIONS-1 end with the generation prompt; the ones after
+    # them are COMPLETE_CONVERSATIONS, whole (multi-turn, ending with the answer, as trained).
+    expected = ref.rendered[:TEMPLATE_CONVERSATIONS] + ref.rendered_complete
+    got = list(rendered) + list(run.stages["template"].get("rendered_complete") or [])
+    n = len(expected)
+    differing = [i for i in range(n) if i >= len(got) or got[i] != expected[i]]
     check.measured = {"conversations": n, "identical": n - len(differing), "differing": differing}
     check.summary = f"{n - len(differing)}/{n} conversations identical"
     check.passed = not differing
     notes = []
     for i in differing:
-        a, b = ref.rendered[i], rendered[i]
+        a, b = expected[i], got[i] if i < len(got) else ""
         at = _first_difference(a, b)
+        what = f"conversation {i}" + (" (whole, as trained)" if i >= TEMPLATE_CONVERSATIONS else "")
         notes.append(
-            f"conversation {i}: from character {at}, apply_chat_template {_preview(a[at:at + 40])} "
+            f"{what}: from character {at}, apply_chat_template {_preview(a[at:at + 40])} "
             f"vs the file's template {_preview(b[at:at + 40])}"
         )
     check.detail = "\n".join(notes)

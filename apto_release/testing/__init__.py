@@ -6,6 +6,7 @@ is cheap: torch, transformers and tokenizers are imported inside the builders.
 """
 
 from apto_release.testing.models import build_tiny_qwen3, build_tiny_qwen35
+from apto_release.testing.qwen35_tokenizer import build_qwen35_tokenizer
 from apto_release.testing.tokenizer import CHAT_TEMPLATE, build_japanese_tokenizer
 
-__all__ = ["CHAT_TEMPLATE", "build_japanese_tokenizer", "build_tiny_qwen3", "build_tiny_qwen35"]
+__all__ = ["CHAT_TEMPLATE", "build_japanese_tokenizer", "build_qwen35_tokenizer", "build_tiny_qwen3", "build_tiny_qwen35"]

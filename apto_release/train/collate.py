@@ -14,12 +14,32 @@ The loss is computed on the assistant's answers only:
   arXiv:2407.09121). The final message of a record is the answer *after* the prefix: the prefix is
   prepended here, never expected inside the message.
 
-How: the conversation is rendered to text with the chat template (``tokenize=False``); each
-assistant content is located in that text by searching from the position of the next assistant
-header (found by rendering a probe conversation with and without ``add_generation_prompt``), not
-through ``{% generation %}`` blocks, which few templates have; the text is tokenized once with
-``return_offsets_mapping=True``; a token is labelled with its id when its characters lie in a
-trained span, else with -100.
+**Thinking.** Templates of thinking models (Qwen3.5's own) put a ``<think>…</think>`` block at the
+start of the assistant turns after the last user message, and none in the earlier ones. What goes
+in it is the preset's ``data.thinking`` policy (``THINKING_POLICIES``):
+
+- ``"empty"`` (the default): a record's ``reasoning_content`` is left out, so the template renders
+  its empty block (``<think>\n\n</think>\n\n``) before the final answer; the block is context,
+  never trained, and the answer after it is. The model learns neither to skip the block nor to
+  write an empty one: it learns the answers.
+- ``"reasoning"``: the final assistant message's ``reasoning_content`` (when the record has one)
+  is rendered in its block and trained, from its first character through the end of the answer
+  (the template's ``\n</think>\n\n`` between them included, since the model writes it), so the
+  model learns to reason before it answers. Earlier turns' reasoning is dropped, as the template
+  drops it from a conversation's history at inference.
+
+How: the conversation is rendered to text with the chat template (``tokenize=False``), and once
+more with every message content (and the reasoning) replaced by a unique placeholder. The
+placeholder rendering is the template's scaffolding: the text between placeholders is what the
+template adds (headers, think blocks, end-of-turn markers), whatever shape it has (ChatML, Qwen's
+think blocks that only some turns get, a system block). The real text is walked along it: each
+piece of scaffolding must be there verbatim and each content between two pieces, as it is or as
+the template trimmed it. A template whose scaffolding depends on the text (Qwen's splits an
+answer at ``</think>``) fails this walk and the record is refused, never masked by guess. This
+needs no ``{% generation %}`` blocks, which few templates have, and no probe of
+``add_generation_prompt`` (Qwen3.5's generation prompt opens a think block that earlier turns do
+not have). The text is tokenized once with ``return_offsets_mapping=True``; a token is labelled
+with its id when its characters lie in a trained span, else with -100.
 
 **Boundary policy.** A token carries loss only if *every* character it covers lies in a trained
 span. Byte-level BPE can merge the last characters of the harmful prefix with the first ones of
@@ -49,6 +69,7 @@ from typing import Any
 
 from apto_release import schema
 from apto_release.errors import InputError, UsageError, ValidationFailed
+from apto_release.train.presets import THINKING_POLICIES  # the values of data.thinking; the first is the default
 
 #: Label of a token that carries no loss (PyTorch's ``CrossEntropyLoss(ignore_index=-100)``).
 IGNORE_INDEX = -100
@@ -64,6 +85,11 @@ CHATML_TEMPLATE = (
 
 #: Templates a preset's ``data.chat_template`` may name ("" means the tokenizer's own).
 CHAT_TEMPLATES: dict[str, str] = {"chatml": CHATML_TEMPLATE}
+
+#: Placeholders for message texts in the rendering of the template's scaffolding: private-use
+#: characters around a number and a kind, nothing a template trims, escapes or splits.
+_SLOT = "\ue000apto{}{}\ue001"
+_SLOT_RE = re.compile("\ue000apto(\\d+)([cr])\ue001")
 
 #: Records rendered and tokenized together: the tokenizer batches in parallel in Rust.
 _BATCH = 256
@@ -99,12 +125,19 @@ def resolve_chat_template(name: str | None) -> str | None:
     raise ChatTemplateError(f"unknown chat template {name!r}; known: {', '.join(CHAT_TEMPLATES)} (or \"\" for the tokenizer's own)")
 
 
-def conversation(record: Mapping[str, Any]) -> tuple[list[dict[str, str]], int]:
+def conversation(record: Mapping[str, Any], *, thinking: str = "empty") -> tuple[list[dict[str, str]], int]:
     """The messages as the model sees them, and the length of the harmful prefix (0 if none).
 
-    For ``mid_refusal`` the ``harmful_prefix`` is prepended to the final assistant message.
+    For ``mid_refusal`` the ``harmful_prefix`` is prepended to the final assistant message. With
+    ``thinking="reasoning"`` the final assistant message keeps its ``reasoning_content`` (when it
+    has one); every other message is ``{role, content}`` only.
     """
+    if thinking not in THINKING_POLICIES:
+        raise UsageError(f"unknown thinking policy {thinking!r}; known: {', '.join(THINKING_POLICIES)}")
     messages = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
+    last = record["messages"][-1] if record["messages"] else {}
+    if thinking == "reasoning" and last.get("role") == "assistant" and isinstance(last.get("reasoning_content"), str) and last["reasoning_content"].strip():
+        messages[-1]["reasoning_content"] = last["reasoning_content"]
     prefix = record.get("harmful_prefix") if record.get("category") == schema.PREFIX_CATEGORY else None
     if not prefix:
         return messages, 0
@@ -128,28 +161,31 @@ def _variants(content: str) -> list[tuple[str, int]]:
 
 
 class RecordEncoder:
-    """Turns records into ``Encoded`` with one tokenizer, template and length limit.
+    """Turns records into ``Encoded`` with one tokenizer, template, thinking policy and length limit.
 
-    Build one per run: it renders a probe conversation once to learn the assistant header.
+    Build one per run: it keeps the template's scaffolding per conversation shape.
 
     Args:
         tokenizer: a fast (Rust-backed) tokenizer; offsets are needed.
         max_length: records with more tokens are dropped (``encode`` returns None).
         chat_template: Jinja text, a name of ``CHAT_TEMPLATES``, or None for the tokenizer's own.
         end_of_turn: the token that closes an assistant turn (default: the tokenizer's eos).
+        thinking: one of ``THINKING_POLICIES`` (see the module docstring).
 
     Raises:
-        ChatTemplateError: no template, a slow tokenizer, an end-of-turn that is not one token,
-            or a template without an assistant header.
+        ChatTemplateError: no template, a slow tokenizer, or an end-of-turn that is not one token.
     """
 
-    def __init__(self, tokenizer, *, max_length: int, chat_template: str | None = None, end_of_turn: str | None = None) -> None:
+    def __init__(self, tokenizer, *, max_length: int, chat_template: str | None = None, end_of_turn: str | None = None, thinking: str = "empty") -> None:
         if max_length < 1:
             raise UsageError(f"max_length must be at least 1, not {max_length}")
+        if thinking not in THINKING_POLICIES:
+            raise UsageError(f"unknown thinking policy {thinking!r}; known: {', '.join(THINKING_POLICIES)}")
         if not getattr(tokenizer, "is_fast", False):
             raise ChatTemplateError("the loss masks need a fast tokenizer (character offsets); this one is slow", hint="load it with AutoTokenizer.from_pretrained(..., use_fast=True)")
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.thinking = thinking
         self.chat_template = resolve_chat_template(chat_template)
         if self.chat_template is None and not getattr(tokenizer, "chat_template", None):
             raise ChatTemplateError(
@@ -165,13 +201,14 @@ class RecordEncoder:
                 hint="set data.end_of_turn to the token that closes an assistant turn in this model's chat format",
             )
         self.end_of_turn = eot
-        self.header = self._assistant_header()
         control = sorted(
             {t.content for t in tokenizer.added_tokens_decoder.values() if t.special} | set(tokenizer.all_special_tokens),
             key=len,
             reverse=True,
         )
         self._control = re.compile("|".join(map(re.escape, control))) if control else None
+        # The scaffolding per conversation shape (roles, and which message has reasoning).
+        self._scaffolds: dict[tuple[tuple[str, bool], ...], tuple[list[str], list[tuple[int, str]]]] = {}
 
     def _render(self, messages: list[dict[str, str]], **kwargs) -> str:
         try:
@@ -179,14 +216,38 @@ class RecordEncoder:
         except Exception as exc:  # jinja2 errors, raise_exception() in templates
             raise ChatTemplateError(f"the chat template failed to render: {exc}") from exc
 
-    def _assistant_header(self) -> str:
-        """What the template puts before an assistant answer (``<|im_start|>assistant\\n`` for ChatML)."""
-        probe = [{"role": "user", "content": "probe"}]
-        without = self._render(probe)
-        with_prompt = self._render(probe, add_generation_prompt=True)
-        if not with_prompt.startswith(without) or len(with_prompt) == len(without):
-            raise ChatTemplateError("cannot find the assistant header: the chat template adds nothing for add_generation_prompt=True")
-        return with_prompt[len(without):]
+    def _scaffold(self, messages: list[dict[str, str]]) -> tuple[list[str], list[tuple[int, str]]]:
+        """The template's text around the messages' texts: pieces and the slots between them.
+
+        Returns ``(pieces, slots)`` with ``len(pieces) == len(slots) + 1``: the rendering of the
+        conversation is ``pieces[0] + text(slots[0]) + pieces[1] + ...``, where a slot is
+        ``(message index, "c")`` for a content and ``(message index, "r")`` for a reasoning.
+        Slots the template leaves out (Qwen drops the reasoning of earlier turns) are absent.
+        """
+        shape = tuple((m["role"], "reasoning_content" in m) for m in messages)
+        cached = self._scaffolds.get(shape)
+        if cached is not None:
+            return cached
+        probe = []
+        for i, m in enumerate(messages):
+            p = {"role": m["role"], "content": _SLOT.format(i, "c")}
+            if "reasoning_content" in m:
+                p["reasoning_content"] = _SLOT.format(i, "r")
+            probe.append(p)
+        rendered = self._render(probe)
+        pieces: list[str] = []
+        slots: list[tuple[int, str]] = []
+        at = 0
+        for hit in _SLOT_RE.finditer(rendered):
+            slot = (int(hit.group(1)), hit.group(2))
+            if slot in slots:
+                raise ChatTemplateError(f"the chat template renders messages[{slot[0]}] twice: the loss masks cannot tell which copy is trained")
+            pieces.append(rendered[at : hit.start()])
+            slots.append(slot)
+            at = hit.end()
+        pieces.append(rendered[at:])
+        self._scaffolds[shape] = (pieces, slots)
+        return pieces, slots
 
     # -- rendering and spans --------------------------------------------------------------------
 
@@ -194,43 +255,38 @@ class RecordEncoder:
         """The rendered conversation and the character spans that carry loss, in order.
 
         Raises:
-            ChatTemplateError: a message holds a control token, or the template does not render
-                an assistant content verbatim, followed by the end-of-turn token.
+            ChatTemplateError: a message holds a control token, the template does not render an
+                assistant content verbatim (or trimmed), followed by the end-of-turn token, or its
+                rendering depends on the messages' text.
         """
         rid = record.get("id")
-        messages, prefix_len = conversation(record)
-        if self._control is not None:
-            for i, m in enumerate(messages):
-                hit = self._control.search(m["content"])
+        messages, prefix_len = conversation(record, thinking=self.thinking)
+        for i, m in enumerate(messages):
+            for key in ("content", "reasoning_content"):
+                value = m.get(key)
+                if value is None:
+                    continue
+                hit = self._control.search(value) if self._control is not None else None
                 if hit:
                     raise ChatTemplateError(f"record {rid!r}: messages[{i}] contains the control token {hit.group()!r}", hint="remove it from the data: it would be encoded as a control token, not as text")
+                if "\ue000apto" in value:
+                    raise ChatTemplateError(f"record {rid!r}: messages[{i}] contains the private-use character U+E000 that the loss masks use as a placeholder")
         text = self._render(messages)
-        spans: list[tuple[int, int]] = []
-        cursor = 0
+        pieces, slots = self._scaffold(messages)
+        for i, m in enumerate(messages):
+            if m["role"] == "assistant" and (i, "c") not in slots:
+                raise ChatTemplateError(
+                    f"record {rid!r}: the chat template does not render messages[{i}] (assistant) verbatim followed by {self.end_of_turn!r}",
+                    hint="use a template that keeps the answer's text, or set data.end_of_turn to the token that closes a turn",
+                )
+        found = self._walk(rid, text, messages, pieces, slots)
         last = len(messages) - 1
+        spans: list[tuple[int, int]] = []
         for i, m in enumerate(messages):
             if m["role"] != "assistant":
-                # Step over the user's text, so that a header-like string in it is never taken
-                # for the assistant's header; a template that rewrites it is tolerated.
-                limit = text.find(self.header, cursor)
-                limit = len(text) if limit < 0 else limit
-                for form, _ in _variants(m["content"]):
-                    pos = text.find(form, cursor, limit)
-                    if pos >= 0:
-                        cursor = pos + len(form)
-                        break
                 continue
-            h = text.find(self.header, cursor)
-            if h < 0:
-                raise ChatTemplateError(f"record {rid!r}: no assistant header {self.header!r} for messages[{i}] in the rendered text")
-            begin = h + len(self.header)
-            nxt = text.find(self.header, begin)
-            limit = len(text) if nxt < 0 else nxt
-            for form, cut in _variants(m["content"]):
-                pos = text.find(form, begin, limit)
-                if pos >= 0 and text.startswith(self.end_of_turn, pos + len(form)):
-                    break
-            else:
+            pos, end, cut = found[(i, "c")]
+            if not text.startswith(self.end_of_turn, end):
                 raise ChatTemplateError(
                     f"record {rid!r}: the chat template does not render messages[{i}] (assistant) verbatim followed by {self.end_of_turn!r}",
                     hint="use a template that keeps the answer's text, or set data.end_of_turn to the token that closes a turn",
@@ -240,10 +296,69 @@ class RecordEncoder:
                 # The prefix carries no loss; if the template trimmed the content's left edge,
                 # the prefix is that much shorter in the text (it is never blank).
                 start = pos + max(0, prefix_len - cut)
-            end = pos + len(form) + len(self.end_of_turn)
-            spans.append((start, end))
-            cursor = end
+            stop = end + len(self.end_of_turn)
+            if "reasoning_content" in m:
+                if (i, "r") not in found:
+                    raise ChatTemplateError(
+                        f"record {rid!r}: the chat template does not render messages[{i}].reasoning_content, which data.thinking = \"reasoning\" trains",
+                        hint="use a template that renders reasoning (Qwen3.5's own does), or set data.thinking = \"empty\"",
+                    )
+                r_start, r_end, _ = found[(i, "r")]
+                if r_end > pos:
+                    raise ChatTemplateError(f"record {rid!r}: the chat template renders messages[{i}].reasoning_content after its content")
+                # The reasoning, and what the template puts between it and the answer (Qwen's
+                # "\n</think>\n\n"): the model writes all of it after the generation prompt.
+                if start == pos:
+                    spans.append((r_start, stop))
+                else:
+                    spans += [(r_start, pos), (start, stop)]
+            else:
+                spans.append((start, stop))
         return text, spans
+
+    def _walk(self, rid, text: str, messages, pieces: list[str], slots: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[int, int, int]]:
+        """Where each slot's text is in ``text``: ``{slot: (start, end, characters cut on the left)}``."""
+
+        def differs(k: int) -> ChatTemplateError:
+            around = f"messages[{slots[k - 1][0]}]" if k else "the start"
+            return ChatTemplateError(
+                f"record {rid!r}: the chat template renders the conversation differently from its scaffolding after {around}: "
+                "its output depends on the messages' text, so the loss masks cannot be placed",
+                hint="a message may hold markup the template interprets, such as <think>…</think> in an answer (put reasoning in reasoning_content)",
+            )
+
+        found: dict[tuple[int, str], tuple[int, int, int]] = {}
+        cursor = 0
+        for k, (i, kind) in enumerate(slots):
+            if not text.startswith(pieces[k], cursor):
+                raise differs(k)
+            cursor += len(pieces[k])
+            value = messages[i]["content"] if kind == "c" else messages[i]["reasoning_content"]
+            forms = [(form, cut) for form, cut in _variants(value) if text.startswith(form, cursor)]
+            for form, cut in forms:
+                if text.startswith(pieces[k + 1], cursor + len(form)):
+                    break
+            else:
+                if forms:  # the text is there, what the template put after it is not
+                    raise differs(k + 1)
+                nxt = text.find(pieces[k + 1], cursor) if pieces[k + 1] else -1
+                if messages[i]["role"] != "assistant" and nxt >= 0:
+                    # A system or user text carries no loss: a template that rewrites it is
+                    # tolerated, and the walk goes on at the scaffolding after it.
+                    cursor = nxt
+                    continue
+                field_name = "content" if kind == "c" else "reasoning_content"
+                if messages[i]["role"] == "assistant" and kind == "c":
+                    raise ChatTemplateError(
+                        f"record {rid!r}: the chat template does not render messages[{i}] (assistant) verbatim followed by {self.end_of_turn!r}",
+                        hint="use a template that keeps the answer's text, or set data.end_of_turn to the token that closes a turn",
+                    )
+                raise ChatTemplateError(f"record {rid!r}: the chat template does not render messages[{i}].{field_name} verbatim (nor trimmed)", hint="use a template that keeps the messages' text")
+            found[(i, kind)] = (cursor, cursor + len(form), cut)
+            cursor += len(form)
+        if text[cursor:] != pieces[-1]:
+            raise differs(len(slots))
+        return found
 
     # -- tokens and labels -------------------------------------------------------------------------
 
@@ -287,13 +402,44 @@ class RecordEncoder:
                 record_id=record.get("id"),
             )
 
+    def marked(self, record: Mapping[str, Any], *, begin: str = "⟦", end: str = "⟧") -> tuple[str, Encoded]:
+        """The rendered record with every run of trained tokens between ``begin`` and ``end``.
+
+        What ``train --dry-run`` shows: the text the model sees, and exactly which characters the
+        loss covers (after the boundary policy, so a token that straddles the start of an answer
+        shows outside the marks).
+        """
+        text, spans = self.render(record)
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        labels = self._label(ids, offsets, spans)
+        runs: list[list[int]] = []  # [first character, last character + 1] of each trained run
+        previous = False
+        for (s, e), label in zip(offsets, labels):
+            trained = label != IGNORE_INDEX
+            if trained and previous:
+                runs[-1][1] = max(runs[-1][1], e)
+            elif trained:
+                runs.append([s, e])
+            previous = trained
+        pieces, at = [], 0
+        for s, e in runs:
+            pieces += [text[at:s], begin, text[s:e], end]
+            at = e
+        pieces.append(text[at:])
+        encoded = Encoded(
+            input_ids=tuple(ids), labels=tuple(labels), category=record.get("category", ""), n_tokens=len(ids),
+            n_trained=sum(1 for x in labels if x != IGNORE_INDEX), record_id=record.get("id"),
+        )
+        return "".join(pieces), encoded
+
     def encode(self, record: Mapping[str, Any]) -> Encoded | None:
         """One record, or None when it has more than ``max_length`` tokens (dropped, never cut)."""
         (encoded,) = self.encode_many([record])
         return encoded if encoded.n_tokens <= self.max_length else None
 
 
-def encode_record(record: Mapping[str, Any], tokenizer, *, max_length: int, chat_template: str | None = None, end_of_turn: str | None = None) -> Encoded | None:
+def encode_record(record: Mapping[str, Any], tokenizer, *, max_length: int, chat_template: str | None = None, end_of_turn: str | None = None, thinking: str = "empty") -> Encoded | None:
     """Token ids and loss labels of one record; None when it is longer than ``max_length``.
 
     Args:
@@ -303,18 +449,23 @@ def encode_record(record: Mapping[str, Any], tokenizer, *, max_length: int, chat
         chat_template: Jinja text or a name of ``CHAT_TEMPLATES`` (``"chatml"``); default the
             tokenizer's own.
         end_of_turn: the token closing an assistant turn; default the tokenizer's eos.
+        thinking: one of ``THINKING_POLICIES``: ``"empty"`` trains the answers after the
+            template's empty think block, ``"reasoning"`` also a final ``reasoning_content``.
 
     Example::
 
         enc = encode_record(record, tok, max_length=4096)
         tok.decode([i for i, l in zip(enc.input_ids, enc.labels) if l != -100])  # the answers
     """
-    return RecordEncoder(tokenizer, max_length=max_length, chat_template=chat_template, end_of_turn=end_of_turn).encode(record)
+    return RecordEncoder(tokenizer, max_length=max_length, chat_template=chat_template, end_of_turn=end_of_turn, thinking=thinking).encode(record)
 
 
 def encoder_for(tokenizer, config) -> RecordEncoder:
     """The ``RecordEncoder`` of a ``TrainConfig``'s ``[data]`` settings."""
-    return RecordEncoder(tokenizer, max_length=config.data.max_length, chat_template=config.data.chat_template or None, end_of_turn=config.data.end_of_turn)
+    return RecordEncoder(
+        tokenizer, max_length=config.data.max_length, chat_template=config.data.chat_template or None,
+        end_of_turn=config.data.end_of_turn, thinking=config.data.thinking,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,6 +547,35 @@ def token_statistics(records: Iterable[Mapping[str, Any]], tokenizer, config) ->
     return stats
 
 
+@dataclass(frozen=True)
+class MaskedExample:
+    """One record as the dry run shows it: the rendered text with its trained runs marked."""
+
+    category: str
+    record_id: str | None
+    text: str
+    n_tokens: int
+    n_trained: int
+    over_length: bool
+
+
+def masked_examples(records: Iterable[Mapping[str, Any]], tokenizer, config, *, begin: str = "⟦", end: str = "⟧") -> list[MaskedExample]:
+    """The first record of each category (in ``schema.CATEGORIES`` order), rendered and marked.
+
+    Categories without records are left out. See ``RecordEncoder.marked``.
+    """
+    encoder = encoder_for(tokenizer, config)
+    first: dict[str, Mapping[str, Any]] = {}
+    for record in records:
+        first.setdefault(record.get("category", ""), record)
+    order = [c for c in schema.CATEGORIES if c in first] + sorted(c for c in first if c not in schema.CATEGORIES)
+    out = []
+    for category in order:
+        text, encoded = encoder.marked(first[category], begin=begin, end=end)
+        out.append(MaskedExample(category, encoded.record_id, text, encoded.n_tokens, encoded.n_trained, encoded.n_tokens > encoder.max_length))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Batches
 
@@ -475,8 +655,10 @@ __all__ = [
     "ChatTemplateError",
     "Encoded",
     "IGNORE_INDEX",
+    "MaskedExample",
     "PaddingCollator",
     "RecordEncoder",
+    "THINKING_POLICIES",
     "TokenStatistics",
     "collator_for",
     "conversation",
@@ -484,6 +666,7 @@ __all__ = [
     "encode_records",
     "encoder_for",
     "load_tokenizer",
+    "masked_examples",
     "read_training_records",
     "resolve_chat_template",
     "token_statistics",

@@ -74,6 +74,10 @@ PRECISIONS = ("bf16", "fp32")
 LR_SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 #: Chat templates a preset may name; "" means the tokenizer's own (see ``train.collate``).
 CHAT_TEMPLATE_NAMES = ("", "chatml")
+#: What the think block of a final assistant turn holds (``train.collate.THINKING_POLICIES``):
+#: "empty" trains the answers after the template's empty block; "reasoning" also trains a record's
+#: ``reasoning_content`` in the block.
+THINKING_POLICIES = ("empty", "reasoning")
 
 
 def target_regex(targets: Iterable[str]) -> str:
@@ -140,6 +144,7 @@ class DataSettings:
     max_length: int
     chat_template: str
     end_of_turn: str
+    thinking: str
 
 
 @dataclass(frozen=True)
@@ -414,6 +419,8 @@ def _check_values(values: Mapping[str, Any], source: str | None, overridden: fro
         fail("train.precision", f"must be one of {', '.join(PRECISIONS)}, not {values['train.precision']!r}")
     if values["data.chat_template"] not in CHAT_TEMPLATE_NAMES:
         fail("data.chat_template", f"must be \"\" (the tokenizer's own) or one of {', '.join(n for n in CHAT_TEMPLATE_NAMES if n)}, not {values['data.chat_template']!r}")
+    if values["data.thinking"] not in THINKING_POLICIES:
+        fail("data.thinking", f"must be one of {', '.join(repr(p) for p in THINKING_POLICIES)}, not {values['data.thinking']!r}")
     if not values["data.end_of_turn"].strip():
         fail("data.end_of_turn", "must name the token that ends an assistant turn (e.g. <|im_end|>)")
     targets = values["lora.target_modules"]
@@ -501,6 +508,7 @@ __all__ = [
     "LoraSettings",
     "PresetError",
     "TEXT_PROJECTIONS",
+    "THINKING_POLICIES",
     "TrainConfig",
     "TrainSettings",
     "config_from_dict",

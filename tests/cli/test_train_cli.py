@@ -100,3 +100,80 @@ def test_a_tokenizer_that_cannot_be_loaded_exits_2(run_train, tmp_path):
     empty.mkdir()
     code, _, err = run_train("--preset", "tiny", "--base", empty, "--data", data, "-o", tmp_path / "out", "--dry-run")
     assert code == 2 and f"cannot load a tokenizer from '{empty}'" in err
+
+
+# -- the dry run's examples -------------------------------------------------------------------------
+
+
+def dry_run_examples(out: str) -> dict[str, list[str]]:
+    """The dry run's example blocks by category: their lines, without the 4-space indent."""
+    blocks: dict[str, list[str]] = {}
+    current = None
+    for line in out.splitlines():
+        if line.startswith("--- ") and line.endswith(" ---"):
+            current = line[4:].split(":")[0]
+            blocks[current] = []
+        elif current and line.startswith("    "):
+            blocks[current].append(line[4:])
+        elif current and line == "":
+            continue
+        else:
+            current = None
+    return blocks
+
+
+def test_dry_run_shows_one_masked_example_per_category(run_train, tokenizer_dir, tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", make_records(40))
+    code, out, err = run_train("--preset", "tiny", "--base", tokenizer_dir, "--data", data, "-o", tmp_path / "out", "--dry-run")
+    assert code == 0, err
+    assert "The loss covers the text between ⟦ and ⟧; the rest is context." in out
+    blocks = dry_run_examples(out)
+    assert list(blocks) == list(CATEGORIES)
+    first = make_records(40)
+    mid = next(r for r in first if r["category"] == "mid_refusal")
+    assert f"--- mid_refusal: record {mid['id']}, " in out
+    # ChatML: the header is context, the answer after the harmful prefix and its <|im_end|> trained.
+    text = "\n".join(blocks["mid_refusal"])
+    assert f"<|im_start|>assistant\n{mid['harmful_prefix']}⟦{mid['messages'][1]['content']}<|im_end|>⟧" in text
+    assert "⟦" not in text.split("<|im_start|>assistant")[0]  # the user's turn carries no loss
+
+
+def test_dry_run_under_the_official_qwen35_template(tmp_path, qwen35_tokenizer_dir):
+    # Through Click's CliRunner: the dry run is plain text, the trained parts marked, the think
+    # blocks outside the marks, and multi-turn records (which the old encoder refused) shown.
+    from click.testing import CliRunner
+
+    from apto_release.cli import cli
+
+    multi = make_record(1, "overrefusal_prevention")
+    multi["messages"] = [
+        {"role": "user", "content": "カレーの作り方を教えて。"},
+        {"role": "assistant", "content": "玉ねぎを炒めるところから始めます。"},
+        {"role": "user", "content": "隠し味は？"},
+        {"role": "assistant", "content": "りんごやはちみつがよく使われます。"},
+    ]
+    records = [make_record(0), multi, make_record(2, "mid_refusal"), make_record(3, "anti_hallucination")]
+    data = write_jsonl(tmp_path / "data.jsonl", records)
+    result = CliRunner().invoke(cli, ["train", "--preset", "qwen3.5-9b", "--base", str(qwen35_tokenizer_dir), "--data", str(data), "-o", str(tmp_path / "out"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert '(data.chat_template = "" (the tokenizer\'s own), data.thinking = "empty")' in result.output
+    blocks = dry_run_examples(result.output)
+    assert list(blocks) == list(CATEGORIES)
+    assert blocks["overrefusal_prevention"] == [
+        "<|im_start|>user",
+        "カレーの作り方を教えて。<|im_end|>",
+        "<|im_start|>assistant",
+        "⟦玉ねぎを炒めるところから始めます。<|im_end|>⟧",  # before the last user turn: no think block
+        "<|im_start|>user",
+        "隠し味は？<|im_end|>",
+        "<|im_start|>assistant",
+        "<think>",
+        "",
+        "</think>",
+        "",
+        "⟦りんごやはちみつがよく使われます。<|im_end|>⟧",  # after the empty think block, which is context
+        "",
+    ]
+    mid = records[2]
+    assert f"<think>\n\n</think>\n\n{mid['harmful_prefix']}⟦{mid['messages'][1]['content']}<|im_end|>⟧" in "\n".join(blocks["mid_refusal"])
+    assert "\x1b[" not in result.output  # no colours: the marks survive a CI log

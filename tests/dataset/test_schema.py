@@ -59,6 +59,8 @@ def messages(draw):
             del message[draw(st.sampled_from(["role", "content"]))]
         elif kind == 3:
             message["name"] = "x"
+        elif kind == 4:  # allowed on assistant messages only, as a non-blank string
+            message["reasoning_content"] = draw(text_values | json_values)
         out.append(message)
     # Bias towards well-formed alternation, so valid conversations are common too.
     if draw(st.booleans()):
@@ -66,6 +68,8 @@ def messages(draw):
         out = [{"role": r, "content": "内容"} for _ in range(turns) for r in ("user", "assistant")]
         if draw(st.booleans()):
             out.insert(0, {"role": "system", "content": "指示"})
+        if draw(st.booleans()):
+            out[-1]["reasoning_content"] = draw(text_values)
     return out
 
 
@@ -113,8 +117,29 @@ def test_validator_agrees_with_json_schema(record):
         (make_record(0, id="abc\n"), False),  # "$" must not accept a final newline
         (make_record(0, messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}] * (schema.MAX_TURNS + 1)), False),
         (make_record(0, messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}] * schema.MAX_TURNS), True),
+        (make_record(0, messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "考え"}]), True),
+        (make_record(0, messages=[{"role": "user", "content": "q", "reasoning_content": "考え"}, {"role": "assistant", "content": "a"}]), False),
+        (make_record(0, messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": " "}]), False),
+        (make_record(0, messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": None}]), False),
     ],
 )
 def test_known_verdicts(record, valid):
     assert structural_ok(record) is valid
     assert VALIDATOR.is_valid(record) is valid
+
+
+def test_reasoning_content_is_an_optional_field_of_assistant_messages_only():
+    def findings(messages):
+        found = []
+        check_structure(make_record(0, messages=messages), lambda rule, message, field: found.append((rule, message, field)))
+        return found
+
+    assert findings([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "考え"}]) == []
+    assert findings([{"role": "user", "content": "q", "reasoning_content": "考え"}, {"role": "assistant", "content": "a"}]) == [
+        ("bad_message_keys", "messages[0] has unexpected reasoning_content; a message has exactly 'role' and 'content' (an assistant's may add 'reasoning_content')", "messages[0]")
+    ]
+    assert findings([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": 3}]) == [
+        ("wrong_type", "messages[1].reasoning_content must be a string, not a number", "messages[1].reasoning_content")
+    ]
+    assert findings([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "\n"}])[0][0] == "empty_content"
+    assert schema.json_schema()["$defs"]["assistant_message"]["properties"]["reasoning_content"] == {"type": "string", "pattern": r"\S"}

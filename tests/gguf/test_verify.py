@@ -314,3 +314,53 @@ def test_cli_user_errors_exit_2(models, run_cli, tmp_path):
 
     code, _, err = run_cli("gguf", "verify", models["F16"], "-r", tmp_path / "no-model")
     assert code == 2 and "reference model folder does not exist" in err.splitlines()[0]
+
+
+# -- the official Qwen3.5 template: multi-turn conversations rendered by llama.cpp's side too -----
+
+
+@pytest.fixture(scope="module")
+def qwen35_templated(models, tmp_path_factory):
+    """The tiny Qwen3 with the official Qwen3.5 template, and with a copy of it that gives every
+    answer a think block (the earlier ones too), each converted to F16."""
+    from tests.conftest import official_qwen35_template
+
+    root = tmp_path_factory.mktemp("qwen35-template")
+    official = official_qwen35_template()
+    branch = "{%- if loop.index0 > ns.last_query_index %}"
+    assert official.count(branch) == 1
+    out = {}
+    for name, text in (("official", official), ("always-think", official.replace(branch, "{%- if true %}"))):
+        folder = root / name
+        shutil.copytree(models["model"], folder)
+        (folder / "chat_template.jinja").write_text(text, "utf-8")
+        out[name] = folder
+        out[name + ".gguf"] = convert(folder, root / "gguf" / name, quant="F16").path
+    return out
+
+
+def test_the_template_check_renders_multi_turn_conversations_with_the_official_template(qwen35_templated):
+    from apto_release.gguf.verify import COMPLETE_CONVERSATIONS, TEMPLATE_CONVERSATIONS
+
+    reference = load_reference(qwen35_templated["official"], threads=1)
+    assert any(m["role"] == "assistant" for m in CONVERSATIONS[0]) and CONVERSATIONS[0][-1]["role"] == "user"
+    whole = reference.rendered_complete[0]
+    assert len(COMPLETE_CONVERSATIONS[0]) == 7 and whole.count("<|im_start|>user") == 3
+    # The official template, as transformers renders it: no think block before the last user
+    # turn, the reasoning in the final one.
+    assert "<|im_start|>assistant\n富士山です。" in whole
+    assert whole.endswith("<|im_start|>assistant\n<think>\n高山病と天候の急変が代表的。一つに絞るなら天候。\n</think>\n\n天候の急変に備えて、雨具と防寒着を必ず持っていきましょう。<|im_end|>\n")
+    assert reference.rendered[0].endswith("<|im_start|>assistant\n<think>\n")
+
+    # llama-cpp-python's Jinja renders the official template identically.
+    report = verify(qwen35_templated["official.gguf"], reference, threads=1)
+    check = by_name(report)["chat template"]
+    assert check.passed, check.detail
+    assert check.measured["conversations"] == TEMPLATE_CONVERSATIONS + len(COMPLETE_CONVERSATIONS) == 3
+
+    # A template that differs only in multi-turn conversations is caught there, and only there.
+    report = verify(qwen35_templated["always-think.gguf"], reference, threads=1)
+    check = by_name(report)["chat template"]
+    assert [c.name for c in report.failed] == ["chat template"]
+    assert check.measured["differing"] == [0, 2]  # the single-turn conversation 1 renders the same
+    assert "conversation 2 (whole, as trained): from character" in check.detail

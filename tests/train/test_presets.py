@@ -146,6 +146,16 @@ def test_overrides_take_the_type_of_the_field():
     assert load_preset("tiny").lora.r == 4
 
 
+def test_the_thinking_policy_is_explicit_in_every_preset():
+    # Default: answers trained after the template's empty think block (issue 12).
+    for name in PRESETS:
+        assert load_preset(name).data.thinking == "empty"
+        text = preset_text(name)
+        assert re.search(r'^thinking = "empty"$', text, re.M), f"{name}.toml states data.thinking"
+    assert "data.thinking" in known_keys()
+    assert load_preset("qwen3.5-9b", ["data.thinking=reasoning"]).data.thinking == "reasoning"
+
+
 @pytest.mark.parametrize(
     ("item", "message"),
     [
@@ -156,6 +166,7 @@ def test_overrides_take_the_type_of_the_field():
         ("lora.dropout=1.5", "'lora.dropout' must be from 0 up to (not including) 1, not 1.5"),
         ("train.precision=fp16", "'train.precision' must be one of bf16, fp32, not 'fp16'"),
         ("data.chat_template=llama", "'data.chat_template' must be"),
+        ("data.thinking=full", "--set data.thinking: 'data.thinking' must be one of 'empty', 'reasoning', not 'full'"),
         ("lora.target_modules=qkv,q_proj", "unknown module name(s) qkv"),
         ("lora.target_modules=", "'lora.target_modules' is empty"),
         ("lora.r", "--set 'lora.r' is not KEY=VALUE"),
