@@ -327,6 +327,9 @@ def train(
     if resume and resume_from is None:
         raise UsageError(f"there is no complete checkpoint to resume from in {checkpoints}", hint="run without --resume")
     resumed_state = _checkpoint_state(resume_from) if resume_from else None
+    if main_process:
+        _log_run(out_dir, {"started": started_at, "host": socket.gethostname(), "world_size": world_size,
+                           "resumed_from": resume_from.name if resume_from else None}, fresh=resume_from is None)
 
     records = read_training_records(data)
     tokenizer = load_tokenizer(base)
@@ -434,7 +437,8 @@ def train(
             _set_base_model(tmp / "adapter_config.json", base_model_id or str(base))
             (tmp / SUMMARY_NAME).write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", "utf-8")
             plot_loss(history, tmp / LOSS_CURVE_NAME, title=f"{config.name} on {Path(str(base)).name}")
-        _log_run(out_dir, result, started_at=started_at, fresh=resume_from is None)
+        _log_run(out_dir, {"finished": _now(), "seconds": round(result.seconds, 3), "steps_trained": result.steps_trained,
+                           "steps": result.steps})
         if not keep_checkpoints:
             shutil.rmtree(checkpoints, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
@@ -457,21 +461,23 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _log_run(out_dir: Path, result: TrainResult, *, started_at: str, fresh: bool) -> None:
-    """Add this run to the local run log (a fresh run starts a new one): what varies from run to
-    run and so stays out of the published summary."""
+def _log_run(out_dir: Path, entry: dict[str, Any], *, fresh: bool = False) -> None:
+    """Record this run in the local run log: a fresh run starts a new log, a resumed one adds
+    itself, and the end of a run completes its entry (a killed run's stays without an end). What
+    varies from run to run goes here, not into the published summary."""
     path = run_log_path(out_dir)
     runs: list[Any] = []
     if not fresh:
         try:
-            runs = json.loads(path.read_text("utf-8")).get("runs", [])
-        except (OSError, ValueError, AttributeError):
+            runs = list(json.loads(path.read_text("utf-8"))["runs"])
+        except (OSError, ValueError, KeyError, TypeError):
             runs = []
-    runs.append({
-        "started": started_at, "finished": _now(), "seconds": round(result.seconds, 3), "host": socket.gethostname(),
-        "resumed_from": result.resumed_from, "steps_trained": result.steps_trained, "steps": result.steps,
-    })
-    write_json(path, {"output": out_dir.name, "runs": runs, "seconds": round(sum(r.get("seconds", 0) for r in runs), 3)})
+    if "started" in entry or not runs:
+        runs.append(entry)
+    else:
+        runs[-1] = runs[-1] | entry
+    write_json(path, {"output": out_dir.name, "runs": runs,
+                      "seconds": round(sum(r.get("seconds") or 0 for r in runs), 3)})
 
 
 def _gather(seen: list[str], world_size: int) -> list[list[str]]:

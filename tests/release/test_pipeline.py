@@ -369,6 +369,9 @@ def test_kills_in_every_stage_then_a_rerun_completes_the_same_release(baseline, 
                 assert f"✓ train {DEMO_MODEL}: done" in done.stdout and "4 steps (resumed from step 4)" in done.stdout, done.stdout
         state = ReleaseState.load(folder / "state" / "release-state.json")
         assert f"push:{DEMO_MODEL}" not in state.stages  # push keeps no record
+        # What differs from the uninterrupted run is in the training's local run log, not in a published file.
+        runs = json.loads((folder / MODEL_DIR / "adapter.run-log.json").read_text())["runs"]
+        assert [(r["resumed_from"], r.get("steps_trained")) for r in runs] == [(None, None), ("checkpoint-2", None), ("checkpoint-4", 0)]
         # The last run: everything before push is up to date; the push finishes the model repos and the tags.
         result = run_release(load_manifest(folder / "release.toml"), api=hub.api())
         status = statuses(result)

@@ -104,7 +104,7 @@ def test_a_resumed_run_writes_the_same_bytes_as_an_uninterrupted_one(workspace, 
     assert summary["ranks"][0]["examples"] == 4 * config.train.per_device_batch_size * config.train.gradient_accumulation_steps
     log = json.loads(run_log_path(resumed).read_text())
     assert [(r["resumed_from"], r["steps_trained"]) for r in log["runs"]] == [(None, 2), ("checkpoint-2", 2)]
-    assert all(r["seconds"] > 0 and r["host"] for r in log["runs"])
+    assert all(r["seconds"] > 0 and r["host"] and r["finished"] >= r["started"] for r in log["runs"])
 
 
 def test_an_incomplete_checkpoint_is_removed_and_the_run_resumes_from_the_one_before(workspace, straight):
