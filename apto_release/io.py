@@ -1,15 +1,19 @@
 """Writing outputs so that an interrupted command never leaves a file that looks finished.
 
 Everything is written beside its destination under a hidden temporary name, flushed, and renamed
-into place only when complete (``os.replace`` is atomic on one file system).
+into place only when complete (``os.replace`` is atomic on one file system). The temporary name
+says which process writes it, so that the next write of the same destination removes what a
+killed process left (``remove_stale_temps``) and never what a live one is writing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -25,21 +29,68 @@ def current_umask() -> int:
     return mask
 
 
+# Every temporary output names its writer in its own name, ``.<dest>.<random>.<owner>.tmp``, where
+# the owner is ``o<pid>-<start>-<host>``: the process id, the process's start time (clock ticks
+# since boot, from /proc; 0 where there is none), so that a recycled pid is not taken for the
+# dead writer, and 8 hex digits of the host name's SHA-256. The mark is part of the name, so it
+# exists from the instant the file or folder does: a kill can never leave an unmarked one. A
+# later write to the same destination removes the temporaries of writers that are gone (killed,
+# crashed), and only those: a run in parallel on this host, or any run on another host sharing
+# the folder, keeps its own.
+_OWNED = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.o(?P<pid>\d+)-(?P<start>\d+)-(?P<host>[0-9a-f]{8})\.(?:tmp|old)$")
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode("utf-8")).hexdigest()[:8]
+
+
+def _start_ticks(pid: int | str) -> int:
+    """When process ``pid`` started (clock ticks since boot), or 0 where /proc cannot say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        # The command name (field 2) may hold spaces and parentheses: count fields after the last ")".
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def owner_tag() -> str:
+    """This process's mark, as temporary names carry it: ``o<pid>-<start>-<host>``."""
+    return f"o{os.getpid()}-{_start_ticks('self')}-{_host_tag()}"
+
+
+def _owner_gone(pid: int, start: int, host: str) -> bool:
+    """Whether the writer of a temporary named with this mark is gone; never for another host."""
+    if host != _host_tag():
+        return False
+    if not _pid_alive(pid):
+        return True
+    started = _start_ticks(pid)  # a live pid that started at another time is a recycled one
+    return start != 0 and started != 0 and started != start
+
+
 def _temp_name(dest: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".{owner_tag()}.tmp", dir=dest.parent)
     # mkstemp makes the file private (0600); the finished output gets the mode open() would give.
     os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     return Path(name)
 
 
-#: Inside a long-lived temporary folder (a merge, a GGUF conversion): which process writes it, so
-#: that a later run can remove the folders of a process that was killed, and only those.
+def make_temp_dir(dest: str | Path, *, suffix: str = ".tmp") -> Path:
+    """A new, empty, hidden folder beside ``dest`` (``.<dest>.<random>.<owner>.tmp``), marked
+    as this process's: ``remove_stale_temps`` removes it once this process is gone."""
+    dest = Path(dest)
+    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=f".{owner_tag()}{suffix}", dir=dest.parent))
+
+
+#: Inside a long-lived temporary folder: which process writes it. Temporary names carry the owner
+#: themselves now; folders marked only this way (by earlier versions) are still understood.
 OWNER_FILE = ".apto-owner"
 
 
 def claim_temp_dir(folder: Path) -> None:
-    """Mark ``folder`` as written by this process (see ``remove_stale_temps``)."""
+    """Mark ``folder`` as written by this process, inside it (see ``OWNER_FILE``)."""
     (folder / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}), encoding="utf-8")
 
 
@@ -53,19 +104,41 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(parent: Path, prefix: str) -> int:
-    """Remove the hidden temporary folders ``parent/.<prefix>.*.tmp`` whose writer is gone (killed,
-    crashed); return how many. Only folders claimed by a dead process on this host are touched, so
-    a run in parallel keeps its folder.
+def _stale(path: Path, name: str | None) -> bool:
+    """Whether ``path`` is a temporary (of the output ``name``, when given) whose writer is gone."""
+    match = _OWNED.match(path.name)
+    if match:
+        return (name is None or match["name"] == name) and _owner_gone(int(match["pid"]), int(match["start"]), match["host"])
+    if name is None or not path.is_dir():
+        return False
+    try:  # a folder claimed with OWNER_FILE
+        owner = json.loads((path / OWNER_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int) and not _pid_alive(owner["pid"])
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_temps(parent: str | Path, prefix: str | None = None) -> int:
+    """Remove the hidden temporaries in ``parent`` whose writer is gone (killed, crashed); return
+    how many. With ``prefix``, only those of the output of that name (``.<prefix>.*.tmp``, and the
+    ``.old`` folder a kill can leave in ``atomic_dir``); without, every marked one in ``parent``.
+    Only temporaries of a dead process on this host are touched, so a run in parallel keeps its own.
     """
+    parent = Path(parent)
+    if not parent.is_dir():
+        return 0
+    pattern = f".{glob.escape(prefix)}.*" if prefix is not None else ".*"
     removed = 0
-    for tmp in Path(parent).glob(f".{glob.escape(prefix)}.*.tmp"):
-        try:
-            owner = json.loads((tmp / OWNER_FILE).read_text("utf-8"))
-        except (OSError, ValueError):
-            continue
-        if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int) and not _pid_alive(owner["pid"]):
-            shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in parent.glob(pattern):
+        if (tmp.name.endswith((".tmp", ".old"))) and _stale(tmp, prefix):
+            _remove(tmp)
             removed += 1
     return removed
 
@@ -75,10 +148,12 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; rename it onto ``dest`` if the block succeeds.
 
     The parent folder is created. On any exception (KeyboardInterrupt included) the temporary
-    file is removed and ``dest`` is left as it was.
+    file is removed and ``dest`` is left as it was; a kill leaves it, marked with the killed
+    process's id, and the next write of ``dest`` removes it.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(dest.parent, dest.name)  # a killed writer's partial file
     tmp = _temp_name(dest)
     try:
         yield tmp
@@ -98,18 +173,21 @@ def atomic_dir(dest: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     one renamed into place, then the old one removed. An exception leaves the old folder as it
     was; only a kill in the instant between the two renames leaves the old folder under a hidden
     ``.<name>.*.old`` name instead of at ``dest`` (Linux has no atomic swap of folders here).
+    A kill leaves the temporary folder (or that ``.old`` one) behind, marked with the killed
+    process's id: the next ``atomic_dir`` or ``atomic_path`` of the same destination removes it.
     """
     dest = Path(dest)
     if dest.exists() and not overwrite:
         # Raised by callers as a user error; kept generic here.
         raise FileExistsError(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    remove_stale_temps(dest.parent, dest.name)  # a killed writer's partial folder
+    tmp = make_temp_dir(dest)
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would follow the folder into place
     try:
         yield tmp
         if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+            old = make_temp_dir(dest, suffix=".old")
             os.replace(dest, old / "x")
             os.replace(tmp, dest)
             shutil.rmtree(old, ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,66 @@ def test_remove_stale_temps_removes_only_a_dead_writer_s_folders(tmp_path):
     other.mkdir()
     assert remove_stale_temps(tmp_path, "model-Q8_0") == 1
     assert not folders["dead"].exists() and folders["alive"].exists() and folders["unclaimed"].exists() and other.exists()
+
+
+def _killed_inside(tmp_path, code: str) -> None:
+    """Run ``code`` in a child Python that SIGKILLs itself at the end (inside an atomic write)."""
+    import signal
+    import subprocess
+    import sys
+
+    script = "import os, signal\nfrom apto_release.io import atomic_dir, atomic_path\n" + code + "\n"
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+def test_a_killed_writer_s_temporaries_are_removed_by_the_next_write(tmp_path):
+    """A kill inside atomic_path and atomic_dir (and between atomic_dir's two renames) leaves
+    marked temporaries; the next write of the same destination removes them, and nothing else."""
+    write_text(tmp_path / "folder" / "a", "old")
+    _killed_inside(tmp_path, """
+with atomic_path("file.txt") as tmp:
+    tmp.write_text("half")
+    with atomic_dir("folder", overwrite=True) as d:
+        (d / "part").write_text("half")
+        import apto_release.io as io
+        real = os.replace
+        def replace(src, dst):  # the first rename (the old folder aside) done, then killed
+            real(src, dst)
+            os.kill(os.getpid(), signal.SIGKILL)
+        io.os.replace = replace
+""")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert [n for n in left if n.startswith(".file.txt.")] and len([n for n in left if n.startswith(".folder.")]) == 2, left
+    assert all(".o" in n for n in left if n.startswith("."))  # each named with its writer's mark
+    other = tmp_path / ".folder-other.x.tmp"  # another output's temporary: not matched
+    other.mkdir()
+    write_text(tmp_path / "file.txt", "new")
+    with atomic_dir(tmp_path / "folder", overwrite=True) as d:
+        (d / "b").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".folder-other.x.tmp", "file.txt", "folder"]
+    assert os.listdir(tmp_path / "folder") == ["b"]
+
+
+def test_a_live_writer_s_temporaries_are_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from apto_release.io import remove_stale_temps
+
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom apto_release.io import atomic_dir\n"
+        "with atomic_dir(sys.argv[1]) as tmp:\n    print(tmp, flush=True)\n    time.sleep(60)\n"), str(tmp_path / "out")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        live = Path(child.stdout.readline().strip())
+        assert live.is_dir()
+        with atomic_dir(tmp_path / "out-2"):  # a write beside it sweeps the folder
+            pass
+        assert remove_stale_temps(tmp_path) == 0 and remove_stale_temps(tmp_path, "out") == 0
+        write_text(tmp_path / "out.txt", "x")
+        assert live.is_dir()
+    finally:
+        child.kill()
+        child.wait()
+    assert remove_stale_temps(tmp_path) == 1 and not live.exists()

@@ -15,7 +15,6 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,13 +70,12 @@ def staging(out_dir: str | Path, stem: str) -> Iterator[Path]:
     (KeyboardInterrupt included) the folder and whatever is in it are removed. A kill leaves it
     behind, claimed by the dead process: the next staging of the same output removes it.
     """
-    from apto_release.io import claim_temp_dir, remove_stale_temps
+    from apto_release.io import make_temp_dir, remove_stale_temps
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir, stem)  # a killed conversion's partial file: gigabytes, never finished
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out_dir))
-    claim_temp_dir(tmp)
+    tmp = make_temp_dir(out_dir / stem)  # named with this process's mark
     try:
         yield tmp
     finally:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from apto_release.errors import AptoError, InputError, UsageError
-from apto_release.io import OWNER_FILE, claim_temp_dir, read_json_object, remove_stale_temps
+from apto_release.io import read_json_object, remove_stale_temps
 from apto_release.merge.shards import (
     FLOAT_DTYPES,
     INDEX_NAME,
@@ -741,8 +741,7 @@ def execute_merge(
     stale = remove_stale_temps(out_dir.parent, out_dir.name) if out_dir.parent.is_dir() else 0
     merged = copied = shards_merged = written = 0
     done = 0  # bytes of the base's shards dealt with, for on_bytes
-    with torch.no_grad(), atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        claim_temp_dir(tmp)
+    with torch.no_grad(), atomic_dir(out_dir, overwrite=overwrite) as tmp:  # named with this process's mark
         for shard in plan.shards:
             header = read_header(plan.base / shard.name)  # again: the file may have changed since the plan
             if header.tensors != plan.checkpoint.headers[shard.name].tensors:
@@ -782,7 +781,6 @@ def execute_merge(
             else:
                 (tmp / item.name).write_text(item.content or "", encoding="utf-8")
             written += (tmp / item.name).stat().st_size
-        (tmp / OWNER_FILE).unlink()
     return MergeResult(
         out_dir=out_dir, shards_written=len(plan.shards), shards_merged=shards_merged, tensors_merged=merged,
         tensors_copied=copied, bytes_written=written, files=tuple(f.name for f in plan.files),

@@ -550,7 +550,7 @@ def _training_context(summary: TrainingSummary) -> dict[str, Any]:
         "steps": training.get("steps"),
         "final_loss": training.get("final_loss"),
         "world_size": training.get("world_size"),
-        "hours": round(training["duration_seconds"] / 3600, 1) if isinstance(training.get("duration_seconds"), (int, float)) else None,
+        # No training time: it differs between two runs of the same release, and the card is published.
         "records": summary.records,
         "categories": cats,
         "total": {

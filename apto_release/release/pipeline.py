@@ -15,11 +15,18 @@ Push is the exception: its output is the Hub, which the state cannot see, so it 
 against the remote (with the cached hashes, this costs a few requests) and commits only what
 differs; an unchanged release makes no commit.
 
-What is hashed leaves out what cannot repeat: the state file's times, the training summary's
-duration. Two runs of the same inputs and seeds write the same bytes for the sample, the Parquet
-files, the adapter, the merged checkpoint, the cards and the GGUF files (training on CPU repeats
-to the bit; on GPUs it may not, and then the adapter, the merged model and the GGUF files differ
-from run to run, which the cards' hashes then show).
+Nothing that differs between two runs of the same inputs is in an output: times stay in the
+state file, the training's times, host and resumes in its local run log beside the adapter. Two
+runs of the same inputs and seeds, interrupted or not, write the same bytes for the sample, the
+Parquet files, the adapter and its training summary and loss curve, the merged checkpoint, the
+cards and the GGUF files (training on CPU repeats to the bit; on GPUs it may not, and then the
+adapter, the merged model and the GGUF files differ from run to run, which the cards' hashes
+then show), so a rebuild from scratch pushes nothing new.
+
+A killed run leaves its temporary files and folders behind, each named with the killed
+process's id: the next write of the same output removes them, and a release run first sweeps
+the folders it writes into (``io.remove_stale_temps``), so nothing a kill left survives a
+completed re-run.
 """
 
 from __future__ import annotations
@@ -201,6 +208,26 @@ def manifest_commit(manifest: Manifest) -> str:
     return last + (" + uncommitted changes" if dirty else "")
 
 
+def manifest_year(manifest: Manifest) -> int | None:
+    """The year (UTC) of the manifest's last git commit, or None outside git or before its first commit.
+
+    The cards' citations give it instead of the current year, so that a rebuild of the same
+    release next January writes the same cards (and the push finds nothing to change).
+    """
+    import datetime
+
+    folder = manifest.path.resolve().parent
+    try:
+        done = subprocess.run(["git", "-C", str(folder), "log", "-1", "--format=%ct", "--", manifest.path.name],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    stamp = done.stdout.strip()
+    if done.returncode != 0 or not stamp.isdigit():
+        return None
+    return datetime.datetime.fromtimestamp(int(stamp), datetime.timezone.utc).year
+
+
 # ---------------------------------------------------------------------------------------------
 # The jobs
 
@@ -220,6 +247,11 @@ class _Plan:
         """The manifest's commit (``manifest_commit``), asked of git once per run: every card names it."""
         return manifest_commit(self.m)
 
+    @functools.cached_property
+    def year(self) -> int | None:
+        """The year the cards' citations give (``manifest_year``; None: the current year)."""
+        return manifest_year(self.m)
+
     def _data(self):
         if self.m.data is None:
             raise UsageError("the manifest has no [data] table: the release command needs the records to validate, sample, "
@@ -237,6 +269,17 @@ class _Plan:
         if not path.is_file():
             raise UsageError(f"{path.name} does not exist yet", path=path, hint=f"run the {stage} stage first (--stages {stage})")
         return self.state.sha256(path)
+
+    def output_folders(self) -> set[Path]:
+        """Every folder the release writes into, and the folders that hold them: where a killed run
+        can have left temporary files or folders."""
+        folders = {self.state_dir}
+        if self.m.data is not None:
+            folders.add(self.m.data.sample_folder)
+        folders.update(target.folder for target in self.m.datasets.values())
+        for model in self.m.models:
+            folders.update((model.adapter, model.merged, model.gguf_folder))
+        return folders | {folder.parent for folder in folders}
 
     def jobs(self) -> list[Job]:
         jobs = [self.validate(), self.sample()]
@@ -305,7 +348,7 @@ class _Plan:
                       (f"manifest ({self.m.path.name}) SHA-256", self.state.sha256(self.m.path)),
                       ("manifest git commit", self.commit))
         options = CardOptions(repo_id=target.repo, pretty_name=name, license=self._data().license, version=self.m.version,
-                              provenance=provenance)
+                              provenance=provenance, citation_year=self.year)
         if not target.gated:
             options = dataclasses.replace(options, gated_prompt=None, gated_fields={})
         return options
@@ -386,12 +429,13 @@ class _Plan:
         def run(ctx: ReleaseContext) -> str:
             import shutil
 
-            from apto_release.train.trainer import checkpoint_dir, train
+            from apto_release.train.trainer import checkpoint_dir, latest_checkpoint, train
 
             checkpoints = checkpoint_dir(model.adapter)
             if not ctx.resuming:
                 shutil.rmtree(checkpoints, ignore_errors=True)  # another run's: not ours to continue
-            resume = ctx.resuming and checkpoints.is_dir() and any(checkpoints.iterdir())
+            # A checkpoint the kill caught half-written is removed; with none complete, start over.
+            resume = ctx.resuming and latest_checkpoint(checkpoints) is not None
             with ctx.progress.task(f"train {model.name}", total=model.train.max_steps, unit="step") as task:
                 result = train(
                     self._train_config(model), base=str(self._base_folder(model)), data=self._data().records, out_dir=model.adapter,
@@ -399,7 +443,8 @@ class _Plan:
                     base_model_id=model.base_model, on_step=task.update,
                 )
             loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
-            return f"{result.steps} steps" + (" (resumed)" if resume else "") + f", final loss {loss}"
+            resumed = f" (resumed from step {result.steps - result.steps_trained})" if result.resumed_from else ""
+            return f"{result.steps} steps{resumed}, final loss {loss}"
 
         return Job("train", model.name, inputs, run, lambda: adapter_files(model, reports=True), deps=("validate:data",))
 
@@ -480,7 +525,7 @@ class _Plan:
         def run(ctx: ReleaseContext) -> str:
             from apto_release.release.cards import build_cards, write_card
 
-            cards = build_cards(self.m, only=[model.name], provenance=self._provenance, sha256=self.state.sha256)
+            cards = build_cards(self.m, only=[model.name], provenance=self._provenance, sha256=self.state.sha256, year=self.year)
             written.clear()
             for card in cards:
                 written.append(write_card(card))
@@ -555,6 +600,12 @@ def run_release(
     state = ReleaseState.load(manifest.state_file)
     plan = _Plan(manifest, state)
     jobs = select_jobs(plan.jobs(), manifest, stages=stages, only=only)
+    if not dry_run:
+        from apto_release.io import remove_stale_temps
+
+        # What killed runs left (each temporary names its writer); a live parallel run's stay.
+        for folder in sorted(plan.output_folders()):
+            remove_stale_temps(folder)
     result = ReleaseResult(manifest, dry_run=dry_run)
     pending: set[str] = set()  # dry run: jobs that would run, whose outputs are not there yet
     root = manifest.path.resolve().parent

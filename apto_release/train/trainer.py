@@ -13,20 +13,33 @@ Outputs, written beside ``out_dir`` and renamed into place when complete:
 
 - ``adapter_config.json`` and ``adapter_model.safetensors`` (PEFT), naming the base model;
 - ``training_summary.json``: the preset and its final settings, the data file's hash, token
-  statistics per category, the loss history, the records each rank trained on, the duration
-  and the library versions;
+  statistics per category, the loss history, the records each rank trained on and the library
+  versions;
 - ``loss_curve.png``.
 
+These are published, so they hold nothing that differs between two runs of the same inputs: a
+run resumed from a checkpoint writes the same bytes as an uninterrupted one, and a rebuild on
+another machine the same as the first. What does differ (when and where it ran, for how long,
+which checkpoint it resumed from) goes to a local run log beside the output,
+``<out_dir>.run-log.json``, which is not published.
+
 Checkpoints go to ``<out_dir>.checkpoints/`` while the run lasts; ``resume=True`` continues from
-the newest one. They are removed after a successful run unless ``keep_checkpoints``.
+the newest *complete* one (the Trainer writes a checkpoint in place, so a kill can leave one
+half-written: it is removed, and the run resumes from the one before). A checkpoint carries the
+record ids each rank has trained on so far, so that the summary of a resumed run names every
+record of the whole training. A checkpoint at or past the last step is not trained further: the
+adapter is written from it. Checkpoints are removed after a successful run unless
+``keep_checkpoints``.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,11 +48,19 @@ from typing import Any
 
 from apto_release import __version__
 from apto_release.errors import InputError, UsageError
-from apto_release.io import sha256_file
+from apto_release.io import sha256_file, write_json
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 SUMMARY_NAME = "training_summary.json"
 LOSS_CURVE_NAME = "loss_curve.png"
+#: The Trainer's own record of a checkpoint, written after the weights, optimizer, scheduler and
+#: RNG states (transformers' ``Trainer._save_checkpoint``): a checkpoint is complete when it parses.
+TRAINER_STATE = "trainer_state.json"
+#: The batch key that carries each example's index in the dataset, from the collator to
+#: ``training_step`` (which takes it out before the model sees the batch).
+RECORD_INDEX = "apto_record_index"
+#: Where the trained record ids travel inside ``trainer_state.json`` (a stateful callback's state).
+RECORD_LOG = "RecordLog"
 
 
 @dataclass
@@ -52,6 +73,8 @@ class TrainResult:
     seconds: float
     is_main_process: bool
     summary: dict[str, Any] = field(default_factory=dict)
+    resumed_from: str | None = None  # the checkpoint's name
+    steps_trained: int = 0  # optimiser steps this run took (0: the adapter came from a final checkpoint)
 
 
 def checkpoint_dir(out_dir: str | Path) -> Path:
@@ -60,21 +83,126 @@ def checkpoint_dir(out_dir: str | Path) -> Path:
     return out_dir.with_name(out_dir.name + ".checkpoints")
 
 
-def _latest_checkpoint(folder: Path) -> Path | None:
-    steps = [(int(p.name.split("-")[-1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(steps)[1] if steps else None
+def run_log_path(out_dir: str | Path) -> Path:
+    """The local, unpublished log of the runs into ``out_dir`` (times, host, resumes)."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".run-log.json")
 
 
-class _RecordingCollator:
-    """Pads batches and remembers which records this process trained on."""
+def checkpoint_complete(folder: Path, *, world_size: int = 1) -> bool:
+    """Whether the Trainer finished writing the checkpoint ``folder``.
+
+    The Trainer writes a checkpoint in place, in order: the adapter, the optimizer and scheduler,
+    each process's RNG state, then ``trainer_state.json``. A checkpoint counts when that last file
+    parses and names the folder's step, and the files before it are there.
+    """
+    step = folder.name.rsplit("-", 1)[-1]
+    try:
+        state = json.loads((folder / TRAINER_STATE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(state, dict) or str(state.get("global_step")) != step:
+        return False
+    rng = ["rng_state.pth"] if world_size <= 1 else [f"rng_state_{i}.pth" for i in range(world_size)]
+    names = {p.name for p in folder.iterdir()}
+    weights = any(n.startswith(("adapter_model.", "model.", "pytorch_model")) for n in names)
+    optimizer = any(n.startswith("optimizer") or n.endswith("optimizer.pt") for n in names)
+    return weights and optimizer and "scheduler.pt" in names and all(r in names for r in rng)
+
+
+def latest_checkpoint(folder: str | Path, *, world_size: int = 1, remove_incomplete: bool = True) -> Path | None:
+    """The newest complete checkpoint in ``folder`` (``checkpoint-<step>``), or None.
+
+    With ``remove_incomplete`` the incomplete ones (a kill while the Trainer wrote them) are
+    deleted, so that the Trainer's own rotation of old checkpoints never counts them.
+    """
+    folder = Path(folder)
+    found = sorted(((int(p.name.rsplit("-", 1)[-1]), p) for p in folder.glob("checkpoint-*")
+                    if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()), reverse=True)
+    latest = None
+    for _, path in found:
+        if checkpoint_complete(path, world_size=world_size):
+            latest = latest or path
+        elif remove_incomplete:
+            shutil.rmtree(path, ignore_errors=True)
+    return latest
+
+
+def _checkpoint_state(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((checkpoint / TRAINER_STATE).read_text("utf-8"))
+
+
+def _carried_records(state: dict[str, Any]) -> list[list[str]]:
+    """The record ids each rank trained on up to a checkpoint (empty for checkpoints without them)."""
+    log = (state.get("stateful_callbacks") or {}).get(RECORD_LOG) or {}
+    ranks = (log.get("attributes") or {}).get("ranks") or []
+    return [list(ids) for ids in ranks]
+
+
+def _record_log_callback(seen: list[str], carried: list[list[str]]):
+    """A stateful ``TrainerCallback`` that puts every rank's trained record ids into each checkpoint's
+    ``trainer_state.json`` (written last, so the ids are there exactly when the checkpoint is complete)."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+
+    class RecordLog(TrainerCallback, ExportableState):
+        def __init__(self) -> None:
+            self.ranks: list[list[str]] = carried
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            # A checkpoint from before the record log has no entry for it; the Trainer expects one.
+            state.stateful_callbacks.setdefault(RECORD_LOG, self.state())
+            return control
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if control.should_save:  # every rank gets here with the same decision: gather once
+                self.ranks = _combine(carried, _gather(list(seen), args.world_size))
+            return control
+
+        def state(self) -> dict[str, Any]:
+            return {"args": {}, "attributes": {"ranks": self.ranks}}
+
+    return RecordLog()
+
+
+def _combine(carried: list[list[str]], new: list[list[str]]) -> list[list[str]]:
+    """Each rank's ids before a resume followed by those after it."""
+    width = max(len(carried), len(new))
+    return [(carried[r] if r < len(carried) else []) + (new[r] if r < len(new) else []) for r in range(width)]
+
+
+def _recording_trainer():
+    """The ``Trainer`` with a ``training_step`` that notes which records each micro-batch holds.
+
+    The ids are taken where the batch is trained, not where it is collated: the Trainer collates
+    ahead (a whole accumulation step, and one more batch), and a resumed run skips batches.
+    """
+    from transformers import Trainer
+
+    class RecordingTrainer(Trainer):
+        record_ids: list[str]
+        seen: list[str]
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            indexes = inputs.pop(RECORD_INDEX)
+            self.seen.extend(self.record_ids[i] for i in indexes.tolist())
+            return super().training_step(model, inputs, *args, **kwargs)
+
+    return RecordingTrainer
+
+
+class _IndexingCollator:
+    """Pads batches and adds each example's index in the dataset (see ``RECORD_INDEX``)."""
 
     def __init__(self, collate) -> None:
         self.collate = collate
-        self.seen: list[str] = []
 
     def __call__(self, features):
-        self.seen.extend(f["record_id"] for f in features)
-        return self.collate([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+        import torch
+
+        batch = self.collate([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+        batch[RECORD_INDEX] = torch.tensor([f["index"] for f in features], dtype=torch.long)
+        return batch
 
 
 def _versions() -> dict[str, str]:
@@ -169,13 +297,13 @@ def train(
             ``training_summary.json`` either way.
 
     Raises:
-        UsageError: ``out_dir`` exists without ``overwrite``; ``resume`` without a checkpoint.
+        UsageError: ``out_dir`` exists without ``overwrite``; ``resume`` without a complete checkpoint.
         ValidationFailed: the data file has validation errors.
         InputError: the base model or tokenizer cannot be loaded, or no record fits.
     """
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, PrinterCallback, Trainer, set_seed
+    from transformers import AutoModelForCausalLM, PrinterCallback, TrainerState, set_seed
 
     from apto_release.io import atomic_dir
     from apto_release.merge.merge import CHAT_TEMPLATE_FILE
@@ -188,13 +316,20 @@ def train(
     )
 
     started = time.perf_counter()
+    started_at = _now()
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise UsageError("the output folder already exists", path=out_dir, hint="choose another -o or pass --overwrite")
     checkpoints = checkpoint_dir(out_dir)
-    resume_from = _latest_checkpoint(checkpoints) if resume else None
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    resume_from = latest_checkpoint(checkpoints, world_size=world_size, remove_incomplete=main_process) if resume else None
     if resume and resume_from is None:
-        raise UsageError(f"there is no checkpoint to resume from in {checkpoints}", hint="run without --resume")
+        raise UsageError(f"there is no complete checkpoint to resume from in {checkpoints}", hint="run without --resume")
+    resumed_state = _checkpoint_state(resume_from) if resume_from else None
+    if main_process:
+        _log_run(out_dir, {"started": started_at, "host": socket.gethostname(), "world_size": world_size,
+                           "resumed_from": resume_from.name if resume_from else None}, fresh=resume_from is None)
 
     records = read_training_records(data)
     tokenizer = load_tokenizer(base)
@@ -202,7 +337,7 @@ def train(
     template = resolve_chat_template(config.data.chat_template or None)
     if not encoded:
         raise InputError(f"no record fits in data.max_length = {config.data.max_length} tokens", path=data)
-    dataset = [{"input_ids": list(e.input_ids), "labels": list(e.labels), "record_id": e.record_id} for e in encoded]
+    dataset = [{"input_ids": list(e.input_ids), "labels": list(e.labels), "index": i} for i, e in enumerate(encoded)]
 
     dtype = torch.bfloat16 if config.train.precision == "bf16" else torch.float32
     try:
@@ -227,14 +362,27 @@ def train(
             task_type="CAUSAL_LM",
         ),
     )
-    collator = _RecordingCollator(collator_for(tokenizer))
     args = _training_arguments(config, checkpoints, max_steps=max_steps, save_steps=save_steps)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+    seen: list[str] = []
+    carried = _carried_records(resumed_state) if resumed_state else []
+    trainer = _recording_trainer()(model=model, args=args, train_dataset=dataset, data_collator=_IndexingCollator(collator_for(tokenizer)),
+                                   callbacks=[_record_log_callback(seen, carried)])
+    trainer.record_ids, trainer.seen = [e.record_id for e in encoded], seen
     if on_step is not None:
         # disable_tqdm already keeps the Trainer's bar away; it prints each step's log instead.
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(_step_callback(on_step))
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if resumed_state and resumed_state["global_step"] >= (max_steps or resumed_state.get("max_steps") or 0) > 0:
+        # Killed after its last checkpoint: training is over. Resuming would train a step past
+        # the end (the Trainer checks the step count only after a step); the adapter is the
+        # checkpoint's, written as an uninterrupted run writes it.
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(trainer.model, load_file(str(resume_from / "adapter_model.safetensors")))
+        trainer.state = TrainerState.load_from_json(str(resume_from / TRAINER_STATE))
+    else:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     state = trainer.state
     history = [
@@ -242,13 +390,16 @@ def train(
         for e in state.log_history
         if "loss" in e
     ]
-    seen_by_rank = _gather(collator.seen, trainer)
+    seen_by_rank = _combine(carried, _gather(seen, trainer.args.world_size))
+    steps_before = resumed_state["global_step"] if resumed_state else 0
     result = TrainResult(
         out_dir=out_dir,
         steps=state.global_step,
         final_loss=history[-1]["loss"] if history else None,
         seconds=time.perf_counter() - started,
         is_main_process=trainer.is_world_process_zero(),
+        resumed_from=resume_from.name if resume_from else None,
+        steps_trained=state.global_step - steps_before,
     )
     if result.is_main_process:
         summary = {
@@ -268,10 +419,8 @@ def train(
                 "world_size": trainer.args.world_size,
                 "steps": state.global_step,
                 "epochs": state.epoch,
-                "resumed_from": resume_from.name if resume_from else None,
                 "final_loss": result.final_loss,
                 "loss_history": history,
-                "duration_seconds": round(result.seconds, 3),
             },
             "ranks": [
                 {"rank": rank, "examples": len(ids), "record_ids": sorted(set(ids))}
@@ -288,6 +437,8 @@ def train(
             _set_base_model(tmp / "adapter_config.json", base_model_id or str(base))
             (tmp / SUMMARY_NAME).write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", "utf-8")
             plot_loss(history, tmp / LOSS_CURVE_NAME, title=f"{config.name} on {Path(str(base)).name}")
+        _log_run(out_dir, {"finished": _now(), "seconds": round(result.seconds, 3), "steps_trained": result.steps_trained,
+                           "steps": result.steps})
         if not keep_checkpoints:
             shutil.rmtree(checkpoints, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
@@ -306,11 +457,34 @@ def _step_callback(on_step: Callable[[int, int], None]):
     return StepCallback()
 
 
-def _gather(seen: list[str], trainer) -> list[list[str]]:
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _log_run(out_dir: Path, entry: dict[str, Any], *, fresh: bool = False) -> None:
+    """Record this run in the local run log: a fresh run starts a new log, a resumed one adds
+    itself, and the end of a run completes its entry (a killed run's stays without an end). What
+    varies from run to run goes here, not into the published summary."""
+    path = run_log_path(out_dir)
+    runs: list[Any] = []
+    if not fresh:
+        try:
+            runs = list(json.loads(path.read_text("utf-8"))["runs"])
+        except (OSError, ValueError, KeyError, TypeError):
+            runs = []
+    if "started" in entry or not runs:
+        runs.append(entry)
+    else:
+        runs[-1] = runs[-1] | entry
+    write_json(path, {"output": out_dir.name, "runs": runs,
+                      "seconds": round(sum(r.get("seconds") or 0 for r in runs), 3)})
+
+
+def _gather(seen: list[str], world_size: int) -> list[list[str]]:
     """Every rank's list of record ids, on every rank."""
     import torch.distributed as dist
 
-    if trainer.args.world_size > 1 and dist.is_available() and dist.is_initialized():
+    if world_size > 1 and dist.is_available() and dist.is_initialized():
         out: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(out, seen)
         return out

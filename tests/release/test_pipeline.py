@@ -4,9 +4,11 @@ kills in the middle of train, merge, convert and push, and the published repos r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -48,9 +50,11 @@ def commits(hub) -> int:
 
 
 def release_files(folder: Path) -> dict[str, bytes]:
-    """Every output of a release folder (paths relative to it), the state file left out."""
+    """Every output of a release folder (paths relative to it), the state file and the training's
+    local run log (times, host: never published) left out."""
     out = folder / "out"
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and not p.name.endswith(".run-log.json")}
 
 
 @pytest.fixture(scope="module")
@@ -134,20 +138,21 @@ def test_the_pushed_release_reads_back_at_its_tag(baseline, hub, tmp_path):
     assert int(done.stdout.split()[0]) > 0
 
 
-def test_a_rebuild_elsewhere_is_byte_identical(baseline, tmp_path, hub):
+def test_a_rebuild_elsewhere_is_byte_identical_and_pushes_nothing(baseline, tmp_path, hub):
+    """The publish workflow re-run from scratch on a fresh machine: the same bytes in every
+    published file (the training summary and loss curve included), so the push finds nothing to
+    commit over the first build's repos and tags."""
     demo, *_ = baseline
     again = write_demo_release(tmp_path / "again", **SIZE)
     result = run_release(load_manifest(again.manifest), stages=["validate", "sample", "dataset", "train", "merge", "gguf", "cards"])
     assert set(statuses(result).values()) == {"done"}
     first, second = release_files(demo.folder), release_files(again.folder)
     assert sorted(first) == sorted(second)
-    # Only the training summary may differ (it records the run's duration and the machine's paths).
-    differ = sorted(name for name in first if first[name] != second[name])
-    assert differ in ([], [f"out/models/{DEMO_MODEL}/adapter/training_summary.json"])
-    for name in ("out/sample/sample.jsonl", f"out/models/{DEMO_MODEL}/gguf/{DEMO_MODEL}-F16.gguf",
-                 f"out/models/{DEMO_MODEL}/gguf/{DEMO_MODEL}-Q8_0.gguf", f"out/models/{DEMO_MODEL}/merged/README.md",
-                 "out/dataset-sample/README.md"):
-        assert first[name] == second[name], name
+    assert sorted(name for name in first if first[name] != second[name]) == []
+    before = commits(hub)
+    pushed = run_release(load_manifest(again.manifest), stages=["push"], api=hub.api())
+    assert set(statuses(pushed).values()) == {"up to date"}, [(r.key, r.summary) for r in pushed.reports]
+    assert commits(hub) == before
 
 
 @pytest.fixture
@@ -234,21 +239,48 @@ def test_dry_run_writes_nothing_and_says_what_would_run(own_release, hub):
 # Kills: a subprocess runs the release CLI with one function patched to SIGKILL the process
 
 
-KILLERS = {
-    # After the second optimiser step (the demo checkpoints every 2 steps of 4).
-    "train": """
+# Kill at the end of the atomic write of the output named NAME (a file or a folder), its
+# content complete, before it is renamed into place: the moment a temporary looks most finished.
+IN_ATOMIC_WRITE = textwrap.dedent("""
+    import contextlib
+    from pathlib import Path
+    import apto_release.io as io
+    def killing(real, name):
+        @contextlib.contextmanager
+        def write(dest, *a, **k):
+            with real(dest, *a, **k) as tmp:
+                yield tmp
+                if Path(dest).name == name:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        return write
+""")
+
+MODEL_DIR = f"out/models/{DEMO_MODEL}"
+
+# In the order the release meets them: (name, patch, the job it kills, what it leaves behind).
+# Each re-run goes one kill further; the last run completes the release.
+KILLS = [
+    ("validation report", IN_ATOMIC_WRITE + 'io.atomic_path = killing(io.atomic_path, "validation.json")',
+     "validate data", "state/.validation.json.*.tmp"),
+    ("sample", IN_ATOMIC_WRITE + 'io.atomic_dir = killing(io.atomic_dir, "sample")', "sample data", "out/.sample.*.tmp"),
+    ("full dataset", IN_ATOMIC_WRITE + 'io.atomic_dir = killing(io.atomic_dir, "dataset-full")',
+     "dataset build dataset.full", "out/.dataset-full.*.tmp"),
+    # While the Trainer writes checkpoint-4 (of 4; one every 2 steps): its adapter weights and
+    # optimizer are written, its RNG state and trainer_state.json are not.
+    ("checkpoint", """
         import transformers
-        real = transformers.Trainer.training_step
-        def training_step(self, *a, **k):
-            out = real(self, *a, **k)
-            if self.state.global_step >= 2 and getattr(self, "_apto_calls", 0) >= 4:
+        real = transformers.Trainer._save_rng_state
+        def save_rng_state(self, output_dir):
+            if self.state.global_step == 4:
                 os.kill(os.getpid(), signal.SIGKILL)
-            self._apto_calls = getattr(self, "_apto_calls", 0) + 1
-            return out
-        transformers.Trainer.training_step = training_step
-    """,
+            return real(self, output_dir)
+        transformers.Trainer._save_rng_state = save_rng_state
+    """, f"train {DEMO_MODEL}", f"{MODEL_DIR}/adapter.checkpoints/checkpoint-4/adapter_model.safetensors"),
+    # After the last checkpoint, while the adapter is written.
+    ("adapter", IN_ATOMIC_WRITE + 'io.atomic_dir = killing(io.atomic_dir, "adapter")', f"train {DEMO_MODEL}",
+     f"{MODEL_DIR}/.adapter.*.tmp"),
     # After the first shard of the merged checkpoint is written.
-    "merge": """
+    ("merge", """
         import apto_release.merge.merge as m
         real = m.merge
         def merge(*a, on_shard=None, **k):
@@ -256,9 +288,9 @@ KILLERS = {
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(*a, on_shard=hook, **k)
         m.merge = merge
-    """,
+    """, f"merge {DEMO_MODEL}", f"{MODEL_DIR}/.merged.*.tmp"),
     # With the tensor data of the second GGUF file written, before it is moved into place.
-    "gguf": """
+    ("gguf", """
         import apto_release.gguf.output as o
         real = o.publish
         calls = []
@@ -268,61 +300,92 @@ KILLERS = {
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(*a, **k)
         o.publish = publish
-    """,
+    """, f"GGUF convert + verify {DEMO_MODEL}", f"{MODEL_DIR}/gguf/.{DEMO_MODEL}-*.tmp"),
+    ("model card", IN_ATOMIC_WRITE + 'io.atomic_path = killing(io.atomic_path, "README.md")', f"cards {DEMO_MODEL}",
+     f"{MODEL_DIR}/*/.README.md.*.tmp"),
+    # While the state file records the finished cards.
+    ("state file", IN_ATOMIC_WRITE + textwrap.dedent("""
+        import apto_release.release.state as st
+        real_finish = st.ReleaseState.finish
+        def finish(self, key, *a, **k):
+            if key.startswith("cards:"):
+                io.atomic_path = killing(io.atomic_path, "release-state.json")
+            return real_finish(self, key, *a, **k)
+        st.ReleaseState.finish = finish
+    """), f"cards {DEMO_MODEL}", "state/.release-state.json.*.tmp"),
     # After the first model repo's commit, before its tag and the other repos.
-    "push": """
+    ("push", """
         import apto_release.release.push as p
         real = p._verify
         def verify(*a, **k):
             real(*a, **k)
             os.kill(os.getpid(), signal.SIGKILL)
         p._verify = verify
-    """,
-}
+    """, "push dataset.sample", None),
+]
 
 
-def run_killed(folder: Path, stage: str, hub, tmp_path: Path) -> subprocess.CompletedProcess:
-    script = "import os, signal\n" + textwrap.dedent(KILLERS[stage]) + textwrap.dedent(f"""
+def run_killed(folder: Path, killer: str, hub, tmp_path: Path) -> subprocess.CompletedProcess:
+    script = "import os, signal\n" + textwrap.dedent(killer) + textwrap.dedent(f"""
         from apto_release.cli import main
         main(["release", "--manifest", {str(folder / "release.toml")!r}, "--progress", "off"])
     """)
     env = {**os.environ, **hub.client_env(tmp_path / "hf_home"), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-c", script], env=env,
-                          capture_output=True, text=True, timeout=600)
+    # A process group of its own, killed whole as a CI runner or a preempted node kills it.
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def test_kills_in_train_merge_convert_and_push_then_a_rerun_completes_the_same_release(baseline, tmp_path):
-    """Each kill leaves no finished-looking output; each re-run resumes; the end is the uninterrupted release."""
+def test_kills_in_every_stage_then_a_rerun_completes_the_same_release(baseline, tmp_path):
+    """A kill inside each stage's atomic write, while a checkpoint is written, after the last
+    checkpoint, in the merge, the conversion and the push: each kill leaves no finished-looking
+    output, each re-run resumes, and the end is the uninterrupted release, byte for byte, with
+    nothing left of the killed runs' temporaries."""
     demo, *_ = baseline
     with LocalHub(tmp_path / "hub", namespaces=[DEMO_ORG]) as hub:
         folder = write_demo_release(tmp_path / "release", **SIZE).folder
         killed = None
-        for stage in ("train", "merge", "gguf", "push"):
-            done = run_killed(folder, stage, hub, tmp_path)
-            assert done.returncode == -9, (stage, done.stdout[-3000:], done.stderr[-3000:])
-            title = "GGUF convert + verify" if stage == "gguf" else stage
-            assert f"→ {title} {DEMO_MODEL}: " in done.stdout or f"→ {title} dataset.sample" in done.stdout
-            if killed:  # the stage killed last time runs again first, and says why
-                assert f"→ {killed} {DEMO_MODEL}: did not finish last time" in done.stdout, done.stdout
-            killed = title
-            if stage == "merge":  # the training killed after its checkpoint at step 2 resumed from it
-                assert f"✓ train {DEMO_MODEL}: done" in done.stdout and "4 steps (resumed)" in done.stdout, done.stdout
-        models = folder / "out" / "models" / DEMO_MODEL
-        assert not (models / "merged").exists() or (models / "merged" / "config.json").exists()
+        for name, killer, job, leftover in KILLS:
+            done = run_killed(folder, killer, hub, tmp_path)
+            assert done.returncode == -9, (name, done.stdout[-3000:], done.stderr[-3000:])
+            assert f"→ {job}: " in done.stdout, (name, done.stdout)
+            if killed:  # the job killed last time runs again first, and says why
+                assert f"→ {killed}: did not finish last time" in done.stdout, (name, done.stdout)
+            killed = job if name != "push" else None
+            if leftover:  # the kill came where it was meant to: its temporary (or checkpoint) is there
+                assert list(folder.glob(leftover)), (name, leftover)
+            checkpoint_4 = folder / MODEL_DIR / "adapter.checkpoints" / "checkpoint-4"
+            if name == "checkpoint":  # half-written: the Trainer's state, written last, is missing
+                assert not (checkpoint_4 / "trainer_state.json").exists()
+            if name == "adapter":  # the half-written checkpoint-4 was dropped, and written again from checkpoint-2
+                assert (checkpoint_4 / "trainer_state.json").is_file()
+            if name == "merge":  # the adapter came from the last checkpoint, with no step past it
+                assert f"✓ train {DEMO_MODEL}: done" in done.stdout and "4 steps (resumed from step 4)" in done.stdout, done.stdout
         state = ReleaseState.load(folder / "state" / "release-state.json")
         assert f"push:{DEMO_MODEL}" not in state.stages  # push keeps no record
+        # What differs from the uninterrupted run is in the training's local run log, not in a published file.
+        runs = json.loads((folder / MODEL_DIR / "adapter.run-log.json").read_text())["runs"]
+        assert [(r["resumed_from"], r.get("steps_trained")) for r in runs] == [(None, None), ("checkpoint-2", None), ("checkpoint-4", 0)]
         # The last run: everything before push is up to date; the push finishes the model repos and the tags.
         result = run_release(load_manifest(folder / "release.toml"), api=hub.api())
         status = statuses(result)
         assert all(status[k] == "up to date" for k in status if not k.startswith("push:")), status
         assert status[f"push:{DEMO_MODEL}"] == "done"
-        # The killed runs' temporary folders (a partial shard, a partial GGUF file) are gone.
-        assert not [p for p in (folder / "out").rglob("*") if p.name.endswith(".tmp")]
+        # Nothing of the killed runs is left: no temporary file or folder, no checkpoint.
+        left = [p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                if p.name.endswith((".tmp", ".old")) or p.name.endswith(".checkpoints")]
+        assert left == []
         tags = {repo: hub.api().list_repo_refs(repo).tags for repo in (f"{DEMO_ORG}/{DEMO_MODEL}", f"{DEMO_ORG}/{DEMO_MODEL}-GGUF")}
         assert all(t and t[0].name == "v1.0.0" for t in tags.values())
     first, again = release_files(demo.folder), release_files(folder)
-    differ = sorted(name for name in first if first[name] != again.get(name))
-    assert differ in ([], [f"out/models/{DEMO_MODEL}/adapter/training_summary.json"]), differ
+    assert sorted(first) == sorted(again)
+    assert sorted(name for name in first if first[name] != again[name]) == []
 
 
 def test_a_failing_stage_stops_the_release_and_is_rerun(own_release):

@@ -131,3 +131,21 @@ def test_the_manifest_s_commit_and_uncommitted_changes(tmp_path):
     assert manifest_commit(manifest) == head  # the manifest's own last commit, not HEAD
     manifest.path.write_text('version = "1.0.1"\n')
     assert manifest_commit(manifest) == f"{head} + uncommitted changes"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_cards_year_is_the_manifest_s_commit_s_not_today_s(tmp_path):
+    """A rebuild next year must write the same cards: their citation year comes from git."""
+    from types import SimpleNamespace
+
+    from apto_release.release.pipeline import manifest_year
+
+    manifest = SimpleNamespace(path=tmp_path / "release.toml")
+    manifest.path.write_text('version = "1.0.0"\n')
+    assert manifest_year(manifest) is None  # not in git: the cards say the current year
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "release.toml"], check=True)
+    env = {**os.environ, "GIT_COMMITTER_DATE": "2024-12-31T23:30:00+00:00", "GIT_AUTHOR_DATE": "2024-12-31T23:30:00+00:00"}
+    subprocess.run([*git, "commit", "-q", "-m", "release"], check=True, env=env)
+    assert manifest_year(manifest) == 2024

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ torch = pytest.importorskip("torch")
 from apto_release.dataset.example import write_example_data  # noqa: E402
 from apto_release.errors import UsageError  # noqa: E402
 from apto_release.train.presets import load_preset  # noqa: E402
-from apto_release.train.trainer import checkpoint_dir, train  # noqa: E402
+from apto_release.train.trainer import checkpoint_dir, latest_checkpoint, run_log_path, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -70,27 +71,71 @@ def test_existing_output_and_missing_checkpoint_are_usage_errors(workspace):
     (root / "taken").mkdir()
     with pytest.raises(UsageError, match="already exists"):
         train(load_preset("tiny"), base=str(base), data=data, out_dir=root / "taken", max_steps=1)
-    with pytest.raises(UsageError, match="no checkpoint to resume from"):
+    with pytest.raises(UsageError, match="no complete checkpoint to resume from"):
         train(load_preset("tiny"), base=str(base), data=data, out_dir=root / "fresh", resume=True, max_steps=1)
 
 
-def test_resume_continues_from_the_checkpoint(workspace):
+def _outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def straight(workspace):
+    """An uninterrupted run of 4 steps, checkpointing every 2 (the checkpoints kept)."""
+    root, base, data = workspace
+    out = root / "straight"
+    train(load_preset("tiny"), base=str(base), data=data, out_dir=out, max_steps=4, save_steps=2, keep_checkpoints=True)
+    return out
+
+
+def test_a_resumed_run_writes_the_same_bytes_as_an_uninterrupted_one(workspace, straight):
+    """The adapter, the published summary (loss history, each rank's records over the whole
+    training) and the loss curve; what differs (the resume, the times) is in the local run log."""
     root, base, data = workspace
     config = load_preset("tiny")
-    straight = root / "straight"
-    train(config, base=str(base), data=data, out_dir=straight, max_steps=4)
-    # A first run that stops after two steps, keeping its checkpoint, then a resumed one.
     resumed = root / "resumed"
     train(config, base=str(base), data=data, out_dir=resumed, max_steps=2, save_steps=2, keep_checkpoints=True)
     assert (checkpoint_dir(resumed) / "checkpoint-2").is_dir()
-    train(config, base=str(base), data=data, out_dir=resumed, max_steps=4, save_steps=2, resume=True, overwrite=True)
+    result = train(config, base=str(base), data=data, out_dir=resumed, max_steps=4, save_steps=2, resume=True, overwrite=True)
+    assert (result.steps, result.resumed_from, result.steps_trained) == (4, "checkpoint-2", 2)
+    assert _outputs(resumed) == _outputs(straight)
     summary = json.loads((resumed / "training_summary.json").read_text())
-    assert summary["training"]["resumed_from"] == "checkpoint-2"
-    assert summary["training"]["steps"] == 4
-    a, b = _lora_tensors(straight), _lora_tensors(resumed)
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert "resumed_from" not in summary["training"] and "duration_seconds" not in summary["training"]
+    assert summary["ranks"][0]["examples"] == 4 * config.train.per_device_batch_size * config.train.gradient_accumulation_steps
+    log = json.loads(run_log_path(resumed).read_text())
+    assert [(r["resumed_from"], r["steps_trained"]) for r in log["runs"]] == [(None, 2), ("checkpoint-2", 2)]
+    assert all(r["seconds"] > 0 and r["host"] and r["finished"] >= r["started"] for r in log["runs"])
+
+
+def test_an_incomplete_checkpoint_is_removed_and_the_run_resumes_from_the_one_before(workspace, straight):
+    """The Trainer writes checkpoints in place: a kill leaves an empty or half-written folder."""
+    root, base, data = workspace
+    out = root / "half-written"
+    shutil.copytree(checkpoint_dir(straight), checkpoint_dir(out))
+    four = checkpoint_dir(out) / "checkpoint-4"
+    (four / "trainer_state.json").write_text('{"global_step": 4, "log_hi')  # killed while the Trainer wrote it
+    (checkpoint_dir(out) / "checkpoint-6").mkdir()  # killed before it wrote anything
+    assert latest_checkpoint(checkpoint_dir(out), remove_incomplete=False).name == "checkpoint-2"
+    result = train(load_preset("tiny"), base=str(base), data=data, out_dir=out, max_steps=4, save_steps=2, resume=True)
+    assert (result.resumed_from, result.steps_trained) == ("checkpoint-2", 2)
+    assert _outputs(out) == _outputs(straight)
+    # Nothing complete at all: the run cannot resume, and says so (the release then starts over).
+    (root / "nothing.checkpoints" / "checkpoint-2").mkdir(parents=True)
+    with pytest.raises(UsageError, match="no complete checkpoint"):
+        train(load_preset("tiny"), base=str(base), data=data, out_dir=root / "nothing", max_steps=4, resume=True)
+    assert not (root / "nothing.checkpoints" / "checkpoint-2").exists()
+
+
+def test_a_run_at_its_last_checkpoint_trains_no_further_and_writes_the_adapter(workspace, straight):
+    """Killed after the checkpoint of the last step, before the adapter: the re-run only writes it."""
+    root, base, data = workspace
+    out = root / "at-the-end"
+    shutil.copytree(checkpoint_dir(straight), checkpoint_dir(out))
+    steps = []
+    result = train(load_preset("tiny"), base=str(base), data=data, out_dir=out, max_steps=4, save_steps=2, resume=True,
+                   on_step=lambda step, total: steps.append(step))
+    assert (result.steps, result.resumed_from, result.steps_trained, steps) == (4, "checkpoint-4", 0, [])
+    assert _outputs(out) == _outputs(straight)
 
 
 def test_two_processes_train_on_different_records(workspace):
@@ -115,8 +160,9 @@ def test_two_processes_train_on_different_records(workspace):
     assert summary["training"]["world_size"] == 2
     rank0, rank1 = (set(r["record_ids"]) for r in summary["ranks"])
     assert rank0 and rank1 and not rank0 & rank1
-    # Only the main process wrote: one output folder, nothing half-written beside it.
-    assert sorted(p.name for p in root.iterdir() if p.name.startswith((".ddp", "ddp"))) == ["ddp"]
+    assert [r["examples"] for r in summary["ranks"]] == [8, 8]  # 2 steps of 2 accumulated batches of 2, each rank
+    # Only the main process wrote: one output folder and its local run log, nothing half-written beside them.
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith((".ddp", "ddp"))) == ["ddp", "ddp.run-log.json"]
 
 
 def test_a_base_model_gets_the_chat_template_it_was_tuned_with(workspace):
