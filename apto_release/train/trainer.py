@@ -327,9 +327,6 @@ def train(
     if resume and resume_from is None:
         raise UsageError(f"there is no complete checkpoint to resume from in {checkpoints}", hint="run without --resume")
     resumed_state = _checkpoint_state(resume_from) if resume_from else None
-    if main_process:
-        _log_run(out_dir, {"started": started_at, "host": socket.gethostname(), "world_size": world_size,
-                           "resumed_from": resume_from.name if resume_from else None}, fresh=resume_from is None)
 
     records = read_training_records(data)
     tokenizer = load_tokenizer(base)
@@ -338,6 +335,10 @@ def train(
     if not encoded:
         raise InputError(f"no record fits in data.max_length = {config.data.max_length} tokens", path=data)
     dataset = [{"input_ids": list(e.input_ids), "labels": list(e.labels), "index": i} for i, e in enumerate(encoded)]
+    # Logged once the inputs are known to be good: a run refused for its data leaves nothing behind.
+    if main_process:
+        _log_run(out_dir, {"started": started_at, "host": socket.gethostname(), "world_size": world_size,
+                           "resumed_from": resume_from.name if resume_from else None}, fresh=resume_from is None)
 
     dtype = torch.bfloat16 if config.train.precision == "bf16" else torch.float32
     try:
