@@ -305,6 +305,16 @@ class _Hook:
     times: int
 
 
+def _take(rules: list, method: str, path: str):
+    """The first injection or hook that matches the request, used once (removed when used up)."""
+    rule = next((r for r in rules if r.method in ("*", method) and r.pattern.search(path)), None)
+    if rule is not None:
+        rule.times -= 1
+        if rule.times <= 0:
+            rules.remove(rule)
+    return rule
+
+
 class _HubError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None, headers: dict | None = None, **extra: Any):
         super().__init__(message)
@@ -1131,20 +1141,12 @@ class _Handler(BaseHTTPRequestHandler):
         authed = hmac.compare_digest(auth.encode(), f"Bearer {hub.token}".encode())
         injected = False
         with hub._lock:
-            hook = next((h for h in hub._hooks if h.method in ("*", method) and h.pattern.search(path)), None)
-            if hook is not None:
-                hook.times -= 1
-                if hook.times <= 0:
-                    hub._hooks.remove(hook)
+            hook = _take(hub._hooks, method, path)
         try:
             if hook is not None:
                 hook.action()  # its failure is a 500 below, as a bug in the hub would be
             with hub._lock:
-                injection = next((i for i in hub._injections if i.method in ("*", method) and i.pattern.search(path)), None)
-                if injection is not None:
-                    injection.times -= 1
-                    if injection.times <= 0:
-                        hub._injections.remove(injection)
+                injection = _take(hub._injections, method, path)
             if injection is not None:
                 injected = True
                 raise _HubError(injection.status, f"Injected failure ({injection.status})", headers=injection.headers)
