@@ -245,8 +245,6 @@ class _Verifier:
             return None
         if ta == tb:
             return Match(1.0, IDENTICAL)
-        import numpy as np
-
         self.comparisons += 1
         threshold = self.threshold
         ga, gb = self._gram_codes(a), self._gram_codes(b)
@@ -583,8 +581,6 @@ def _search(texts: Sequence[str], unique: list[int], threshold: float, verify: _
     """The linking step of ``clusters``: texts in order of length, each compared with the
     representatives registered under its keys (LSH band values, and the content key of a short
     text), best estimated similarity first, until ``MAX_FAILED`` comparisons have failed."""
-    import numpy as np
-
     sig = signatures([texts[i] for i in unique])
     keys = _band_keys(sig, threshold)
     # Only texts that share a band value or a short content key with another text need a search.

@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from apto_release import schema
-from apto_release.errors import InputError, UsageError, ValidationFailed
+from apto_release.errors import InputError, UsageError
 from apto_release.train.presets import THINKING_POLICIES  # the values of data.thinking; the first is the default
 
 #: Label of a token that carries no loss (PyTorch's ``CrossEntropyLoss(ignore_index=-100)``).
