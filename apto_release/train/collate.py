@@ -392,15 +392,7 @@ class RecordEncoder:
     def _tokenize(self, batch) -> Iterable[Encoded]:
         enc = self.tokenizer([text for _, text, _ in batch], add_special_tokens=False, return_offsets_mapping=True)
         for (record, _, spans), ids, offsets in zip(batch, enc["input_ids"], enc["offset_mapping"]):
-            labels = self._label(ids, offsets, spans)
-            yield Encoded(
-                input_ids=tuple(ids),
-                labels=tuple(labels),
-                category=record.get("category", ""),
-                n_tokens=len(ids),
-                n_trained=sum(1 for x in labels if x != IGNORE_INDEX),
-                record_id=record.get("id"),
-            )
+            yield _encoded(record, ids, self._label(ids, offsets, spans))
 
     def marked(self, record: Mapping[str, Any], *, begin: str = "⟦", end: str = "⟧") -> tuple[str, Encoded]:
         """The rendered record with every run of trained tokens between ``begin`` and ``end``.
@@ -427,16 +419,23 @@ class RecordEncoder:
             pieces += [text[at:s], begin, text[s:e], end]
             at = e
         pieces.append(text[at:])
-        encoded = Encoded(
-            input_ids=tuple(ids), labels=tuple(labels), category=record.get("category", ""), n_tokens=len(ids),
-            n_trained=sum(1 for x in labels if x != IGNORE_INDEX), record_id=record.get("id"),
-        )
-        return "".join(pieces), encoded
+        return "".join(pieces), _encoded(record, ids, labels)
 
     def encode(self, record: Mapping[str, Any]) -> Encoded | None:
         """One record, or None when it has more than ``max_length`` tokens (dropped, never cut)."""
         (encoded,) = self.encode_many([record])
         return encoded if encoded.n_tokens <= self.max_length else None
+
+
+def _encoded(record: Mapping[str, Any], ids: Sequence[int], labels: Sequence[int]) -> Encoded:
+    return Encoded(
+        input_ids=tuple(ids),
+        labels=tuple(labels),
+        category=record.get("category", ""),
+        n_tokens=len(ids),
+        n_trained=sum(1 for x in labels if x != IGNORE_INDEX),
+        record_id=record.get("id"),
+    )
 
 
 def encode_record(record: Mapping[str, Any], tokenizer, *, max_length: int, chat_template: str | None = None, end_of_turn: str | None = None, thinking: str = "empty") -> Encoded | None:
