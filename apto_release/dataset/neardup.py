@@ -41,7 +41,7 @@ components (union-find) of verified links, without comparing every pair of a buc
 
 - texts are taken shortest first, and each is compared only with the *representatives* of its
   buckets: the first ``MAX_REPRESENTATIVES`` (8) texts that came into each bucket, and the latest
-  ``RECENT`` (128) that came after those. Prompts built on one long template share the most with
+  ``RECENT`` (256) that came after those. Prompts built on one long template share the most with
   its shortest instances (the Jaccard of two is about template / (template + both remainders)),
   so the first ones are those most others join; the latest ones are those nearest in length,
   among which a text's partners at the threshold's edge are, when the first ones are not: without
@@ -51,18 +51,18 @@ components (union-find) of verified links, without comparing every pair of a buc
   (``RANKING_VALUES``: 512 one-permutation MinHash values of 8 bits, whose estimate has half the
   standard deviation of the 128 values'), skipping those already in the text's cluster and those
   whose agreement is too low to reach the threshold (short texts of the same content key are
-  compared whatever it is, after the others); the search for a text ends at ``MAX_FAILED`` (8)
+  compared whatever it is, after the others); the search for a text ends at ``MAX_FAILED`` (16)
   failed comparisons, or at its first failure once it has joined a cluster.
 
-A text thus costs at most ``MAX_FAILED`` failed comparisons and ranks at most (bands + 1) x 136
+A text thus costs at most ``MAX_FAILED`` failed comparisons and ranks at most (bands + 1) x 264
 candidates, and the work is linear in the number of texts whatever the clusters' sizes: 3,000
-prompts behind four 900-character preambles take about 10,300 comparisons where all pairs are
+prompts behind four 900-character preambles take about 15,700 comparisons where all pairs are
 4.5 million. The price is a little recall in such dense regions, where most pairs are near the
 threshold: a text whose near duplicates are all at the threshold's edge and none of them among
-the candidates ranked first stays out. In that benchmark 2,250 of the 2,279 prompts that an exact
-all-pairs check finds to have a near duplicate end in a cluster (98.7%; the first 8
-representatives alone, ranked by the LSH's values, gave 2,150, 94%), and the best partner of each
-of the 29 left out has a Jaccard under 0.83 (0.804 in the median). Pairs of texts outside dense
+the candidates ranked first stays out. In that benchmark 2,266 of the 2,279 prompts that an exact
+all-pairs check finds to have a near duplicate end in a cluster (99.4%; the first 8
+representatives alone, ranked by the LSH's values and given 8 failures, gave 2,150, 94%), and the
+best partner of each of the 13 left out has a Jaccard under 0.83 (0.805 in the median). Pairs of texts outside dense
 regions are found as ``similar_pairs`` finds them.
 
 The hashes have fixed seeds: the same texts give the same pairs and clusters on every machine.
@@ -83,9 +83,9 @@ SHORT_MAX = 60
 #: The first texts of one bucket that later ones are compared with (see ``clusters``).
 MAX_REPRESENTATIVES = 8
 #: The latest texts of one bucket, after its first ones, that later ones are compared with too.
-RECENT = 128
+RECENT = 256
 #: Comparisons that may fail for one text before ``clusters`` stops comparing it with others.
-MAX_FAILED = 8
+MAX_FAILED = 16
 SKETCHES = 2
 BIN_BITS = 6
 BINS = 1 << BIN_BITS  # bins per sketch; the top bits of a gram's hash pick its bin
@@ -616,7 +616,8 @@ def _pairs_in_runs(order, keys):
 def _search(texts: Sequence[str], unique: list[int], threshold: float, verify: _Verifier, find, join) -> None:
     """The linking step of ``clusters``: texts in order of length, each compared with the
     representatives registered under its keys (LSH band values, and the content key of a short
-    text), best estimated similarity first, until ``MAX_FAILED`` comparisons have failed."""
+    text): the first ``MAX_REPRESENTATIVES`` and the latest ``RECENT`` of each, best estimated
+    similarity first by the ranking sketch, until ``MAX_FAILED`` comparisons have failed."""
     import numpy as np
 
     sig = signatures([texts[i] for i in unique])
