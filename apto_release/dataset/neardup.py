@@ -671,15 +671,15 @@ def _search(texts: Sequence[str], unique: list[int], threshold: float, verify: _
             ranked = candidates[order[keep[order]]].tolist()
         # Candidates come best first: once the text has joined a cluster, the first failure ends
         # the search for further clusters to merge with.
-        failed, joined = 0, False
+        failed, joined, own = 0, False, find(i)
         for r in ranked:
             other = unique[r]
-            if find(other) == find(i):
+            if find(other) == own:
                 continue
             found = verify(other, i)
             if found is not None:
                 join(other, i, found)
-                joined = True
+                joined, own = True, find(i)
             else:
                 failed += 1
                 if joined or failed >= MAX_FAILED:
