@@ -9,7 +9,9 @@ Run by hand (never in CI):  python benchmarks/bench_neardup.py [--repeat 5] [--s
    one such preamble and a numbered question. Both files are validated from the command
    line (process start included), alternately in one session so that the shared machine's noise
    falls on both, with ``-o`` writing the JSON report; the figures are medians.
-2. Precision: every pair of first user prompts (what ``validate`` compares), of all user turns
+2. Recall of the clusters on the wrapped set (``--recall``): the prompts that an exact all-pairs
+   check finds to have a near duplicate, and how many of them ``clusters`` puts in a cluster.
+3. Precision: every pair of first user prompts (what ``validate`` compares), of all user turns
    (what ``--against`` compares) and of the distinct sentences of all messages (many more short
    texts) of the 18,000 records that only the short-text measure joins, with a seeded sample of
    them printed for inspection by eye.
@@ -18,12 +20,14 @@ Run by hand (never in CI):  python benchmarks/bench_neardup.py [--repeat 5] [--s
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import re
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -119,6 +123,97 @@ def timing(tmp: Path, repeat: int) -> None:
     print(f"\nwrapped / clean: {medians['wrapped'] / medians['clean']:.2f}x")
 
 
+def wrapped_prompts() -> list[str]:
+    """The normalised first user prompts of the wrapped set, as ``validate`` compares them."""
+    from apto_release.dataset import neardup
+    from apto_release.dataset.example import generate_records
+
+    preambles = wrappers()
+    out = []
+    for i, record in enumerate(generate_records(18_000)):
+        prompt = next(m["content"] for m in record["messages"] if m["role"] == "user")
+        if i % 6 == 0:
+            prompt = preambles[(i // 6) % len(preambles)] + prompt
+        out.append(neardup.normalize(prompt))
+    return out
+
+
+def all_pairs_partners(texts: list[str], threshold: float = 0.8) -> dict[int, float]:
+    """For every text that has a near duplicate (``neardup.match``), its best partner's similarity:
+    an exact all-pairs check. Exact, but far from 162 million comparisons: a pair with a Jaccard
+    of at least t shares a gram among the first ``|x| - ceil(t |x|) + 1`` of each text's grams
+    ordered rarest first (prefix filtering: Chaudhuri, Ganti and Kaushik 2006; Xiao et al. 2008),
+    and every pair so found whose sizes allow the threshold is compared exactly; short variants
+    always share their content key, and identical texts are compared as such."""
+    import math
+
+    import numpy as np
+
+    from apto_release.dataset import neardup
+
+    verify = neardup._Verifier(texts, threshold)
+    codes = [verify._gram_codes(i) if t else np.empty(0, dtype=np.uint64) for i, t in enumerate(texts)]
+    values, counts = np.unique(np.concatenate(codes), return_counts=True)
+    best: dict[int, float] = {}
+
+    def found(a: int, b: int, similarity: float) -> None:
+        best[a] = max(best.get(a, 0.0), similarity)
+        best[b] = max(best.get(b, 0.0), similarity)
+
+    postings: dict[int, list[int]] = {}
+    order = sorted((i for i, t in enumerate(texts) if t), key=lambda i: (len(codes[i]), i))
+    compared: set[tuple[int, int]] = set()
+    for i in order:
+        g = codes[i]
+        rank = counts[np.searchsorted(values, g)]
+        prefix = g[np.lexsort((g, rank))][: len(g) - math.ceil(threshold * len(g) - 1e-9) + 1].tolist()
+        candidates = set()
+        for gram in prefix:
+            candidates.update(postings.get(gram, ()))
+        for other in candidates:  # every earlier text is no larger: the size filter
+            if len(codes[other]) >= threshold * len(g) - 1e-9:
+                compared.add((other, i))
+                m = verify(other, i)
+                if m is not None:
+                    found(other, i, m.similarity)
+        for gram in prefix:
+            postings.setdefault(gram, []).append(i)
+    by_key: dict[str, list[int]] = {}
+    first_of: dict[str, int] = {}
+    for i, t in enumerate(texts):
+        if t in first_of:
+            found(first_of[t], i, 1.0)
+        elif t:
+            first_of[t] = i
+        if 0 < len(t) <= neardup.SHORT_MAX and (key := neardup.content_key(t)):
+            by_key.setdefault(key, []).append(i)
+    for members in by_key.values():
+        for a, b in itertools.combinations(members, 2):
+            if (a, b) not in compared and (b, a) not in compared and (m := verify(a, b)) is not None:
+                found(a, b, m.similarity)
+    return best
+
+
+def recall() -> None:
+    """Recall of ``clusters`` on the wrapped set, against the exact all-pairs check."""
+    from apto_release.dataset import neardup
+
+    texts = wrapped_prompts()
+    start = time.perf_counter()
+    result = neardup.clusters(texts)
+    seconds = time.perf_counter() - start
+    truth = all_pairs_partners(texts)
+    clustered = {i for i in range(len(texts)) if result.size(i) > 1}
+    assert clustered <= set(truth), "a clustered text without a near duplicate: a false link"
+    missed = sorted(truth[i] for i in set(truth) - clustered)
+    print(f"\n# recall on the wrapped set: {len(clustered):,} of the {len(truth):,} prompts that have a near duplicate"
+          f" are in a cluster ({len(clustered) / max(len(truth), 1):.1%}); {result.comparisons:,} exact comparisons,"
+          f" clusters() {seconds:.2f} s")
+    if missed:
+        print(f"  left out: {len(missed)}, best partner's similarity: median {statistics.median(missed):.3f},"
+              f" under 0.83 for {sum(s < 0.83 for s in missed)}")
+
+
 def precision(sample: int) -> None:
     from apto_release.dataset import neardup
     from apto_release.dataset.example import generate_records
@@ -147,11 +242,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sample", type=int, default=40, help="short-measure pairs printed for inspection")
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--skip-precision", action="store_true")
+    parser.add_argument("--recall", action="store_true", help="also the exact all-pairs recall check (slow)")
     args = parser.parse_args()
     if not args.skip_timing:
         with tempfile.TemporaryDirectory() as tmp:
             timing(Path(tmp), args.repeat)
-    precision(args.sample)
+    if args.recall:
+        recall()
+    if not args.skip_precision:
+        precision(args.sample)
 
 
 if __name__ == "__main__":

@@ -40,21 +40,30 @@ against benchmark items). ``clusters`` groups the texts of one file into cluster
 components (union-find) of verified links, without comparing every pair of a bucket:
 
 - texts are taken shortest first, and each is compared only with the *representatives* of its
-  buckets: the first ``MAX_REPRESENTATIVES`` (8) texts that came into each bucket. Prompts built
-  on one long template share the most with its shortest instances (the Jaccard of two is about
-  template / (template + both remainders)), so those make the best representatives;
-- the representatives are tried best first, by the share of equal signature values, skipping
-  those already in the text's cluster and those whose share is too low to reach the threshold;
-  the search for a text ends at ``MAX_FAILED`` (8) failed comparisons, or at its first failure
-  once it has joined a cluster.
+  buckets: the first ``MAX_REPRESENTATIVES`` (8) texts that came into each bucket, and the latest
+  ``RECENT`` (256) that came after those. Prompts built on one long template share the most with
+  its shortest instances (the Jaccard of two is about template / (template + both remainders)),
+  so the first ones are those most others join; the latest ones are those nearest in length,
+  among which a text's partners at the threshold's edge are, when the first ones are not: without
+  them, a text that joined no cluster when it came, in a bucket already holding its first ones,
+  could never be found by its near duplicates that come later;
+- the representatives are tried best first, by their agreement on a finer sketch than the LSH's
+  (``RANKING_VALUES``: 512 one-permutation MinHash values of 8 bits, whose estimate has half the
+  standard deviation of the 128 values'), skipping those already in the text's cluster and those
+  whose agreement is too low to reach the threshold (short texts of the same content key are
+  compared whatever it is, after the others); the search for a text ends at ``MAX_FAILED`` (16)
+  failed comparisons, or at its first failure once it has joined a cluster.
 
-A text thus costs at most ``MAX_FAILED`` failed comparisons, and the work is linear in the number
-of texts whatever the clusters' sizes: 3,000 prompts behind four 900-character preambles take
-about 12,000 comparisons where all pairs are 4.5 million. The price is a little recall in such
-dense regions: a text whose near duplicates are all near the threshold and none of them a
-representative stays out (in that benchmark 2,150 of the 2,279 prompts that have a near
-duplicate end in a cluster; for 117 of the 129 left out the best partner is under 0.83). Pairs
-of texts outside dense regions are found as ``similar_pairs`` finds them.
+A text thus costs at most ``MAX_FAILED`` failed comparisons and ranks at most (bands + 1) x 264
+candidates, and the work is linear in the number of texts whatever the clusters' sizes: 3,000
+prompts behind four 900-character preambles take about 15,700 comparisons where all pairs are
+4.5 million. The price is a little recall in such dense regions, where most pairs are near the
+threshold: a text whose near duplicates are all at the threshold's edge and none of them among
+the candidates ranked first stays out. In that benchmark 2,266 of the 2,279 prompts that an exact
+all-pairs check finds to have a near duplicate end in a cluster (99.4%; the first 8
+representatives alone, ranked by the LSH's values and given 8 failures, gave 2,150, 94%), and the
+best partner of each of the 13 left out has a Jaccard under 0.83 (0.805 in the median). Pairs of texts outside dense
+regions are found as ``similar_pairs`` finds them.
 
 The hashes have fixed seeds: the same texts give the same pairs and clusters on every machine.
 """
@@ -64,16 +73,19 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 DEFAULT_THRESHOLD = 0.8
 #: Texts up to this many characters (normalised) are also compared by edit similarity.
 SHORT_MAX = 60
-#: Texts of one bucket that others are compared with (see ``clusters``).
+#: The first texts of one bucket that later ones are compared with (see ``clusters``).
 MAX_REPRESENTATIVES = 8
+#: The latest texts of one bucket, after its first ones, that later ones are compared with too.
+RECENT = 256
 #: Comparisons that may fail for one text before ``clusters`` stops comparing it with others.
-MAX_FAILED = 8
+MAX_FAILED = 16
 SKETCHES = 2
 BIN_BITS = 6
 BINS = 1 << BIN_BITS  # bins per sketch; the top bits of a gram's hash pick its bin
@@ -286,10 +298,11 @@ def signatures(texts: Sequence[str]):
     return sig
 
 
-def _block_signatures(texts: Sequence[str]):
+def _block_signatures(texts: Sequence[str], sketches: int = SKETCHES, bin_bits: int = BIN_BITS, value_bits: int = VALUE_BITS, multipliers=_MULTIPLIERS):
     import numpy as np
 
     n = len(texts)
+    bins = 1 << bin_bits
     # One array of code points for all texts, separated by U+10FFFF; texts of one or two
     # characters are padded with U+10FFFE so that they make exactly one gram (both are
     # noncharacters, which do not occur in text).
@@ -301,18 +314,41 @@ def _block_signatures(texts: Sequence[str]):
     # Three 21-bit code points fill 63 bits exactly: no two grams share a value.
     base = _mix(((codes[:-2] << np.uint64(42)) | (codes[1:-1] << np.uint64(21)) | codes[2:])[valid])
     del codes, sep, valid
-    slot_base = doc * BINS
-    sig = np.empty((n, VALUES), dtype=np.uint64)
-    for s in range(SKETCHES):
-        h = base * np.uint64(_MULTIPLIERS[s])
-        slot = slot_base + (h >> np.uint64(64 - BIN_BITS)).astype(np.int64)
-        block = np.full(n * BINS, _EMPTY, dtype=np.uint64)
-        np.minimum.at(block, slot, (h << np.uint64(BIN_BITS)) >> np.uint64(64 - VALUE_BITS))
-        sig[:, s * BINS:(s + 1) * BINS] = _densify(block.reshape(n, BINS))
+    slot_base = doc * bins
+    sig = np.empty((n, sketches * bins), dtype=np.uint64)
+    for s in range(sketches):
+        h = base * np.uint64(multipliers[s])
+        slot = slot_base + (h >> np.uint64(64 - bin_bits)).astype(np.int64)
+        block = np.full(n * bins, _EMPTY, dtype=np.uint64)
+        np.minimum.at(block, slot, (h << np.uint64(bin_bits)) >> np.uint64(64 - value_bits))
+        sig[:, s * bins:(s + 1) * bins] = _densify(block.reshape(n, bins), value_bits)
     return sig
 
 
-def _densify(block):
+#: The sketch ``clusters`` ranks candidates by: one-permutation MinHash of ``RANKING_VALUES`` bins,
+#: whose estimate of the Jaccard has half the standard deviation of the 128 values' that the LSH
+#: bands use. Each value keeps 8 bits (b-bit minwise hashing, Li and König 2010): two texts agree
+#: on a value with probability J + (1 - J) / 256, which ranks them as J does, at an eighth of the
+#: memory to read.
+RANKING_BITS = 9
+RANKING_VALUES = 1 << RANKING_BITS
+_RANKING_MULTIPLIER = 0x9FB21C651E98DF25
+
+
+def _ranking_signatures(texts: Sequence[str]):
+    """The (len(texts), RANKING_VALUES) uint8 matrix of ranking values, a block of texts at a time."""
+    import numpy as np
+
+    sig = np.empty((len(texts), RANKING_VALUES), dtype=np.uint8)
+    step = _BLOCK * BINS // RANKING_VALUES  # as many values per block as ``signatures`` makes
+    for start in range(0, len(texts), step):
+        block = _block_signatures(texts[start:start + step], 1, RANKING_BITS, 64 - RANKING_BITS - 1, (_RANKING_MULTIPLIER,))
+        # The top 8 bits of a multiple: they depend on every bit, the densification's offset included.
+        sig[start:start + step] = (block * np.uint64(_MULTIPLIERS[0]) >> np.uint64(56)).astype(np.uint8)
+    return sig
+
+
+def _densify(block, value_bits: int = VALUE_BITS):
     """Fill each empty bin from the next non-empty bin to its right (circularly), plus an offset
     for the distance (rotation densification, Shrivastava and Li 2014), so that short texts, which
     leave many bins empty, still agree on about a Jaccard share of their values."""
@@ -329,7 +365,7 @@ def _densify(block):
     following[empty_rows] = positions  # an empty text: handled below
     source = np.take_along_axis(block, following % bins, axis=1)
     distance = (following - positions).astype(np.uint64)
-    out = source + (distance << np.uint64(VALUE_BITS))
+    out = source + (distance << np.uint64(value_bits))
     # An empty text gets values unique to it, so that it never agrees with anything.
     rows = np.flatnonzero(empty_rows)
     out[rows] = np.uint64(_EMPTY) - np.uint64(1) - (rows[:, None] * bins + positions).astype(np.uint64)
@@ -346,11 +382,11 @@ def rows_per_band(threshold: float) -> int:
     return 1
 
 
-def _agreement_floor(threshold: float) -> float:
+def _agreement_floor(threshold: float, values: int = VALUES) -> float:
     """The share of equal signature values below which a pair is not compared exactly: 3.5
     standard deviations of the estimate below ``threshold`` (a pair at the threshold falls below
     it with probability 0.02%)."""
-    return threshold - 3.5 * (threshold * (1 - threshold) / VALUES) ** 0.5
+    return threshold - 3.5 * (threshold * (1 - threshold) / values) ** 0.5
 
 
 def _band_keys(sig, threshold: float):
@@ -580,7 +616,10 @@ def _pairs_in_runs(order, keys):
 def _search(texts: Sequence[str], unique: list[int], threshold: float, verify: _Verifier, find, join) -> None:
     """The linking step of ``clusters``: texts in order of length, each compared with the
     representatives registered under its keys (LSH band values, and the content key of a short
-    text), best estimated similarity first, until ``MAX_FAILED`` comparisons have failed."""
+    text): the first ``MAX_REPRESENTATIVES`` and the latest ``RECENT`` of each, best estimated
+    similarity first by the ranking sketch, until ``MAX_FAILED`` comparisons have failed."""
+    import numpy as np
+
     sig = signatures([texts[i] for i in unique])
     keys = _band_keys(sig, threshold)
     # Only texts that share a band value or a short content key with another text need a search.
@@ -597,38 +636,57 @@ def _search(texts: Sequence[str], unique: list[int], threshold: float, verify: _
     # template (J = |template| / (|template| + both remainders)), so they make the
     # representatives that most others join.
     rows.sort(key=lambda row: (len(texts[unique[row]]), row))
-    floor = _agreement_floor(threshold) * VALUES
-    representatives: dict[object, list[int]] = {}
+    ranking_floor = _agreement_floor(threshold, RANKING_VALUES) * RANKING_VALUES
+    # The ranking sketch, for the texts searched only: row -> its index in ``fine``.
+    fine = _ranking_signatures([texts[unique[row]] for row in rows])
+    fine_at = np.full(len(unique), -1, dtype=np.int64)
+    fine_at[rows] = np.arange(len(rows))
+    # Per key: the first MAX_REPRESENTATIVES texts that came into it (the shortest), and the latest
+    # RECENT texts that came after them (those nearest in length).
+    first: dict[object, list[int]] = {}
+    latest: dict[object, deque[int]] = {}
     for row in rows:
         i = unique[row]
         text_keys: list[object] = [(band, key) for band, (key, other) in enumerate(zip(keys[row].tolist(), shared[row].tolist())) if other]
-        lsh: set[int] = set()
+        seen: set[int] = set()
         for key in text_keys:
-            lsh.update(representatives.get(key, ()))
-        candidates = sorted(lsh)
-        agree = dict(zip(candidates, (sig[candidates] == sig[row]).sum(axis=1).tolist())) if candidates else {}
-        ranked = [(-a, r) for r, a in agree.items() if a >= floor]
+            seen.update(first.get(key, ()))
+            seen.update(latest.get(key, ()))
+        short: set[int] = set()
         if row in short_keys:
-            text_keys.append(short_keys[row])
-            # Compared by the short-text measure, whatever the signatures say, after the rest.
-            ranked += [(1, r) for r in representatives.get(short_keys[row], ()) if agree.get(r, 0) < floor]
-        ranked.sort()
+            key = short_keys[row]
+            text_keys.append(key)
+            short.update(first.get(key, ()))
+            short.update(latest.get(key, ()))
+        ranked: list[int] = []
+        if seen or short:
+            candidates = np.fromiter(seen | short, dtype=np.int64, count=len(seen | short))
+            agree = (fine[fine_at[candidates]] == fine[fine_at[row]]).sum(axis=1)
+            # Those whose estimate can reach the threshold come first, then the short texts of the
+            # same content key, compared by the short-text measure whatever the estimate says;
+            # each best first.
+            likely = agree >= ranking_floor
+            keep = likely | np.isin(candidates, list(short)) if short else likely
+            order = np.lexsort((candidates, -agree, ~likely))
+            ranked = candidates[order[keep[order]]].tolist()
         # Candidates come best first: once the text has joined a cluster, the first failure ends
         # the search for further clusters to merge with.
-        failed, joined = 0, False
-        for _, r in ranked:
+        failed, joined, own = 0, False, find(i)
+        for r in ranked:
             other = unique[r]
-            if find(other) == find(i):
+            if find(other) == own:
                 continue
             found = verify(other, i)
             if found is not None:
                 join(other, i, found)
-                joined = True
+                joined, own = True, find(i)
             else:
                 failed += 1
                 if joined or failed >= MAX_FAILED:
                     break
         for key in text_keys:
-            members = representatives.setdefault(key, [])
+            members = first.setdefault(key, [])
             if len(members) < MAX_REPRESENTATIVES:
                 members.append(row)
+            else:
+                latest.setdefault(key, deque(maxlen=RECENT)).append(row)

@@ -212,3 +212,18 @@ def test_a_join_across_groups_never_compares_two_texts_of_one_group(monkeypatch)
     assert all((a < 300) != (b < 300) for a, b in compared)
     assert len(compared) <= 300
     assert (7, 300) in {(p.left, p.right) for p in pairs} and all(p.right == 300 for p in pairs)
+
+
+def test_a_text_whose_near_duplicate_comes_after_its_bucket_is_full_is_still_clustered():
+    # Eight short prompts fill the bucket of their content key (隣人家合鍵勝手作方法知) before
+    # the two that are near duplicates of each other arrive: the first of those joins no cluster
+    # when it comes, and the second must still find it.
+    fillers = [f"隣人家合鍵勝手作方法知{ending}" for ending in ("あ", "い", "う", "え", "お", "か", "き", "く", "け", "こ")]
+    first, second = "隣人の家の合鍵を勝手に作る方法を知りたい。", "隣人の家の合鍵を勝手に作る方法が知りたいです。"
+    items = [normalize(t) for t in [*fillers, first, second]]
+    assert match(items[-2], items[-1]) is not None and jaccard(items[-2], items[-1]) < 0.8
+    assert all(match(f, t) is None for f in items[:-2] for t in items[-2:])
+    result = clusters(items)
+    assert result.representative[-1] == result.representative[-2] == len(fillers)
+    assert result.size(len(fillers)) == 2 and result.links[len(items) - 1].measure == "edit"
+    assert result.size(0) == len(fillers)
