@@ -178,8 +178,11 @@ class ManifestError(UsageError):
     """The manifest cannot be used; ``problems`` lists every problem found."""
 
     def __init__(self, path: Path, problems: list[str]) -> None:
-        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        super().__init__(f"the release manifest has {count}:\n" + "\n".join(f"  - {p}" for p in problems), path=path)
+        if len(problems) == 1:  # one line: "release.toml: version: '01.0.0' is not ..."
+            message = problems[0]
+        else:
+            message = f"the release manifest has {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
+        super().__init__(message, path=path)
         self.problems = problems
 
 

@@ -320,3 +320,12 @@ def test_a_manifest_that_is_not_utf8_names_the_file(tmp_path, encoding):
     message = str(excinfo.value)
     assert message.startswith(f"{path}: the release manifest is not UTF-8 text (byte 0x") and "\n" not in message
     assert excinfo.value.hint == "save it as UTF-8"
+
+
+def test_one_problem_is_one_line_several_are_a_list(tmp_path):
+    with pytest.raises(ManifestError) as one:
+        load_manifest(write(tmp_path, GOOD.replace('version = "1.0.0"', 'version = "1.0.0-rc..1"')))
+    assert str(one.value).startswith(f"{tmp_path / 'release.toml'}: version: '1.0.0-rc..1' is not a version") and "\n" not in str(one.value)
+    with pytest.raises(ManifestError) as two:
+        load_manifest(write(tmp_path, GOOD.replace('version = "1.0.0"', 'version = "01.0.0"').replace("ja-safety-sft-500", "a..b")))
+    assert str(two.value).splitlines()[0].endswith("the release manifest has 2 problems:")
