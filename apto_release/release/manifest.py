@@ -48,6 +48,11 @@ Example::
 Relative paths are relative to the manifest's folder. Repos default to ``<organisation>/<name>``,
 ``<organisation>/<name>-GGUF`` and ``<organisation>/<name>-LoRA``; ``repo``, ``gguf_repo`` and
 ``adapter_repo`` override them.
+
+What the Hub or git would refuse midway is refused at load (issue 13): repo ids and names by the
+Hub's rules (``repo_id_problem``), repos that differ only in case, a version that is not
+Semantic Versioning 2.0.0 or whose tag ``v<version>`` is not a valid git ref (``version_problem``),
+a public sample's ``max_rows`` below ``[data] sample_size``, and a file that is not UTF-8.
 """
 
 from __future__ import annotations
