@@ -219,8 +219,8 @@ def test_repo_ids_and_names_follow_the_hub_s_rules(tmp_path, old, new, where, re
 
 
 @pytest.mark.parametrize("repo", ["ja..safety-sft", "ja--safety-sft", "-ja", "ja.", "ja\n", "a/b/c", "x" * 97, "ja.git", "ja/"])
-def test_what_we_refuse_huggingface_hub_refuses_too(repo):
-    """Our rules are at least as strict as huggingface_hub's validator: what it refuses, we refuse."""
+def test_what_huggingface_hub_refuses_we_refuse_on_our_own(repo, monkeypatch):
+    """Each id huggingface_hub's validator refuses is refused by our own rules too (with a reason of ours)."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
@@ -228,6 +228,7 @@ def test_what_we_refuse_huggingface_hub_refuses_too(repo):
 
     with pytest.raises(HFValidationError):
         validate_repo_id(repo)
+    monkeypatch.setattr("huggingface_hub.utils.validate_repo_id", lambda repo_id: None)
     assert repo_id_problem(repo) is not None
 
 
@@ -329,3 +330,17 @@ def test_one_problem_is_one_line_several_are_a_list(tmp_path):
     with pytest.raises(ManifestError) as two:
         load_manifest(write(tmp_path, GOOD.replace('version = "1.0.0"', 'version = "01.0.0"').replace("ja-safety-sft-500", "a..b")))
     assert str(two.value).splitlines()[0].endswith("the release manifest has 2 problems:")
+
+
+def test_a_rule_only_huggingface_hub_knows_is_enforced_with_its_message(tmp_path, monkeypatch):
+    """huggingface_hub's validator runs after ours: a rule it adds later reaches the manifest's line."""
+    import huggingface_hub.utils
+    from huggingface_hub.errors import HFValidationError
+
+    def validate_repo_id(repo_id):
+        if "sample" in repo_id:
+            raise HFValidationError(f"A future rule refuses\n'{repo_id}'.")
+
+    monkeypatch.setattr(huggingface_hub.utils, "validate_repo_id", validate_repo_id)
+    problems = problems_of(tmp_path, GOOD.replace('repo = "ja-safety-sft-500"', 'repo = "sample-500"'))
+    assert problems == ["dataset.sample.repo: 'apto-ai/sample-500' is not a Hub repo id: A future rule refuses 'apto-ai/sample-500'."]
