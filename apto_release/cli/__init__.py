@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 
 import click
@@ -76,6 +77,36 @@ def _fail(message: str, hint: str | None, code: int) -> int:
     return code
 
 
+def _from_huggingface_hub(exc: BaseException) -> bool:
+    """An error raised by huggingface_hub (its own types: HFValidationError, HfHubHTTPError, ...)."""
+    return any(cls.__module__.split(".")[0] == "huggingface_hub" for cls in type(exc).__mro__)
+
+
+_TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{8,}")
+
+
+def _hub_error_line(exc: BaseException) -> tuple[str, str, int]:
+    """One line for a huggingface_hub error that no stage turned into an AptoError, without the token.
+
+    The stages check ids and versions before they call the Hub (see release.manifest), so this is
+    the last line of defence: a message, never a traceback, and never the token.
+    """
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    secrets = {os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")}
+    try:
+        from huggingface_hub import get_token  # already imported: the error came from it
+
+        secrets.add(get_token())
+    except Exception:  # noqa: BLE001 - a token we cannot read is one we cannot leak
+        pass
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "hf_***")
+    text = _TOKEN_SHAPE.sub("hf_***", text)
+    if type(exc).__name__ == "HFValidationError":
+        return f"the Hugging Face Hub client refused a value: {text}", "check the repo ids and the version in the manifest", 2
+    return f"a Hugging Face Hub call failed ({type(exc).__name__}): {text}", "run again; APTO_DEBUG=1 shows the traceback", 1
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with its code."""
     debug = os.environ.get("APTO_DEBUG") == "1"
@@ -99,11 +130,18 @@ def main(argv: list[str] | None = None) -> None:
         extra = _EXTRAS[package]
         code = _fail(f"this command needs {package}, from the [{extra}] extra", _EXTRA_HINTS[extra], 2)
     except OSError as exc:
-        if debug or exc.errno not in _OS_ERRORS:
+        if not debug and _from_huggingface_hub(exc):  # HfHubHTTPError and others are OSErrors too
+            code = _fail(*_hub_error_line(exc))
+        elif debug or exc.errno not in _OS_ERRORS:
             raise
-        where = f"{exc.filename}: " if exc.filename else ""
-        code = _fail(f"{where}{exc.strerror or exc}", _OS_ERRORS[exc.errno], 1)
+        else:
+            where = f"{exc.filename}: " if exc.filename else ""
+            code = _fail(f"{where}{exc.strerror or exc}", _OS_ERRORS[exc.errno], 1)
     except KeyboardInterrupt:
         click.echo("Interrupted; nothing was left half-written.", err=True)
         code = 130
+    except Exception as exc:
+        if debug or not _from_huggingface_hub(exc):
+            raise
+        code = _fail(*_hub_error_line(exc))
     sys.exit(code)

@@ -48,6 +48,11 @@ Example::
 Relative paths are relative to the manifest's folder. Repos default to ``<organisation>/<name>``,
 ``<organisation>/<name>-GGUF`` and ``<organisation>/<name>-LoRA``; ``repo``, ``gguf_repo`` and
 ``adapter_repo`` override them.
+
+What the Hub or git would refuse midway is refused at load (issue 13): repo ids and names by the
+Hub's rules (``repo_id_problem``), repos that differ only in case, a version that is not
+Semantic Versioning 2.0.0 or whose tag ``v<version>`` is not a valid git ref (``version_problem``),
+a public sample's ``max_rows`` below ``[data] sample_size``, and a file that is not UTF-8.
 """
 
 from __future__ import annotations
@@ -60,20 +65,129 @@ from typing import Any
 
 from apto_release.errors import UsageError
 
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
+MAX_NAME_LENGTH = 96  # the Hub's limit on a user, organisation or repo name
+# Semantic Versioning 2.0.0, the regex semver.org recommends (https://semver.org/#is-there-a-suggested-regular-expression-regex-to-check-a-semver-string),
+# with [0-9] for \d so that no non-ASCII digit passes; always used with fullmatch (``$`` accepts a trailing newline).
+SEMVER = re.compile(
+    r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-((?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
+)
 VARIANTS = ("instruct", "base")
 GATED = ("auto", "manual", False)
 DEFAULT_MAX_PUBLIC_ROWS = 500
+
+
+def _show(value: str) -> str:
+    """A value quoted for a one-line message: a newline or other control character shows escaped."""
+    return repr(value)
+
+
+def name_problem(name: str) -> str | None:
+    """Why the Hub would refuse ``name`` as a user, organisation or repo name, or None.
+
+    The rules of ``huggingface_hub.utils.validate_repo_id`` (which mirrors the Hub's own), each
+    with its own reason, plus one of ours: a name starts with a letter or a digit.
+    """
+    if not name:
+        return "the name is empty"
+    bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
+    if bad:
+        return f"{', '.join(_show(c) for c in bad)} not allowed (only ASCII letters, digits, '.', '_' and '-')"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"{len(name)} characters; the Hub allows {MAX_NAME_LENGTH}"
+    if "--" in name or ".." in name:
+        return "the Hub forbids '--' and '..' in a name"
+    if name[0] in "-." or name[-1] in "-.":
+        return "the Hub forbids a name that starts or ends with '-' or '.'"
+    if not name[0].isalnum():
+        return "a name starts with a letter or a digit"
+    if name.endswith(".git"):
+        return "the Hub forbids a name ending in '.git'"
+    return None
+
+
+def repo_id_problem(repo_id: str) -> str | None:
+    """Why the Hub would refuse ``repo_id`` (``name`` or ``organisation/name``), or None.
+
+    Our checks give the reason; huggingface_hub's own validator runs after them, so that a rule
+    it adds in a later release is enforced here too (its message then reaches the user).
+    """
+    parts = repo_id.split("/")
+    if len(parts) > 2:
+        return "a repo id is organisation/name, with one '/'"
+    for part in parts:
+        problem = name_problem(part)
+        if problem:
+            return problem
+    try:
+        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.utils import validate_repo_id
+    except ModuleNotFoundError:  # pragma: no cover - huggingface_hub is a dependency
+        return None
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        return " ".join(str(exc).split())
+    return None
+
+
+def git_ref_problem(ref: str) -> str | None:
+    """Why ``ref`` (a full name, ``refs/tags/v1.0.0``) is not a valid git ref, or None.
+
+    The rules of ``git check-ref-format`` (https://git-scm.com/docs/git-check-ref-format).
+    """
+    bad = sorted({c for c in ref if ord(c) < 0x20 or ord(c) == 0x7F or c in " ~^:?*[\\"})
+    if bad:
+        return f"{', '.join(_show(c) for c in bad)} not allowed in a git ref"
+    if ".." in ref:
+        return "'..' not allowed in a git ref"
+    if "@{" in ref:
+        return "'@{' not allowed in a git ref"
+    if ref == "@":
+        return "'@' alone is not a git ref"
+    if ref.startswith("/") or ref.endswith("/") or "//" in ref:
+        return "a git ref does not start or end with '/' or hold '//'"
+    if ref.endswith("."):
+        return "a git ref does not end with '.'"
+    for component in ref.split("/"):
+        if component.startswith("."):
+            return f"a git ref component does not start with '.' ({_show(component)})"
+        if component.endswith(".lock"):
+            return f"a git ref component does not end with '.lock' ({_show(component)})"
+    return None
+
+
+def version_problem(version: str) -> str | None:
+    """Why ``version`` cannot be a release's version, or None.
+
+    It must be Semantic Versioning 2.0.0 and ``v<version>`` a valid git tag: the push tags every
+    repo with it, and a tag the Hub refuses would leave the release half-published.
+    """
+    if not SEMVER.fullmatch(version):
+        why = "not semantic versioning 2.0.0 (MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD], e.g. 1.0.0, 1.0.0-rc.1, 2.1.3+build.5"
+        if any(c.isspace() or not c.isprintable() for c in version):
+            why += "; it holds a space, newline or control character"
+        elif re.search(r"(?:^|[.-])0[0-9]", version.split("+")[0]):
+            why += "; numbers have no leading zeros"
+        elif re.search(r"\.\.|\.$|-$|\+$|\.\+|-\.|\+\.", version):
+            why += "; an identifier is empty"
+        return why + ")"
+    problem = git_ref_problem(f"refs/tags/v{version}")
+    if problem:
+        return f"the tag 'v{version}' would not be a valid git tag: {problem}"
+    return None
 
 
 class ManifestError(UsageError):
     """The manifest cannot be used; ``problems`` lists every problem found."""
 
     def __init__(self, path: Path, problems: list[str]) -> None:
-        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        super().__init__(f"the release manifest has {count}:\n" + "\n".join(f"  - {p}" for p in problems), path=path)
+        if len(problems) == 1:  # one line: "release.toml: version: '01.0.0' is not ..."
+            message = problems[0]
+        else:
+            message = f"the release manifest has {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
+        super().__init__(message, path=path)
         self.problems = problems
 
 
@@ -193,6 +307,7 @@ class _Checker:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.problems: list[str] = []
+        self.targets: list[tuple[str, str]] = []  # (place, repo id) of every repo the manifest writes
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(f"{where}: {message}")
@@ -226,12 +341,15 @@ class _Checker:
         return path if path.is_absolute() else self.root / path
 
     def repo(self, value: str | None, organisation: str | None, where: str) -> str | None:
+        """A repo the release writes: ``organisation/name``, checked with the Hub's rules."""
         if value is None:
             return None
         repo = value if "/" in value or organisation is None else f"{organisation}/{value}"
-        if not REPO_ID.match(repo):
-            self.problem(where, f"'{repo}' is not a Hub repo id (organisation/name: letters, digits, '.', '_', '-')")
+        problem = repo_id_problem(repo) or (None if "/" in repo else "a repo id is organisation/name")
+        if problem:
+            self.problem(where, f"{_show(repo)} is not a Hub repo id: {problem}")
             return None
+        self.targets.append((where, repo))
         return repo
 
 
@@ -246,9 +364,17 @@ def load_manifest(path: str | Path) -> Manifest:
 
     path = Path(path)
     try:
-        text = path.read_text("utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UsageError("the release manifest does not exist", path=path, hint="pass --manifest release.toml") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UsageError(
+            f"the release manifest is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line})",
+            path=path, hint="save it as UTF-8",
+        ) from None
     try:
         data = _toml.loads(text)
     except _toml.TOMLDecodeError as exc:
@@ -257,12 +383,12 @@ def load_manifest(path: str | Path) -> Manifest:
     check = _Checker(path.resolve().parent)
     check.keys(data, _TOP, "")
     organisation = check.get(data, "organisation", str, "")
-    if organisation is not None and not REPO_NAME.match(organisation):
-        check.problem("organisation", f"'{organisation}' is not a Hub user or organisation name")
+    if organisation is not None and (problem := repo_id_problem(organisation) if "/" not in organisation else "it holds a '/'"):
+        check.problem("organisation", f"{_show(organisation)} is not a Hub user or organisation name: {problem}")
         organisation = None
     version = check.get(data, "version", str, "")
-    if version is not None and not VERSION.match(version):
-        check.problem("version", f"'{version}' is not a version like 1.0.0 (it becomes the tag v<version>)")
+    if version is not None and (problem := version_problem(version)):
+        check.problem("version", f"{_show(version)} is not a version the release can tag (v<version> on every repo): {problem}")
     license_ = check.get(data, "license", str, "")
 
     datasets = _datasets(check, data.get("dataset", {}), organisation)
@@ -270,17 +396,36 @@ def load_manifest(path: str | Path) -> Manifest:
     source = _data(check, data["data"]) if "data" in data else None
     state = check.path(data, "state", "", required=False)
 
-    repos: dict[str, str] = {}
-    for where, repo in [(f"dataset.{d.key}.repo", d.repo) for d in datasets.values()] + [
-        (f"model '{m.name}'", r) for m in models for r in (m.repo, m.gguf_repo, m.adapter_repo) if r
-    ]:
-        if repo in repos:
-            check.problem(where, f"repo '{repo}' is also the target of {repos[repo]}")
-        repos.setdefault(repo, where)
+    _check_unique_repos(check, models)
+    sample = datasets.get("sample")
+    if source is not None and sample is not None and sample.max_rows is not None and sample.max_rows < source.sample_size:
+        check.problem(
+            "dataset.sample.max_rows",
+            f"{sample.max_rows} is below data.sample_size ({source.sample_size}): the push would refuse the sample "
+            "after every stage had run; raise max_rows or lower sample_size",
+        )
 
     if check.problems:
         raise ManifestError(path, check.problems)
     return Manifest(path, organisation, version, license_, datasets, tuple(models), source, state)
+
+
+def _check_unique_repos(check: _Checker, models: list[ModelTarget]) -> None:
+    """Every repo the release writes is its own, compared without case as the Hub compares ids."""
+    seen: dict[str, tuple[str, str]] = {}
+    for where, repo in check.targets:
+        first = seen.get(repo.lower())
+        if first is None:
+            seen[repo.lower()] = (where, repo)
+        elif first[1] == repo:
+            check.problem(where, f"repo {_show(repo)} is also the target of {first[0]}")
+        else:
+            check.problem(where, f"repo {_show(repo)} differs only in case from {_show(first[1])}, the target of {first[0]} "
+                                 "(the Hub treats them as one repo)")
+    for model in models:
+        first = seen.get(model.base_model.lower())
+        if first is not None:
+            check.problem(f"{first[0]}", f"repo {_show(first[1])} is the base model of '{model.name}': a release never writes its base model")
 
 
 def _data(check: _Checker, table: Any) -> DataSource | None:
@@ -363,7 +508,7 @@ def _models(check: _Checker, tables: Any, organisation: str | None) -> list[Mode
     known_presets = _preset_names()
     types = gguf_types()
     out: list[ModelTarget] = []
-    names: set[str] = set()
+    names: dict[str, str] = {}  # lower-cased name -> the name as written
     for i, table in enumerate(tables, 1):
         where = f"model[{i}]."
         if not isinstance(table, dict):
@@ -372,14 +517,18 @@ def _models(check: _Checker, tables: Any, organisation: str | None) -> list[Mode
         check.keys(table, _MODEL, where)
         name = check.get(table, "name", str, where)
         if name is not None:
-            if not REPO_NAME.match(name):
-                check.problem(f"{where}name", f"'{name}' cannot be a repo or file name")
-            elif name in names:
-                check.problem(f"{where}name", f"'{name}' names two models")
-            names.add(name)
+            if problem := name_problem(name):
+                check.problem(f"{where}name", f"{_show(name)} cannot be a repo or file name: {problem}")
+                name = None
+            elif name.lower() in names:
+                twin = names[name.lower()]
+                check.problem(f"{where}name", f"'{name}' names two models" + ("" if twin == name else f" (with '{twin}': names are compared without case, as the Hub compares repo ids)"))
+            else:
+                names[name.lower()] = name
         base_model = check.get(table, "base_model", str, where)
-        if base_model is not None and not REPO_ID.match(base_model):
-            check.problem(f"{where}base_model", f"'{base_model}' is not a Hub repo id")
+        if base_model is not None and (problem := repo_id_problem(base_model) or (None if "/" in base_model else "a repo id is organisation/name")):
+            check.problem(f"{where}base_model", f"{_show(base_model)} is not a Hub repo id: {problem}")
+            base_model = None
         variant = check.get(table, "variant", str, where, required=False, default="instruct")
         if variant not in VARIANTS:
             check.problem(f"{where}variant", f"expected 'instruct' or 'base', found {variant!r}")

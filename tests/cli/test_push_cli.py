@@ -180,3 +180,74 @@ def test_push_cli_keeps_files_that_are_not_ours_unless_pruned(hub, release, tmp_
     assert "(0 added, 0 changed, 1 deleted" in proc.stdout and "kept:" not in proc.stdout
     state = hub.repo_state("cli-org/full", "dataset")
     assert "NOTICE.md" not in state["commits"][state["branches"]["main"]]["tree"]
+
+
+# --- the Hub's own rules at manifest load (issue 13): refused before any request ---------------
+
+
+@pytest.mark.parametrize(("old", "new", "line"), [
+    ('repo = "sample"', 'repo = "ja..safety-sft"',
+     "dataset.sample.repo: 'cli-org/ja..safety-sft' is not a Hub repo id: the Hub forbids '--' and '..' in a name"),
+    ('repo = "sample"', 'repo = "sample\\n"',
+     "dataset.sample.repo: 'cli-org/sample\\n' is not a Hub repo id: '\\n' not allowed"),
+    ('version = "1.0.0"', 'version = "1.0.0-x.lock"',
+     "version: '1.0.0-x.lock' is not a version the release can tag (v<version> on every repo): the tag 'v1.0.0-x.lock' "
+     "would not be a valid git tag: a git ref component does not end with '.lock'"),
+    ('version = "1.0.0"', 'version = "01.0.0"', "version: '01.0.0' is not a version the release can tag"),
+    ('repo = "full"', 'repo = "SAMPLE"', "dataset.full.repo: repo 'cli-org/SAMPLE' differs only in case from 'cli-org/sample'"),
+])
+def test_push_cli_refuses_what_the_hub_would_refuse_before_any_request(hub, release, tmp_path, old, new, line):
+    manifest = release.parent / "release-bad.toml"
+    assert old in release.read_text()
+    manifest.write_text(release.read_text().replace(old, new, 1))
+    hub.clear_requests()
+    proc = run(hub, tmp_path, "push", "--manifest", manifest)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.splitlines()
+    assert err[0].startswith(f"Error: {manifest}: {line}"), err
+    assert [e for e in err if not e.startswith("Hint:")] == err[:1] and "Traceback" not in proc.stderr
+    assert hub.requests == []
+
+
+def test_push_cli_a_manifest_that_is_not_utf8_is_one_line(hub, release, tmp_path):
+    manifest = release.parent / "release-latin1.toml"
+    manifest.write_bytes(release.read_text().replace('license = "apache-2.0"', 'license = "licence-libre-é"').encode("latin-1"))
+    hub.clear_requests()
+    proc = run(hub, tmp_path, "push", "--manifest", manifest)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"Error: {manifest}: the release manifest is not UTF-8 text (byte 0xe9 on line 3)",
+                                        "Hint: save it as UTF-8"]
+    assert hub.requests == []
+
+
+def _hub_errors():
+    import httpx2
+    from huggingface_hub.errors import HFValidationError, HfHubHTTPError, RepositoryNotFoundError
+
+    response = httpx2.Response(403, request=httpx2.Request("POST", "https://hub.test/api/models/x/commit/main"))
+    return [
+        (HFValidationError("Cannot have -- or .. in repo_id: 'a/b..c'."), 2,
+         "Error: the Hugging Face Hub client refused a value: Cannot have -- or .. in repo_id: 'a/b..c'."),
+        (HfHubHTTPError("403 Forbidden for hf_SECRETSECRETSECRET\nRequest id: 1", response=response), 1,
+         "Error: a Hugging Face Hub call failed (HfHubHTTPError): 403 Forbidden for hf_*** Request id: 1"),
+        (RepositoryNotFoundError("404 Client Error.\n\nRepository Not Found for url: x", response=response), 1,
+         "Error: a Hugging Face Hub call failed (RepositoryNotFoundError): 404 Client Error. Repository Not Found for url: x"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_a_huggingface_hub_error_that_escapes_a_stage_is_one_line_without_the_token(run_cli, release, monkeypatch, index):
+    """The CLI's error boundary: no stage should let one through, but if one does, no traceback and no token."""
+    from apto_release.release import push as push_module
+
+    error, code, line = _hub_errors()[index]
+
+    def push(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(push_module, "push", push)
+    code_, out, err = run_cli("push", "--manifest", release, env={"HF_TOKEN": "hf_SECRETSECRETSECRET"})
+    assert code_ == code
+    lines = err.splitlines()
+    assert lines[0] == line and len(lines) == 2 and lines[1].startswith("Hint: ")
+    assert "Traceback" not in err and "SECRET" not in err + out

@@ -69,3 +69,15 @@ def test_release_without_a_data_table_says_what_is_missing(run_cli, tmp_path):
     code, out, err = run_cli("release", "--manifest", release.manifest, "--stages", "validate")
     assert code == 2 and "the manifest has no [data] table" in err and "Traceback" not in err
     assert "validate  data" in out and "failed" in out  # the table is printed before the error
+
+
+def test_release_refuses_max_rows_below_sample_size_before_any_stage(run_cli, tmp_path):
+    """Caught at load, not by the push's guard after every stage (training included) has run."""
+    release = write_demo_release(tmp_path / "r", records=200, sample_size=20, steps=1)
+    release.manifest.write_text(release.manifest.read_text().replace("sample_size = 20", "sample_size = 30"))
+    before = sorted(p.relative_to(release.folder) for p in release.folder.rglob("*"))
+    code, out, err = run_cli("release", "--manifest", release.manifest)
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[0] == (f"Error: {release.manifest}: dataset.sample.max_rows: 20 is below data.sample_size (30): "
+                                   "the push would refuse the sample after every stage had run; raise max_rows or lower sample_size")
+    assert out == "" and sorted(p.relative_to(release.folder) for p in release.folder.rglob("*")) == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import textwrap
 
 import pytest
@@ -167,3 +169,178 @@ def test_the_documented_example_loads(tmp_path):
     loaded = load_manifest(write(tmp_path, example))
     assert loaded.data.sample_size == 500 and loaded.models[0].train.max_steps == 2000
     assert loaded.state_file == tmp_path / "out/release-state.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# The Hub's own rules, at load (issue 13): a release that the Hub or git would refuse midway
+# is refused before anything runs, each problem one line with its place.
+
+
+def problems_of(tmp_path, text) -> list[str]:
+    with pytest.raises(ManifestError) as excinfo:
+        load_manifest(write(tmp_path, text))
+    assert all("\n" not in p for p in excinfo.value.problems), excinfo.value.problems  # one line each
+    return excinfo.value.problems
+
+
+@pytest.mark.parametrize(("old", "new", "where", "reason"), [
+    ('repo = "ja-safety-sft-500"', 'repo = "ja..safety-sft"', "dataset.sample.repo", "'--' and '..'"),
+    ('repo = "ja-safety-sft-500"', 'repo = "ja--safety-sft"', "dataset.sample.repo", "'--' and '..'"),
+    ('repo = "ja-safety-sft-500"', 'repo = "ja-safety-sft-"', "dataset.sample.repo", "starts or ends with '-' or '.'"),
+    ('repo = "ja-safety-sft-500"', 'repo = "ja-safety-sft."', "dataset.sample.repo", "starts or ends with '-' or '.'"),
+    ('repo = "ja-safety-sft-500"', 'repo = ".ja-safety-sft"', "dataset.sample.repo", "starts or ends with '-' or '.'"),
+    ('repo = "ja-safety-sft-500"', 'repo = "ja-safety-sft\\n"', "dataset.sample.repo", "'\\n' not allowed"),
+    ('repo = "ja-safety-sft-500"', 'repo = "ja safety"', "dataset.sample.repo", "' ' not allowed"),
+    ('repo = "ja-safety-sft-500"', 'repo = "データ"', "dataset.sample.repo", "not allowed (only ASCII"),
+    ('repo = "ja-safety-sft-500"', 'repo = "ja-safety.git"', "dataset.sample.repo", "ending in '.git'"),
+    ('repo = "ja-safety-sft-500"', 'repo = "a/b/c"', "dataset.sample.repo", "one '/'"),
+    ('repo = "ja-safety-sft-500"', f'repo = "{"x" * 97}"', "dataset.sample.repo", "97 characters; the Hub allows 96"),
+    ('repo = "apto-ai/ja-safety-sft"', 'repo = "apto-ai/"', "dataset.full.repo", "the name is empty"),
+    ('organisation = "apto-ai"', 'organisation = "apto--ai"', "organisation", "'--' and '..'"),
+    ('organisation = "apto-ai"', 'organisation = "apto-ai\\n"', "organisation", "'\\n' not allowed"),
+    ('organisation = "apto-ai"', 'organisation = "apto/ai"', "organisation", "holds a '/'"),
+    ('name = "Apto-Qwen3.5-27B-Safety"', 'name = "Apto-Qwen3.5-27B-Safety."', "model[1].name", "starts or ends with '-' or '.'"),
+    ('name = "Apto-Qwen3.5-27B-Safety"', 'name = "Apto..Qwen"', "model[1].name", "'--' and '..'"),
+    ('base_model = "Qwen/Qwen3.5-27B"', 'base_model = "Qwen/Qwen3.5--27B"', "model[1].base_model", "'--' and '..'"),
+    ('base_model = "Qwen/Qwen3.5-27B"', 'base_model = "Qwen/Qwen3.5-27B\\n"', "model[1].base_model", "'\\n' not allowed"),
+    ('merged = "/abs/merged/27b"', 'merged = "/abs/merged/27b"\nrepo = "-x"', "model[1].repo", "starts or ends with '-' or '.'"),
+    ('merged = "/abs/merged/27b"', 'merged = "/abs/merged/27b"\ngguf_repo = "x..GGUF"', "model[1].gguf_repo", "'--' and '..'"),
+    ('push_adapter = true', 'push_adapter = true\nadapter_repo = "x_"', None, None),  # a trailing '_' is allowed
+    ('push_adapter = true', 'push_adapter = true\nadapter_repo = "x.-LoRA."', "model[2].adapter_repo", "starts or ends with '-' or '.'"),
+])
+def test_repo_ids_and_names_follow_the_hub_s_rules(tmp_path, old, new, where, reason):
+    text = GOOD.replace(old, new)
+    assert text != GOOD
+    if where is None:
+        load_manifest(write(tmp_path, text))
+        return
+    problems = problems_of(tmp_path, text)
+    assert any(p.startswith(f"{where}: ") and reason in p for p in problems), problems
+
+
+@pytest.mark.parametrize("repo", ["ja..safety-sft", "ja--safety-sft", "-ja", "ja.", "ja\n", "a/b/c", "x" * 97, "ja.git", "ja/"])
+def test_what_huggingface_hub_refuses_we_refuse_on_our_own(repo, monkeypatch):
+    """Each id huggingface_hub's validator refuses is refused by our own rules too (with a reason of ours)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from apto_release.release.manifest import repo_id_problem
+
+    with pytest.raises(HFValidationError):
+        validate_repo_id(repo)
+    monkeypatch.setattr("huggingface_hub.utils.validate_repo_id", lambda repo_id: None)
+    assert repo_id_problem(repo) is not None
+
+
+def test_repos_that_differ_only_in_case_collide(tmp_path):
+    text = GOOD.replace('name = "Apto-Qwen3.5-9B-Base-Safety"', 'name = "apto-qwen3.5-27b-safety"')
+    problems = problems_of(tmp_path, text)
+    assert any(p.startswith("model[2].name: 'apto-qwen3.5-27b-safety' names two models (with 'Apto-Qwen3.5-27B-Safety'") for p in problems), problems
+    assert any(p.startswith("model[2].repo: repo 'apto-ai/apto-qwen3.5-27b-safety' differs only in case from "
+                            "'apto-ai/Apto-Qwen3.5-27B-Safety', the target of model[1].repo") for p in problems), problems
+
+    text = GOOD.replace('repo = "ja-safety-sft-500"', 'repo = "APTO-AI/JA-SAFETY-SFT"')
+    assert any(p.startswith("dataset.full.repo: repo 'apto-ai/ja-safety-sft' differs only in case from 'APTO-AI/JA-SAFETY-SFT'")
+               for p in problems_of(tmp_path, text))
+
+    text = GOOD.replace('push_adapter = true', 'push_adapter = true\nadapter_repo = "Apto-Qwen3.5-27B-Safety-gguf"')
+    assert any(p.startswith("model[2].adapter_repo: repo 'apto-ai/Apto-Qwen3.5-27B-Safety-gguf' differs only in case")
+               for p in problems_of(tmp_path, text))
+
+
+def test_a_target_is_never_a_base_model(tmp_path):
+    text = GOOD.replace('base_model = "Qwen/Qwen3.5-9B-Base"', 'base_model = "Apto-AI/apto-qwen3.5-27b-safety"')
+    problems = problems_of(tmp_path, text)
+    assert problems == ["model[1].repo: repo 'apto-ai/Apto-Qwen3.5-27B-Safety' is the base model of "
+                        "'Apto-Qwen3.5-9B-Base-Safety': a release never writes its base model"]
+
+
+REFUSED_VERSIONS = {
+    "1.0.0-rc..1": "an identifier is empty",
+    "1.0.0-x.lock": "'.lock'",
+    "01.0.0": "no leading zeros",
+    "1.00.0": "no leading zeros",
+    "1.0.0-rc.01": "no leading zeros",
+    "1.0.0\n": "newline",
+    "1.0.0 ": "space",
+    "1.0": "not semantic versioning",
+    "v1.0.0": "not semantic versioning",
+    "1.0.0-": "an identifier is empty",
+    "1.0.0+": "an identifier is empty",
+    "1.0.0-rc.1.": "an identifier is empty",
+    "1.0.0-x~1": "not semantic versioning",
+    "1.0.0-a@{b": "not semantic versioning",
+    "١.0.0": "not semantic versioning",  # an Arabic-Indic digit: \d would take it
+}
+ACCEPTED_VERSIONS = ["1.0.0", "0.1.0", "10.20.30", "1.0.0-rc.1", "1.0.0-alpha-a.b-c-d", "2.1.3+build.5",
+                     "1.0.0-0.3.7", "1.0.0-x.7.z.92+exp.sha.5114f85", "1.0.0-lock", "1.0.0+lock"]
+
+
+@pytest.mark.parametrize(("version", "reason"), REFUSED_VERSIONS.items())
+def test_versions_that_are_not_semver_or_not_a_git_tag_are_refused(tmp_path, version, reason):
+    text = GOOD.replace('version = "1.0.0"', f"version = {version!r}".replace("'", '"').replace("\n", "\\n"))
+    problems = problems_of(tmp_path, text)
+    assert len(problems) == 1 and problems[0].startswith("version: ") and reason in problems[0], problems
+
+
+@pytest.mark.parametrize("version", ACCEPTED_VERSIONS)
+def test_semver_versions_that_are_git_tags_load(tmp_path, version):
+    manifest = load_manifest(write(tmp_path, GOOD.replace('version = "1.0.0"', f'version = "{version}"')))
+    assert manifest.tag == f"v{version}"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+@pytest.mark.parametrize("ref", ["v1.0.0", "v2.1.3+build.5", "v1.0.0-x.lock", "v1.0.0-rc..1", "v1.0.0.", "v1.0.0 x",
+                                 "v1.0.0~1", "v1:0", "v1^0", "v1?0", "v1*0", "v1[0", "v1\\0", "v1@{0", "v1//0", "v1/.x",
+                                 "v1/", "v1.lock/x", "v1\x7f", "v1\t", "v@", "v1@0", "v-1", "v1/x.lock2"])
+def test_our_git_ref_rules_agree_with_git(ref):
+    from apto_release.release.manifest import git_ref_problem
+
+    git = subprocess.run(["git", "check-ref-format", f"refs/tags/{ref}"], capture_output=True)
+    assert (git_ref_problem(f"refs/tags/{ref}") is None) == (git.returncode == 0), (ref, git_ref_problem(f"refs/tags/{ref}"))
+
+
+def test_max_rows_below_sample_size_is_refused_at_load(tmp_path):
+    problems = problems_of(tmp_path, RELEASE.replace("sample_size = 300", "sample_size = 600"))
+    assert problems == ["dataset.sample.max_rows: 500 is below data.sample_size (600): the push would refuse the sample "
+                        "after every stage had run; raise max_rows or lower sample_size"]
+    text = RELEASE.replace("sample_size = 300", "sample_size = 600").replace('gated = "auto"', 'gated = "auto"\nmax_rows = 600')
+    assert load_manifest(write(tmp_path, text)).data.sample_size == 600
+    # a private sample has no public-rows guard
+    text = RELEASE.replace("sample_size = 300", "sample_size = 600").replace('gated = "auto"', 'private = true')
+    assert load_manifest(write(tmp_path, text)).datasets["sample"].max_rows is None
+
+
+@pytest.mark.parametrize("encoding", ["shift_jis", "utf-16", "latin-1"])
+def test_a_manifest_that_is_not_utf8_names_the_file(tmp_path, encoding):
+    path = tmp_path / "release.toml"
+    path.write_bytes(GOOD.replace("ja-safety-sft-500", "日本語-é").encode(encoding, errors="replace")
+                     if encoding != "latin-1" else GOOD.replace("ja-safety-sft-500", "sûreté").encode(encoding))
+    with pytest.raises(UsageError) as excinfo:
+        load_manifest(path)
+    message = str(excinfo.value)
+    assert message.startswith(f"{path}: the release manifest is not UTF-8 text (byte 0x") and "\n" not in message
+    assert excinfo.value.hint == "save it as UTF-8"
+
+
+def test_one_problem_is_one_line_several_are_a_list(tmp_path):
+    with pytest.raises(ManifestError) as one:
+        load_manifest(write(tmp_path, GOOD.replace('version = "1.0.0"', 'version = "1.0.0-rc..1"')))
+    assert str(one.value).startswith(f"{tmp_path / 'release.toml'}: version: '1.0.0-rc..1' is not a version") and "\n" not in str(one.value)
+    with pytest.raises(ManifestError) as two:
+        load_manifest(write(tmp_path, GOOD.replace('version = "1.0.0"', 'version = "01.0.0"').replace("ja-safety-sft-500", "a..b")))
+    assert str(two.value).splitlines()[0].endswith("the release manifest has 2 problems:")
+
+
+def test_a_rule_only_huggingface_hub_knows_is_enforced_with_its_message(tmp_path, monkeypatch):
+    """huggingface_hub's validator runs after ours: a rule it adds later reaches the manifest's line."""
+    import huggingface_hub.utils
+    from huggingface_hub.errors import HFValidationError
+
+    def validate_repo_id(repo_id):
+        if "sample" in repo_id:
+            raise HFValidationError(f"A future rule refuses\n'{repo_id}'.")
+
+    monkeypatch.setattr(huggingface_hub.utils, "validate_repo_id", validate_repo_id)
+    problems = problems_of(tmp_path, GOOD.replace('repo = "ja-safety-sft-500"', 'repo = "sample-500"'))
+    assert problems == ["dataset.sample.repo: 'apto-ai/sample-500' is not a Hub repo id: A future rule refuses 'apto-ai/sample-500'."]
