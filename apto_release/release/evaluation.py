@@ -55,12 +55,12 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from apto_release.errors import InputError
+from apto_release.release.manifest import repo_id_problem
 
 FORMAT = 1
 UNITS = ("%", "")
@@ -75,9 +75,6 @@ _METRIC_OPTIONAL = ("label_ja", "unit", "ci95", "significant", "dataset_id", "n"
 _JUDGE_VALUE_KEYS = ("judge", "before", "after", "n")
 _AGREEMENT_KEYS = ("benchmark", "measure", "level", "value", "judges", "units")
 _BOOTSTRAP_KEYS = ("resamples", "seed")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-
-
 class EvaluationError(InputError):
     """The evaluation results file cannot be used (one line: the file, the field, the problem)."""
 
@@ -210,7 +207,7 @@ def _metric(entry: Any, i: int, path: Path) -> Metric:
     if significant is not None and not isinstance(significant, bool):
         raise fail("significant", f"must be true or false, found {significant!r}")
     dataset_id = entry.get("dataset_id")
-    if dataset_id is not None and (not isinstance(dataset_id, str) or not _REPO_ID.match(dataset_id)):
+    if dataset_id is not None and (not isinstance(dataset_id, str) or dataset_id.count("/") != 1 or repo_id_problem(dataset_id)):
         raise fail("dataset_id", f"must be a Hub dataset id (organisation/name), found {dataset_id!r}")
     n = entry.get("n")
     if n is not None and not _count(n, 1):

@@ -544,6 +544,10 @@ def test_a_results_file_whose_chart_is_missing(tmp_path):
         (lambda d: d.update(agreement=[{"benchmark": "AC", "measure": "krippendorff_alpha", "level": "nominal", "value": 0.5,
                                         "judges": ["A"], "units": 3}]), "'agreement[1].judges' must list two or more judges"),
         (lambda d: d.update(bootstrap={"resamples": 0, "seed": 0}), "'bootstrap.resamples' must be a positive integer"),
+        # The Hub's rules, matched whole: a trailing newline or a '..' is not a dataset id.
+        (lambda d: d["metrics"][0].update(dataset_id="llm-jp/AnswerCarefully\n"), "'metrics[1].dataset_id' must be a Hub dataset id"),
+        (lambda d: d["metrics"][0].update(dataset_id="llm-jp/Answer..Carefully"), "'metrics[1].dataset_id' must be a Hub dataset id"),
+        (lambda d: d["metrics"][0].update(dataset_id="AnswerCarefully"), "'metrics[1].dataset_id' must be a Hub dataset id"),
         (lambda d: d.update(chart="/tmp/chart.png"), "'chart' must be the relative path of a PNG file"),
         (lambda d: d.update(metrics=[{**m, "category": "x"} for m in d["metrics"]]), "per-category rows only"),
         (lambda d: d["metrics"].append({**d["metrics"][0], "category": "x"}) or d["metrics"].append({**d["metrics"][0], "category": "x"}),
