@@ -780,3 +780,24 @@ def test_a_card_the_hub_rejects_is_found_before_the_first_commit(hub, api, relea
                               '- "base_model_relation" is not accepted here')
     _assert_nothing_written(hub, release, before)
     assert len(hub.log("POST", "validate-yaml")) == 5  # one per card, then nothing
+
+
+@pytest.mark.parametrize("case", ["not a model", "no write access"])
+def test_the_cli_refuses_a_failing_pre_flight_with_one_line_and_writes_nothing(hub, release, tmp_path, monkeypatch, case):
+    if case == "not a model":
+        _not_a_model(release, "only a card")
+        want, code = f"refusing to push the model folder to {release.organisation}/{MODEL}: it holds no model, ", 2
+    else:
+        monkeypatch.setattr(hub, "org_roles", {release.organisation: "read"})
+        want, code = f"the token of {hub.user} cannot write every repo of the release: ", 2
+    hub.clear_requests()
+    before = _blobs(hub)
+    environ = {k: v for k, v in os.environ.items() if k not in ("GITHUB_STEP_SUMMARY", "APTO_DEBUG")}
+    environ.update(hub.client_env(tmp_path / "hf_home"))
+    proc = subprocess.run([sys.executable, "-m", "apto_release", "push", "--manifest", str(release.path)],
+                          env=environ, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == code, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and want in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr and hub.token not in proc.stderr + proc.stdout
+    _assert_nothing_written(hub, release, before)
