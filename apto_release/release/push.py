@@ -14,8 +14,9 @@ How a push goes:
    ``dataset build``'s marker ``.apto-build.json`` naming the SHA-256 of a records file that passed
    validation, and hold the rows it counted; the **public-repo guard**: a folder pushed to a
    public dataset repo must be the sample, and its Parquet files (counted from their metadata)
-   must hold no more rows than the manifest's ``max_rows``. Every local file gets its SHA-256 (and, under 10 MB, its git
-   blob SHA-1).
+   must hold no more rows than the manifest's ``max_rows``; a model or adapter folder must hold a
+   model (``check_model_folder``); no file may exceed the Hub's ``MAX_FILE_SIZE``. Every local file
+   gets its SHA-256 (and, under 10 MB, its git blob SHA-1).
 2. **Plan** (read only: repo info, the recursive tree at the head, the refs): each local file is
    *add*, *change* or *keep* by comparing checksums with the remote's (``lfs.sha256`` of LFS
    files, ``blob_id`` of regular ones). A remote file the folder lacks is *delete* only when a
@@ -28,6 +29,11 @@ How a push goes:
    really holds (including commits another machine made). A tag ``v<version>`` that already exists must
    point at the head and the head must match the folder; otherwise the release is refused before
    anything is written (bump the version).
+   **Pre-flight** (a real push, before the plan): ``whoami``, then the token's write access to every
+   repo (``check_write_access``); after the plan, the tag conflicts above and every card to be
+   committed, sent to the Hub's validator (``check_cards_on_hub``). Whatever can refuse a repo is
+   thus checked on every repo before the first is written: a push publishes the whole release or
+   writes nothing, save for network and server failures, which the next run completes.
 3. **Publish**, repo after repo: create the repo with the manifest's visibility, set its gating,
    then one ``create_commit`` with every addition and deletion, on top of the head it planned
    against (``parent_commit``). On 429, 5xx and 412 (someone pushed meanwhile) it re-reads the
@@ -69,6 +75,8 @@ README = "README.md"
 #: ``<sha256> <git blob sha1 or -> <path>`` a line): the Hub's history then says which files a
 #: release of ours published, on any machine, with or without the state file.
 FILES_HEADER = "apto-release files (sha256, git blob sha1, path):"
+#: The Hub's limit on one file (https://huggingface.co/docs/hub/storage-limits: 50 GB a file, 20 GB recommended).
+MAX_FILE_SIZE = 50 * 1000**3
 RETRYABLE = frozenset({408, 412, 429, 500, 502, 503, 504})
 RETRY_AFTER_CAP = 10.0  # seconds: a longer Retry-After is cut to this
 DEFAULT_ATTEMPTS = 4
@@ -728,7 +736,19 @@ def _prepare_all(manifest: Manifest, only: Iterable[str] | None, hasher: Hasher 
     selected = targets(manifest, only)
     if not selected:
         raise UsageError("the manifest names no repo to push", path=manifest.path)
-    return [prepare(t, hasher) for t in selected]
+    prepared = [prepare(t, hasher) for t in selected]
+    check_file_sizes(prepared)
+    return prepared
+
+
+def check_file_sizes(prepared: Sequence[Prepared]) -> None:
+    """Pre-flight: the Hub refuses a file over ``MAX_FILE_SIZE`` when it is uploaded, which would be
+    after the earlier repos' commits; refuse it here, naming every such file."""
+    big = [f"{p.target.repo_id}: {f.path} ({human_size(f.size)})"
+           for p in prepared for f in p.files.values() if f.size > MAX_FILE_SIZE]
+    if big:
+        raise InputError(f"files larger than the Hub takes ({human_size(MAX_FILE_SIZE)} a file): " + "; ".join(big),
+                         hint="split them (GGUF: 'apto-release gguf convert --split-max-size'; safetensors: shards)")
 
 
 def plan_push(manifest: Manifest, *, only: Iterable[str] | None = None, api=None, hasher: Hasher = hash_file,

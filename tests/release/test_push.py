@@ -801,3 +801,22 @@ def test_the_cli_refuses_a_failing_pre_flight_with_one_line_and_writes_nothing(h
     assert len(errors) == 1 and want in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr and hub.token not in proc.stderr + proc.stdout
     _assert_nothing_written(hub, release, before)
+
+
+def test_a_file_larger_than_the_hub_takes_is_refused_before_any_request(hub, api, release):
+    """The Hub refuses a file over 50 GB at upload time, i.e. after the earlier repos' commits."""
+    import dataclasses
+
+    from apto_release.release.push import MAX_FILE_SIZE, hash_file
+
+    def hasher(path):  # the Q4_K_M file "is" 60 GB: writing one is not needed to test the rule
+        info = hash_file(path)
+        return dataclasses.replace(info, size=60 * 1000**3) if path.name.endswith("Q4_K_M.gguf") else info
+
+    hub.clear_requests()
+    with pytest.raises(InputError) as exc:
+        push(release, api=api, backoff=0, hasher=hasher)
+    assert MAX_FILE_SIZE == 50 * 1000**3
+    assert str(exc.value).startswith("files larger than the Hub takes (") and \
+        f"{release.organisation}/{MODEL}-GGUF: {MODEL}-Q4_K_M.gguf (" in str(exc.value)
+    assert hub.requests == []
