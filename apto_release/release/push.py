@@ -14,8 +14,9 @@ How a push goes:
    ``dataset build``'s marker ``.apto-build.json`` naming the SHA-256 of a records file that passed
    validation, and hold the rows it counted; the **public-repo guard**: a folder pushed to a
    public dataset repo must be the sample, and its Parquet files (counted from their metadata)
-   must hold no more rows than the manifest's ``max_rows``. Every local file gets its SHA-256 (and, under 10 MB, its git
-   blob SHA-1).
+   must hold no more rows than the manifest's ``max_rows``; a model or adapter folder must hold a
+   model (``check_model_folder``); no file may exceed the Hub's ``MAX_FILE_SIZE``. Every local file
+   gets its SHA-256 (and, under 10 MB, its git blob SHA-1).
 2. **Plan** (read only: repo info, the recursive tree at the head, the refs): each local file is
    *add*, *change* or *keep* by comparing checksums with the remote's (``lfs.sha256`` of LFS
    files, ``blob_id`` of regular ones). A remote file the folder lacks is *delete* only when a
@@ -28,6 +29,11 @@ How a push goes:
    really holds (including commits another machine made). A tag ``v<version>`` that already exists must
    point at the head and the head must match the folder; otherwise the release is refused before
    anything is written (bump the version).
+   **Pre-flight** (a real push, before the plan): ``whoami``, then the token's write access to every
+   repo (``check_write_access``); after the plan, the tag conflicts above and every card to be
+   committed, sent to the Hub's validator (``check_cards_on_hub``). Whatever can refuse a repo is
+   thus checked on every repo before the first is written: a push publishes the whole release or
+   writes nothing, save for network and server failures, which the next run completes.
 3. **Publish**, repo after repo: create the repo with the manifest's visibility, set its gating,
    then one ``create_commit`` with every addition and deletion, on top of the head it planned
    against (``parent_commit``). On 429, 5xx and 412 (someone pushed meanwhile) it re-reads the
@@ -69,6 +75,8 @@ README = "README.md"
 #: ``<sha256> <git blob sha1 or -> <path>`` a line): the Hub's history then says which files a
 #: release of ours published, on any machine, with or without the state file.
 FILES_HEADER = "apto-release files (sha256, git blob sha1, path):"
+#: The Hub's limit on one file (https://huggingface.co/docs/hub/storage-limits: 50 GB a file, 20 GB recommended).
+MAX_FILE_SIZE = 50 * 1000**3
 RETRYABLE = frozenset({408, 412, 429, 500, 502, 503, 504})
 RETRY_AFTER_CAP = 10.0  # seconds: a longer Retry-After is cut to this
 DEFAULT_ATTEMPTS = 4
@@ -297,6 +305,42 @@ def check_public_dataset(target: Target, files: Sequence[Path]) -> int:
     return rows
 
 
+def check_model_folder(target: Target, files: Sequence[Path]) -> None:
+    """A model repo's folder must hold a model, not only a card: a merged model needs ``config.json``
+    and its weights (``model.safetensors``, or ``model.safetensors.index.json`` and every shard its
+    ``weight_map`` names); an adapter ``adapter_config.json`` and ``adapter_model.safetensors``. (A
+    GGUF repo's files are the manifest's types, which ``_gguf_files`` already requires.)
+
+    Raises ``InputError`` naming the folder and what is missing; dataset and GGUF targets pass.
+    """
+    if target.card_kind not in ("model", "adapter"):
+        return
+    names = {p.relative_to(target.folder).as_posix() for p in files}
+    if target.card_kind == "adapter":
+        missing = [n for n in ("adapter_config.json", "adapter_model.safetensors") if n not in names]
+        hint = "train it with 'apto-release train', or fix the adapter folder in the manifest"
+    else:
+        missing = [] if "config.json" in names else ["config.json"]
+        index_name = "model.safetensors.index.json"
+        if index_name in names:
+            index_path = target.folder / index_name
+            try:
+                weight_map = json.loads(index_path.read_text("utf-8")).get("weight_map")
+            except (OSError, ValueError, AttributeError) as exc:
+                raise InputError(f"refusing to push the model folder to {target.repo_id}: {index_name} cannot be read "
+                                 f"({' '.join(str(exc).split())})", path=index_path) from None
+            if not isinstance(weight_map, dict) or not weight_map:
+                missing.append(f"the weight_map of {index_name}")
+            else:
+                missing += sorted({str(s) for s in weight_map.values()} - names)
+        elif "model.safetensors" not in names:
+            missing.append(f"model.safetensors (or {index_name} and its shards)")
+        hint = "merge it with 'apto-release merge', or fix the merged folder in the manifest"
+    if missing:
+        raise InputError(f"refusing to push the {target.role} folder to {target.repo_id}: it holds no {target.role}, "
+                         f"{', '.join(missing)} missing", path=target.folder, hint=hint)
+
+
 @dataclass
 class Prepared:
     """A target with its local files checked and hashed."""
@@ -326,6 +370,7 @@ def prepare(target: Target, hasher: Hasher = hash_file) -> Prepared:
     problems = check_card_text(card.read_text("utf-8"), target.card_kind)
     if problems:
         raise InputError(f"the {target.role} card is not valid: " + "; ".join(problems), path=card)
+    check_model_folder(target, paths)
     rows = None
     if target.repo_type == "dataset":
         rows = read_build_marker(target, paths)[1] if target.private else check_public_dataset(target, paths)
@@ -596,11 +641,114 @@ def _plan(session: _Session, prepared: Prepared, tag: str, prune: bool = False) 
     return plan
 
 
+#: Roles in an organisation that cannot write its repos (whoami's ``orgs[].roleInOrg``).
+READ_ONLY_ORG_ROLES = frozenset({"read"})
+
+
+def write_access_problems(whoami: dict[str, Any], selected: Sequence[Target]) -> list[str]:
+    """Why the token of ``whoami`` (the Hub's ``/api/whoami-v2`` answer) cannot write each target
+    (empty: it can, as far as the answer tells).
+
+    A ``read`` token writes nothing; a fine-grained token writes a repo when one of its scoped
+    entries grants ``repo.write`` on the repo itself or on its namespace (the user or the org); in
+    an organisation the user must not be a mere ``read`` member. When the release spans several
+    namespaces, each must be the user or one of their orgs; in a release within one namespace that
+    is left to the Hub, whose 403 then comes on the first repo's first write, before anything is
+    published.
+    """
+    user = whoami.get("name")
+    token = ((whoami.get("auth") or {}).get("accessToken")) or {}
+    role = token.get("role")
+    orgs = {o.get("name"): o.get("roleInOrg") for o in whoami.get("orgs") or [] if isinstance(o, dict)}
+    scoped = ((token.get("fineGrained") or {}).get("scoped")) or []
+    several_namespaces = len({t.repo_id.split("/")[0] for t in selected}) > 1
+    problems = []
+    for target in selected:
+        namespace = target.repo_id.split("/")[0]
+        if role == "read":
+            problems.append(f"{target.repo_id}: the token is read-only")
+            continue
+        if several_namespaces and namespace != user and namespace not in orgs:
+            problems.append(f"{target.repo_id}: {user} is not a member of {namespace}")
+            continue
+        if orgs.get(namespace) in READ_ONLY_ORG_ROLES:
+            problems.append(f"{target.repo_id}: {user} has the role {orgs[namespace]!r} in {namespace}, which cannot write")
+            continue
+        if role == "fineGrained" and not any(
+            "repo.write" in (entry.get("permissions") or [])
+            and ((e := entry.get("entity") or {}).get("type") in ("user", "org") and e.get("name") == namespace
+                 or e.get("type") == target.repo_type and e.get("name") == target.repo_id)
+            for entry in scoped if isinstance(entry, dict)
+        ):
+            problems.append(f"{target.repo_id}: the fine-grained token has no repo.write on it or on {namespace}")
+    return problems
+
+
+def check_write_access(session: _Session, selected: Sequence[Target]) -> None:
+    """Pre-flight: ``whoami`` first, then every target's write access; raises ``UsageError`` naming
+    every repo the token cannot write, before anything is written."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        whoami = session.call("checking the token", "", lambda: session.api.whoami(token=session.token),
+                              pass_status=(401,))
+    except HfHubHTTPError:
+        raise UsageError("the Hugging Face token is not valid (whoami answered 401)",
+                         hint="set HF_TOKEN to a token with write access, or log in with 'hf auth login'") from None
+    problems = write_access_problems(whoami, selected)
+    if problems:
+        raise UsageError(f"the token of {whoami.get('name')} cannot write every repo of the release: " + "; ".join(problems),
+                         hint="use a token with write access to each repo (https://huggingface.co/settings/tokens), "
+                              "or fix the organisation in the manifest")
+
+
+def check_cards_on_hub(session: _Session, plans: Sequence[RepoPlan]) -> None:
+    """Pre-flight: every card this push will commit is sent to the Hub's own validator
+    (``POST /api/validate-yaml``, what ``RepoCard.validate`` calls), which also judges the commit:
+    a card it rejects would fail that repo's commit after the earlier repos were published."""
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    problems = []
+    for plan in plans:
+        if not any(f.path == README for f in plan.add + plan.change):
+            continue
+        body = {"repoType": plan.repo_type, "content": plan.local[README].local.read_text("utf-8")}
+        url = f"{session.api.endpoint}/api/validate-yaml"
+
+        def post(url=url, body=body):
+            response = get_session().post(url, json=body, headers={**build_hf_headers(token=session.token),
+                                                                    "Accept": "text/plain"})
+            if response.status_code >= 500 or response.status_code == 429:
+                from huggingface_hub.utils import hf_raise_for_status
+
+                hf_raise_for_status(response)
+            return response
+
+        response = session.call("validating the card", plan.repo_id, post)
+        if response.status_code == 400:
+            problems.append(f"{plan.repo_id}: {' '.join(response.text.split())}")
+    if problems:
+        raise UsageError("the Hub rejects a card of the release: " + "; ".join(problems),
+                         hint="fix the card's YAML metadata (see https://huggingface.co/docs/hub/model-cards)")
+
+
 def _prepare_all(manifest: Manifest, only: Iterable[str] | None, hasher: Hasher = hash_file) -> list[Prepared]:
     selected = targets(manifest, only)
     if not selected:
         raise UsageError("the manifest names no repo to push", path=manifest.path)
-    return [prepare(t, hasher) for t in selected]
+    prepared = [prepare(t, hasher) for t in selected]
+    check_file_sizes(prepared)
+    return prepared
+
+
+def check_file_sizes(prepared: Sequence[Prepared]) -> None:
+    """Pre-flight: the Hub refuses a file over ``MAX_FILE_SIZE`` when it is uploaded, which would be
+    after the earlier repos' commits; refuse it here, naming every such file."""
+    big = [f"{p.target.repo_id}: {f.path} ({human_size(f.size)})"
+           for p in prepared for f in p.files.values() if f.size > MAX_FILE_SIZE]
+    if big:
+        raise InputError(f"files larger than the Hub takes ({human_size(MAX_FILE_SIZE)} a file): " + "; ".join(big),
+                         hint="split them (GGUF: 'apto-release gguf convert --split-max-size'; safetensors: shards)")
 
 
 def plan_push(manifest: Manifest, *, only: Iterable[str] | None = None, api=None, hasher: Hasher = hash_file,
@@ -787,6 +935,8 @@ def push(
                          hint="set HF_TOKEN, or log in with 'hf auth login'")
     try:
         prepared = _prepare_all(manifest, only, hasher)
+        if not dry_run:
+            check_write_access(session, [p.target for p in prepared])  # pre-flight: before the first request that reads a repo
         with progress_bars(progress):
             plans = [_plan(session, p, manifest.tag, prune) for p in prepared]
             if dry_run:
@@ -802,6 +952,7 @@ def push(
                 lines = "; ".join(f"{p.repo_id}: {p.tag_conflict}" for p in conflicts)
                 raise UsageError(f"the release {manifest.tag} is already published differently: {lines}",
                                  path=manifest.path, hint="bump the version in the manifest: a published tag is never moved")
+            check_cards_on_hub(session, plans)
             results: list[RepoResult] = []
             for i, (prep, plan) in enumerate(zip(prepared, plans)):
                 try:

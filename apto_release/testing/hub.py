@@ -44,6 +44,13 @@ Behaviour worth knowing
   RepoNotFound`` (the Hub does not tell "private" from "missing"); downloads (``/resolve``) from a
   gated repo without a token get 401 ``GatedRepo``. Repos may be created in any namespace, unless
   ``namespaces=`` restricts them (403 elsewhere).
+* Permissions: ``token_role`` (``write``, ``read`` or ``fineGrained``), ``org_roles`` (org name ->
+  ``roleInOrg``: ``admin``, ``write``, ``contributor``, ``read``) and, for a fine-grained token,
+  ``fine_grained`` (its ``scoped`` entries, ``{"entity": {"type": "user"|"org"|"model"|"dataset",
+  "name": ...}, "permissions": ["repo.write", ...]}``) appear in ``whoami`` as the Hub shows them
+  (``auth.accessToken.role``, ``auth.accessToken.fineGrained.scoped``, ``orgs[].roleInOrg``) and
+  are enforced: creating a repo, a commit, an upload, settings and refs in a repo the token cannot
+  write get 403. Reads are not restricted by them.
 * ``create_repo`` makes an ``initial commit`` by ``system`` holding a ``.gitattributes`` with LFS
   rules, as the Hub does; an existing repo answers 409 ``You already created this model repo``.
 * Storage: blobs are content-addressed by sha256 under ``<root>/blobs``; each repo keeps its commits
@@ -381,6 +388,9 @@ class LocalHub:
         user: str = "apto-tester",
         token: str | None = None,
         namespaces: list[str] | None = None,
+        token_role: str = "write",
+        org_roles: dict[str, str] | None = None,
+        fine_grained: list[dict] | None = None,
         lfs_threshold: int = LFS_THRESHOLD,
         page_size: int = 1000,
         page_size_expand: int = 50,
@@ -392,6 +402,11 @@ class LocalHub:
         self.user = user
         self.token = token or "hf_local_" + secrets.token_hex(16)
         self.namespaces = None if namespaces is None else set(namespaces)
+        # What the token may write (see "Permissions" in the module docstring); plain attributes, so a
+        # test may change them while the hub runs.
+        self.token_role = token_role
+        self.org_roles = dict(org_roles or {})
+        self.fine_grained = list(fine_grained or [])
         self.lfs_threshold = lfs_threshold
         self.page_size = page_size
         self.page_size_expand = page_size_expand
@@ -573,12 +588,33 @@ class LocalHub:
 
     # -- repos and revisions ---------------------------------------------------------------------
 
+    def _access_token(self) -> dict:
+        token = {"displayName": "local", "role": self.token_role}
+        if self.token_role == "fineGrained":
+            token["fineGrained"] = {"canReadGatedRepos": True, "global": [], "scoped": self.fine_grained}
+        return token
+
+    def _can_write(self, repo_type: str, repo_id: str) -> bool:
+        namespace = repo_id.split("/")[0]
+        if self.token_role == "read" or self.org_roles.get(namespace) == "read":
+            return False
+        if self.token_role != "fineGrained":
+            return True
+        return any(
+            "repo.write" in entry.get("permissions", [])
+            and (entry["entity"]["type"] in ("user", "org") and entry["entity"]["name"] == namespace
+                 or entry["entity"]["type"] == repo_type and entry["entity"]["name"] == repo_id)
+            for entry in self.fine_grained
+        )
+
     def _repo(self, repo_type: str, repo_id: str, authed: bool, *, write: bool = False) -> dict:
         repo = self._repos.get(f"{repo_type}:{repo_id}")
         if repo is None or (repo["private"] and not authed):
             raise _HubError(401 if not authed else 404, "Repository not found", "RepoNotFound")
         if write and not authed:
             raise _HubError(401, "You must be authenticated to write to this repository.")
+        if write and not self._can_write(repo_type, repo_id):
+            raise _HubError(403, f"You don't have the rights to write to {repo_id}: the token lacks write access")
         return repo
 
     @staticmethod
@@ -748,8 +784,9 @@ class LocalHub:
             return _json({
                 "type": "user", "id": hashlib.sha1(self.user.encode()).hexdigest()[:24], "name": self.user,
                 "fullname": self.user, "email": None, "emailVerified": False, "isPro": False, "canPay": False,
-                "orgs": [{"type": "org", "name": ns} for ns in sorted(self.namespaces or []) if ns != self.user],
-                "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": "write"}},
+                "orgs": [{"type": "org", "name": ns, "roleInOrg": self.org_roles.get(ns, "admin")}
+                         for ns in sorted((self.namespaces or set()) | set(self.org_roles)) if ns != self.user],
+                "auth": {"type": "access_token", "accessToken": self._access_token()},
             })
         if route == ("GET", "agent-harnesses"):  # asked once per process by the client's user-agent code
             return _json({"standardEnvVars": [], "harnesses": {}})
@@ -832,6 +869,8 @@ class LocalHub:
         if self.namespaces is not None and namespace not in self.namespaces | {self.user}:
             raise _HubError(403, f"You don't have the rights to create a {repo_type} under the namespace \"{namespace}\"")
         repo_id = f"{namespace}/{name}"
+        if not self._can_write(repo_type, repo_id):
+            raise _HubError(403, f"You don't have the rights to create a {repo_type} under the namespace \"{namespace}\"")
         key = f"{repo_type}:{repo_id}"
         private = payload.get("visibility") == "private" or bool(payload.get("private"))
         with self._lock:

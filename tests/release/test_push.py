@@ -235,6 +235,7 @@ def test_dry_run_lists_changes_and_writes_nothing_then_push_commits_only_the_cha
     assert _writes(hub) == []
     assert {r.method for r in hub.requests} <= {"GET", "HEAD", "POST"}
 
+    (release.models[0].adapter / "notes.md").write_text("published by v1.0.0 only\n")
     first = push(release, api=api, backoff=0)
     merged = release.models[0].merged
     (merged / "config.json").write_text('{"model_type": "qwen3", "changed": true}\n')
@@ -245,7 +246,7 @@ def test_dry_run_lists_changes_and_writes_nothing_then_push_commits_only_the_cha
         plan_push(release, api=api)
     assert hub.requests == []  # local checks come before any request
     (release.models[0].gguf_folder / f"{MODEL}-Q8_0.gguf").write_bytes(b"GGUF" + bytes(range(256)) * 20)
-    (release.models[0].adapter / "adapter_config.json").unlink()
+    (release.models[0].adapter / "notes.md").unlink()  # an adapter without its config is refused: drop another file
 
     hub.clear_requests()
     results = push(release, api=api, dry_run=True)
@@ -257,7 +258,7 @@ def test_dry_run_lists_changes_and_writes_nothing_then_push_commits_only_the_cha
     assert sorted(f.path for f in model.keep) == ["README.md", "model.safetensors"] and model.delete == []
     assert model.change[0].size == len('{"model_type": "qwen3", "changed": true}\n')
     lora = by_repo[f"{org}/{MODEL}-LoRA"].plan
-    assert [f.path for f in lora.delete] == ["adapter_config.json"] and not lora.add and not lora.change
+    assert [f.path for f in lora.delete] == ["notes.md"] and not lora.add and not lora.change
     assert not by_repo[f"{org}/{MODEL}-GGUF"].plan.changed and not by_repo[f"{org}/ja-safety-sft"].plan.changed
     assert all(r.status == "planned" for r in results)
     line = summary_line(by_repo[f"{org}/{MODEL}"])
@@ -621,3 +622,201 @@ def test_a_file_our_previous_release_published_and_this_one_drops_is_deleted(hub
     ours = [c for c in api.list_repo_commits(repo) if c.title.startswith("Release ")]
     assert len(ours) == 2 and all("apto-release files (sha256, git blob sha1, path):" in c.message for c in ours)
     assert "old-notes.md" in ours[-1].message and "old-notes.md" not in ours[0].message
+
+
+# --- pre-flight: a model folder holds a model; the token can write every repo (issue 13) ----------
+
+
+def _blobs(hub) -> set[str]:
+    return {p.name for p in (hub.root / "blobs").rglob("*") if p.is_file()}
+
+
+def _not_a_model(release, case):
+    merged, adapter = release.models[0].merged, release.models[0].adapter
+    if case == "no config.json":
+        (merged / "config.json").unlink()
+    elif case == "no weights":
+        (merged / "model.safetensors").unlink()
+    elif case == "a shard the index names is missing":
+        (merged / "model.safetensors").rename(merged / "model-00001-of-00002.safetensors")
+        (merged / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {
+            "a.weight": "model-00001-of-00002.safetensors", "b.weight": "model-00002-of-00002.safetensors"}}))
+    elif case == "only a card":
+        for p in merged.iterdir():
+            if p.is_file() and p.name != "README.md":
+                p.unlink()
+    elif case == "an adapter without weights":
+        (adapter / "adapter_model.safetensors").unlink()
+    elif case == "an adapter without its config":
+        (adapter / "adapter_config.json").unlink()
+
+
+@pytest.mark.parametrize("case, missing", [
+    ("no config.json", "merged.*config.json missing"),
+    ("no weights", r"merged.*model.safetensors \(or model.safetensors.index.json and its shards\) missing"),
+    ("a shard the index names is missing", "merged.*model-00002-of-00002.safetensors missing"),
+    ("only a card", "merged.*config.json, model.safetensors"),
+    ("an adapter without weights", "adapter.*adapter_model.safetensors missing"),
+    ("an adapter without its config", "adapter.*adapter_config.json missing"),
+])
+def test_a_model_folder_without_a_model_is_refused_before_any_request(hub, api, release, case, missing):
+    _not_a_model(release, case)
+    hub.clear_requests()
+    before = _blobs(hub)
+    with pytest.raises(InputError, match=missing) as exc:
+        push(release, api=api, backoff=0)
+    assert "\n" not in str(exc.value) and "holds no" in str(exc.value)
+    assert hub.requests == [] and _blobs(hub) == before
+
+
+def test_a_sharded_model_with_every_shard_is_pushed(hub, api, release):
+    merged = release.models[0].merged
+    (merged / "model.safetensors").rename(merged / "model-00001-of-00001.safetensors")
+    (merged / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00001-of-00001.safetensors"}}))
+    [result] = [r for r in push(release, api=api, only=[MODEL], backoff=0) if r.plan.target.role == "model"]
+    assert result.status == "committed" and "model-00001-of-00001.safetensors" in _head_tree(hub, result.repo_id)
+
+
+def _assert_nothing_written(hub, release, before_blobs):
+    org = release.organisation
+    assert _writes(hub) == [] and _blobs(hub) == before_blobs
+    for repo_id, repo_type in ((f"{org}/ja-safety-sft-40", "dataset"), (f"{org}/ja-safety-sft", "dataset"),
+                               (f"{org}/{MODEL}", "model")):
+        with pytest.raises(KeyError):
+            hub.repo_state(repo_id, repo_type)  # the first three repos were never created
+
+
+def test_a_release_whose_fourth_repo_has_a_tag_elsewhere_writes_nothing_to_the_first_three(hub, api, release):
+    gguf = f"{release.organisation}/{MODEL}-GGUF"  # the fourth repo of the release
+    api.create_repo(gguf)
+    api.create_tag(gguf, tag="v1.0.0")
+    hub.clear_requests()
+    before = _blobs(hub)
+    with pytest.raises(UsageError, match=f"{gguf}: tag v1.0.0 already points at commit"):
+        push(release, api=api, backoff=0)
+    _assert_nothing_written(hub, release, before)
+
+
+def test_a_release_whose_fourth_repo_is_not_writable_writes_nothing_to_the_first_three(hub, api, release, monkeypatch):
+    org = release.organisation
+    gguf = f"{org}/{MODEL}-GGUF"
+    scoped = [{"entity": {"type": "model" if "sft" not in r else "dataset", "name": f"{org}/{r}"}, "permissions": ["repo.write"]}
+              for r in ("ja-safety-sft-40", "ja-safety-sft", MODEL, f"{MODEL}-LoRA")]
+    scoped.append({"entity": {"type": "model", "name": gguf}, "permissions": ["repo.content.read"]})
+    monkeypatch.setattr(hub, "token_role", "fineGrained")
+    monkeypatch.setattr(hub, "fine_grained", scoped)
+    hub.clear_requests()
+    before = _blobs(hub)
+    with pytest.raises(UsageError) as exc:
+        push(release, api=api, backoff=0)
+    assert str(exc.value) == (f"the token of {hub.user} cannot write every repo of the release: "
+                              f"{gguf}: the fine-grained token has no repo.write on it or on {org}")
+    _assert_nothing_written(hub, release, before)
+    # the same token with write on the namespace publishes the whole release
+    monkeypatch.setattr(hub, "fine_grained", [{"entity": {"type": "org", "name": org}, "permissions": ["repo.write"]}])
+    assert {r.status for r in push(release, api=api, backoff=0)} == {"committed"}
+
+
+def test_a_repo_in_an_org_where_the_user_only_reads_is_refused_before_any_write(hub, api, release, monkeypatch):
+    org = release.organisation
+    lora = f"{org}/{MODEL}-LoRA"
+    api.create_repo(lora)  # it exists, made while the user could still write there
+    monkeypatch.setattr(hub, "org_roles", {org: "read"})
+    hub.clear_requests()
+    before = _blobs(hub)
+    with pytest.raises(UsageError, match=f"{lora}: {hub.user} has the role 'read' in {org}, which cannot write"):
+        push(release, api=api, backoff=0)
+    _assert_nothing_written(hub, release, before)
+
+
+def test_a_read_only_token_is_refused_before_any_write(hub, api, release, monkeypatch):
+    monkeypatch.setattr(hub, "token_role", "read")
+    hub.clear_requests()
+    before = _blobs(hub)
+    with pytest.raises(UsageError, match=f"{release.organisation}/ja-safety-sft-40: the token is read-only"):
+        push(release, api=api, backoff=0)
+    _assert_nothing_written(hub, release, before)
+
+
+def test_an_invalid_token_is_one_clear_error(hub, release):
+    bad = HfApi(endpoint=hub.url, token="hf_" + "x" * 30)
+    with pytest.raises(UsageError, match=r"the Hugging Face token is not valid \(whoami answered 401\)") as exc:
+        push(release, api=bad, backoff=0)
+    assert "hf_xxx" not in str(exc.value)
+
+
+def test_a_release_across_namespaces_needs_membership_of_each(hub, api, release, monkeypatch):
+    lora = f"elsewhere/{MODEL}-LoRA"
+    text = release.path.read_text().replace("push_adapter = true", f'push_adapter = true\nadapter_repo = "{lora}"')
+    release.path.write_text(text)
+    moved = load_manifest(release.path)
+    monkeypatch.setattr(hub, "namespaces", {release.organisation})  # a member of the release's org only
+    hub.clear_requests()
+    before = _blobs(hub)
+    with pytest.raises(UsageError, match=f"{lora}: {hub.user} is not a member of elsewhere$"):
+        push(moved, api=api, backoff=0)
+    _assert_nothing_written(hub, release, before)
+
+
+def test_a_card_the_hub_rejects_is_found_before_the_first_commit(hub, api, release, monkeypatch):
+    """The Hub's validator (which also judges each commit) may reject a card the local checks pass:
+    every card is sent to it first, so the fourth repo's card cannot fail after three commits."""
+    import apto_release.testing.hub as hub_module
+
+    real = hub_module.validate_card_yaml
+
+    def stricter(content, repo_type="model"):
+        errors, warnings, meta = real(content, repo_type)
+        if "base_model_relation: quantized" in content:
+            errors = [*errors, '"base_model_relation" is not accepted here']
+        return errors, warnings, meta
+
+    monkeypatch.setattr(hub_module, "validate_card_yaml", stricter)
+    hub.clear_requests()
+    before = _blobs(hub)
+    with pytest.raises(UsageError) as exc:
+        push(release, api=api, backoff=0)
+    assert str(exc.value) == (f"the Hub rejects a card of the release: {release.organisation}/{MODEL}-GGUF: "
+                              '- "base_model_relation" is not accepted here')
+    _assert_nothing_written(hub, release, before)
+    assert len(hub.log("POST", "validate-yaml")) == 5  # one per card, then nothing
+
+
+@pytest.mark.parametrize("case", ["not a model", "no write access"])
+def test_the_cli_refuses_a_failing_pre_flight_with_one_line_and_writes_nothing(hub, release, tmp_path, monkeypatch, case):
+    if case == "not a model":
+        _not_a_model(release, "only a card")
+        want, code = f"refusing to push the model folder to {release.organisation}/{MODEL}: it holds no model, ", 2
+    else:
+        monkeypatch.setattr(hub, "org_roles", {release.organisation: "read"})
+        want, code = f"the token of {hub.user} cannot write every repo of the release: ", 2
+    hub.clear_requests()
+    before = _blobs(hub)
+    environ = {k: v for k, v in os.environ.items() if k not in ("GITHUB_STEP_SUMMARY", "APTO_DEBUG")}
+    environ.update(hub.client_env(tmp_path / "hf_home"))
+    proc = subprocess.run([sys.executable, "-m", "apto_release", "push", "--manifest", str(release.path)],
+                          env=environ, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == code, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and want in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr and hub.token not in proc.stderr + proc.stdout
+    _assert_nothing_written(hub, release, before)
+
+
+def test_a_file_larger_than_the_hub_takes_is_refused_before_any_request(hub, api, release):
+    """The Hub refuses a file over 50 GB at upload time, i.e. after the earlier repos' commits."""
+    import dataclasses
+
+    from apto_release.release.push import MAX_FILE_SIZE, hash_file
+
+    def hasher(path):  # the Q4_K_M file "is" 60 GB: writing one is not needed to test the rule
+        info = hash_file(path)
+        return dataclasses.replace(info, size=60 * 1000**3) if path.name.endswith("Q4_K_M.gguf") else info
+
+    hub.clear_requests()
+    with pytest.raises(InputError) as exc:
+        push(release, api=api, backoff=0, hasher=hasher)
+    assert MAX_FILE_SIZE == 50 * 1000**3
+    assert str(exc.value).startswith("files larger than the Hub takes (") and \
+        f"{release.organisation}/{MODEL}-GGUF: {MODEL}-Q4_K_M.gguf (" in str(exc.value)
+    assert hub.requests == []

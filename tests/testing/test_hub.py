@@ -443,3 +443,26 @@ def test_xet_must_be_off(hub, api, monkeypatch):
         api.upload_file(path_or_fileobj=BIG, path_in_repo="big.bin", repo_id="org/xet")
     assert [r.status for r in hub.log(path_regex="xet-write-token")] == [501]
     assert not hub.log("POST", "/commit/")
+
+
+def test_token_roles_org_roles_and_fine_grained_scopes_show_in_whoami_and_are_enforced(tmp_path):
+    with LocalHub(tmp_path / "perm", token_role="fineGrained", org_roles={"viewers": "read"},
+                  fine_grained=[{"entity": {"type": "org", "name": "team"}, "permissions": ["repo.write"]},
+                                {"entity": {"type": "model", "name": "other/one"}, "permissions": ["repo.content.read"]}]) as hub, \
+            hub.xet_off():
+        api = hub.api()
+        me = api.whoami()
+        assert me["auth"]["accessToken"]["role"] == "fineGrained"
+        assert me["auth"]["accessToken"]["fineGrained"]["scoped"][0]["permissions"] == ["repo.write"]
+        assert {o["name"]: o["roleInOrg"] for o in me["orgs"]} == {"viewers": "read"}
+        api.create_repo("team/ok")
+        api.upload_file(path_or_fileobj=b"x\n", path_in_repo="a.txt", repo_id="team/ok")
+        for repo in ("other/one", "viewers/repo"):
+            with pytest.raises(HfHubHTTPError) as err:
+                api.create_repo(repo)
+            assert err.value.response.status_code == 403
+        hub.token_role = "read"  # a read token: the repo it could write before is now read-only
+        with pytest.raises(HfHubHTTPError) as err:
+            api.upload_file(path_or_fileobj=b"y\n", path_in_repo="b.txt", repo_id="team/ok")
+        assert err.value.response.status_code == 403
+        assert api.list_repo_files("team/ok") == [".gitattributes", "a.txt"]  # reads still work
