@@ -1,0 +1,266 @@
+"""The credential scan the push runs on every file it would publish, before any request.
+
+What is looked for (``PATTERNS``; the README lists them too):
+
+- Hugging Face tokens: ``hf_`` and 34 or more letters and digits;
+- OpenAI keys ``sk-…`` / ``sk-proj-…`` and Anthropic keys ``sk-ant-…`` (20 or more key characters);
+- AWS access key ids ``AKIA``/``ASIA`` + 16 upper-case letters and digits, and a 40-character secret
+  key within three lines of one (or after ``aws_secret_access_key``);
+- GCP service-account JSON (``"private_key": "-----BEGIN PRIVATE KEY-----``) and API keys ``AIza…``
+  (35 more characters);
+- private-key PEM blocks (``-----BEGIN … PRIVATE KEY-----``: RSA, EC, DSA, OpenSSH, encrypted, PGP);
+- ``.netrc`` entries: ``machine <host>`` followed (on the same line or the next ones) by
+  ``password <secret>``.
+
+How much of a file is read: a text file (no NUL byte in its first 8 KiB) is read whole, a line at
+a time. A binary file is read only where text lives, never its tensor data: a safetensors file's
+JSON header, a GGUF file's metadata key/values (parsed from the header, bounded), and of any other
+binary its first and last MiB (a Parquet footer's key/value metadata is at its end). So a 20 GB
+checkpoint costs a few reads.
+
+A hit names the file and the line (a byte offset in a binary), with the secret masked. A file the
+manifest lists in ``allow_secrets_in`` (with a reason: a test fixture that holds fake keys) is not
+scanned.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from apto_release.errors import InputError
+
+SNIFF_BYTES = 8192
+BINARY_EDGE = 1 << 20  # of an unknown binary, its first and last MiB are scanned
+SAFETENSORS_HEADER_CAP = 100 << 20  # the safetensors format's own limit on its header
+GGUF_METADATA_CAP = 256 << 20  # a GGUF header with more metadata than this is scanned up to here
+NEAR_LINES = 3  # an AWS secret key this close to an access key id is one
+
+# Patterns on bytes (so a binary's text parts need no decoding). Built from pieces so that this
+# file holds no literal that looks like a key to other scanners.
+_B = r"(?<![A-Za-z0-9_-])"  # a key starts at a word boundary
+PATTERNS: dict[str, str] = {
+    "a Hugging Face token": _B + r"hf_[A-Za-z0-9]{34,}",
+    "an Anthropic API key": _B + r"sk-ant-[A-Za-z0-9_-]{20,}",
+    "an OpenAI API key": _B + r"sk-(?!ant-)(?:proj-)?[A-Za-z0-9_-]{20,}",
+    "an AWS access key id": r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])",
+    "an AWS secret access key": r"(?i:aws_?secret_?access_?key)[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])",
+    "a GCP service-account private key": r"\"private_key\"\s*:\s*\"-----BEGIN " + r"PRIVATE KEY-----",
+    "a GCP API key": r"(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])",
+    "a private key (PEM)": r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
+    "a .netrc password": r"(?m:^[ \t]*machine[ \t]+\S+(?:[ \t]+(?:login|account)[ \t]+\S+)*[ \t]+password[ \t]+\S+)",
+}
+_GROUPS = {f"p{i}": name for i, name in enumerate(PATTERNS)}
+_ANY = re.compile("|".join(f"(?P<p{i}>{p})" for i, p in enumerate(PATTERNS.values())).encode())
+_AWS_ID = re.compile(PATTERNS["an AWS access key id"].encode())
+_AWS_SECRET_SHAPE = re.compile(rb"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_NETRC_MACHINE = re.compile(rb"^[ \t]*machine[ \t]+\S+", re.M)
+_NETRC_PASSWORD = re.compile(rb"^[ \t]*(?:(?:login|account)[ \t]+\S+[ \t]+)*password[ \t]+\S+", re.M)
+_MASK_PREFIXES = ("sk-proj-", "sk-ant-", "hf_", "sk-", "AKIA", "ASIA", "AIza")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One thing that looks like a credential."""
+
+    path: Path
+    kind: str  # "a Hugging Face token", ...
+    masked: str  # the match, the secret part masked
+    line: int | None = None  # text files
+    offset: int | None = None  # binaries: the byte offset
+    part: str = ""  # binaries: where ("the safetensors header", "GGUF metadata", ...)
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}" if self.line is not None else f"{self.path} ({self.part}, byte {self.offset})"
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.kind} ({self.masked})"
+
+
+def mask(kind: str, text: str) -> str:
+    """The match with its secret part hidden: ``hf_ab****`` (37 chars), a PEM header as it is,
+    ``machine host login user password ****``."""
+    if kind == "a private key (PEM)":
+        return text
+    if kind == "a GCP service-account private key":
+        return '"private_key": "-----BEGIN PRIVATE KEY-----…"'
+    if kind == "a .netrc password":
+        return re.sub(r"(password[ \t]+)\S+", r"\1****", " ".join(text.split()))
+    if kind == "an AWS secret access key":
+        return re.sub(r"[A-Za-z0-9/+]{40}$", lambda m: m.group()[:2] + "****", text.strip())
+    if kind == "AWS secret key shape":
+        return text[:2] + "****"
+    keep = next((len(p) for p in _MASK_PREFIXES if text.startswith(p)), 0) + 2
+    return f"{text[:keep]}**** ({len(text)} chars)"
+
+
+def _matches(data: bytes) -> Iterator[tuple[str, re.Match]]:
+    for match in _ANY.finditer(data):
+        yield _GROUPS[match.lastgroup], match
+
+
+def _text(match: re.Match) -> str:
+    return match.group().decode("utf-8", "replace")
+
+
+def scan_text(path: Path, lines: Iterable[bytes]) -> list[Hit]:
+    """Every hit in a text file, given its lines (with their newlines)."""
+    hits: list[Hit] = []
+    recent: deque[tuple[int, bytes]] = deque(maxlen=NEAR_LINES + 1)  # this line and the ones before
+    aws_id_line = -NEAR_LINES - 1  # the last line holding an AWS access key id
+    machine_line = -NEAR_LINES - 1  # the last '.netrc' 'machine' line without its password yet
+    for number, line in enumerate(lines, 1):
+        recent.append((number, line))
+        found = list(_matches(line))
+        hits += [Hit(path, kind, mask(kind, _text(m)), line=number) for kind, m in found]
+        kinds = {kind for kind, _ in found}
+        # An AWS secret key has no prefix of its own: a 40-character key-shaped word near an access key id.
+        if "an AWS access key id" in kinds:
+            aws_id_line = number
+            for n, previous in recent:
+                if "an AWS secret access key" not in kinds and (m := _AWS_SECRET_SHAPE.search(previous)):
+                    hits.append(Hit(path, "an AWS secret access key", mask("AWS secret key shape", _text(m)), line=n))
+                    break
+        elif number - aws_id_line <= NEAR_LINES and "an AWS secret access key" not in kinds:
+            if m := _AWS_SECRET_SHAPE.search(line):
+                hits.append(Hit(path, "an AWS secret access key", mask("AWS secret key shape", _text(m)), line=number))
+        # A .netrc entry over several lines: 'machine host', then 'login user', 'password secret'.
+        if "a .netrc password" not in kinds:
+            if _NETRC_MACHINE.search(line):
+                machine_line = number
+            elif number - machine_line <= NEAR_LINES and (m := _NETRC_PASSWORD.search(line)):
+                hits.append(Hit(path, "a .netrc password", mask("a .netrc password", _text(m)), line=number))
+                machine_line = -NEAR_LINES - 1
+    return hits
+
+
+def scan_bytes(path: Path, data: bytes, *, offset: int, part: str) -> list[Hit]:
+    """Every hit in a binary file's text part ``data``, which starts at byte ``offset``."""
+    hits = [Hit(path, kind, mask(kind, _text(m)), offset=offset + m.start(), part=part) for kind, m in _matches(data)]
+    for m in _AWS_ID.finditer(data):  # a secret-key shape close to an access key id
+        near = data[max(0, m.start() - 200):m.end() + 200]
+        if (s := _AWS_SECRET_SHAPE.search(near)) and not any(h.kind == "an AWS secret access key" for h in hits):
+            hits.append(Hit(path, "an AWS secret access key", mask("AWS secret key shape", _text(s)),
+                            offset=offset + max(0, m.start() - 200) + s.start(), part=part))
+    return hits
+
+
+def _gguf_metadata_end(f, size: int) -> int | None:
+    """The byte offset where a GGUF file's metadata key/values end (its tensor infos start), read
+    from the header without reading any tensor; None when it is not a GGUF file we can parse."""
+    head = f.read(24)
+    if len(head) < 24 or head[:4] != b"GGUF":
+        return None
+    version = struct.unpack_from("<I", head, 4)[0]
+    if version not in (2, 3):
+        return None
+    kv_count = struct.unpack_from("<Q", head, 16)[0]
+    fixed = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+    pos = 24
+    limit = min(size, GGUF_METADATA_CAP)
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        if pos + n > limit:
+            raise ValueError("past the end")
+        data = f.read(n)
+        pos += n
+        return data
+
+    def skip(n: int) -> None:
+        nonlocal pos
+        if pos + n > limit:
+            raise ValueError("past the end")
+        f.seek(n, 1)
+        pos += n
+
+    def value(type_: int) -> None:
+        if type_ in fixed:
+            skip(fixed[type_])
+        elif type_ == 8:
+            skip(struct.unpack("<Q", read(8))[0])
+        elif type_ == 9:
+            item, count = struct.unpack("<IQ", read(12))
+            if item in fixed:
+                skip(fixed[item] * count)
+            else:
+                for _ in range(count):
+                    value(item)
+        else:
+            raise ValueError(f"unknown value type {type_}")
+
+    try:
+        for _ in range(kv_count):
+            skip(struct.unpack("<Q", read(8))[0])  # the key
+            value(struct.unpack("<I", read(4))[0])
+    except (ValueError, struct.error):
+        return None
+    return pos
+
+
+def scan_file(path: Path) -> list[Hit]:
+    """Every hit in one file, reading only its text parts (see the module docstring). Opens the
+    file: call it on regular files only (``release.filerules.check_file``)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+        if b"\0" not in head:
+            f.seek(0)
+            return scan_text(path, f)
+        if path.suffix == ".safetensors" and len(head) >= 8:
+            length = struct.unpack_from("<Q", head)[0]
+            if 0 < length <= min(SAFETENSORS_HEADER_CAP, size - 8):
+                f.seek(8)
+                return scan_bytes(path, f.read(length), offset=8, part="the safetensors header")
+        if head[:4] == b"GGUF":
+            f.seek(0)
+            end = _gguf_metadata_end(f, size)
+            if end is not None:
+                f.seek(0)
+                return scan_bytes(path, f.read(end), offset=0, part="the GGUF metadata")
+        f.seek(0)
+        hits = scan_bytes(path, f.read(BINARY_EDGE), offset=0, part="the start of the file")
+        if size > BINARY_EDGE:
+            start = max(BINARY_EDGE, size - BINARY_EDGE)
+            f.seek(start)
+            hits += scan_bytes(path, f.read(), offset=start, part="the end of the file")
+        return hits
+
+
+def _key(path: Path) -> str:
+    """A path compared with the manifest's ``allow_secrets_in`` entries: absolute, its folder
+    resolved, the name itself not (a link is listed under its own name)."""
+    path = Path(path).absolute()
+    return str(path.parent.resolve() / path.name)
+
+
+def check_no_secrets(files: Iterable[Path], allowed: Mapping[Path, str] | None = None, *, what: str = "") -> None:
+    """Raise ``InputError`` naming the first hit (file and line, masked) when any of ``files``
+    holds something that looks like a credential, unless the file is in ``allowed`` (the manifest's
+    ``allow_secrets_in``: path -> reason)."""
+    skip = {_key(p) for p in (allowed or {})}
+    hits: list[Hit] = []
+    for path in files:
+        if _key(path) not in skip:
+            hits += scan_file(path)
+    if not hits:
+        return
+    first = hits[0]
+    files_hit = len({h.path for h in hits})
+    more = f" (and {len(hits) - 1} more hit{'s' if len(hits) > 2 else ''} in {files_hit} file{'s' if files_hit > 1 else ''})" if len(hits) > 1 else ""
+    raise InputError(
+        f"refusing to push{what}: it holds what looks like {first.kind}: {first.masked}{more}",
+        path=first.path, line=first.line,
+        hint="remove the credential (and revoke it); a test fixture holding fake keys can be listed in the manifest's "
+             "allow_secrets_in with a reason",
+    ) if first.line is not None else InputError(
+        f"refusing to push{what}: {first.part} (byte {first.offset}) holds what looks like {first.kind}: {first.masked}{more}",
+        path=first.path,
+        hint="remove the credential (and revoke it); a test fixture holding fake keys can be listed in the manifest's "
+             "allow_secrets_in with a reason",
+    )
