@@ -81,7 +81,8 @@ def check_file(folder: Path, path: Path, *, root: Path | None = None) -> None:
                          hint=COPY_HINT) from None
     blobs = cache_blobs(root)
     if not (_inside(resolved, root) or blobs is not None and _inside(resolved, blobs.resolve())):
-        raise InputError(f"refusing to publish the symlink -> {target}: it points outside the folder ({resolved})",
+        resolved_text = "" if str(resolved) == target else f" ({resolved})"
+        raise InputError(f"refusing to publish the symlink -> {target}: it points outside the folder{resolved_text}",
                          path=path, hint=COPY_HINT)
     target_mode = os.stat(path).st_mode
     if stat.S_ISDIR(target_mode):
