@@ -131,13 +131,21 @@ class ReleaseError(AptoError, RuntimeError):
 
 def _files(folder: Path, *, exclude: Iterable[str] = ()) -> list[Path]:
     """Every file under ``folder`` (hidden ones too: a dataset's build marker counts), sorted, but
-    caches and the names in ``exclude`` at the top level."""
+    caches and the names in ``exclude`` at the top level. The push's rule holds here too
+    (``release.filerules``): only regular files inside the folder, or links to them; a folder link,
+    FIFO, socket or device is an ``InputError`` (a FIFO would block the digest forever)."""
+    from apto_release.release.filerules import check_file
+
     skip = set(exclude)
     found = []
+    resolved = folder.resolve()
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", ".cache"))
         top = Path(root) == folder
         found += [Path(root) / n for n in names if not (top and n in skip)]
+        found += [Path(root) / d for d in dirs if os.path.islink(Path(root) / d)]  # refused below, not skipped
+    for path in found:
+        check_file(folder, path, root=resolved)
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 

@@ -840,3 +840,24 @@ def test_the_cli_refuses_a_symlinked_key_in_one_line_and_creates_no_repo(hub, re
         assert "Traceback" not in proc.stderr
     assert hub.requests == []
     assert not _stored_anywhere(hub, b"b3BlbnNzaC1rZXktdjEAAAAA")
+
+
+def test_the_cards_gguf_table_and_the_release_digests_follow_the_same_rule(release, tmp_path):
+    from apto_release.release.cards import find_gguf_outputs
+    from apto_release.release.pipeline import merged_files
+
+    model = release.models[0]
+    gguf = model.gguf_folder / f"{MODEL}-Q8_0.gguf"
+    outside = tmp_path / "outside.gguf"
+    outside.write_bytes(gguf.read_bytes())
+    gguf.unlink()
+    gguf.symlink_to(outside)
+    with pytest.raises(InputError, match=r"Q8_0\.gguf: refusing to publish the symlink -> .*outside\.gguf: it points outside"):
+        find_gguf_outputs(model)
+    os.mkfifo(model.merged / "pipe")
+    with pytest.raises(InputError, match=r"pipe: refusing to publish it: it is a FIFO"):
+        merged_files(model)  # the release's digest of the folder: never opens the FIFO
+    (model.merged / "pipe").unlink()
+    (model.merged / "linked-dir").symlink_to(tmp_path)
+    with pytest.raises(InputError, match=r"linked-dir: refusing to publish the symlink .* points outside"):
+        merged_files(model)
