@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import re
 import struct
-from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from apto_release.errors import InputError
 
@@ -99,55 +99,103 @@ def mask(kind: str, text: str) -> str:
     return f"{text[:keep]}**** ({len(text)} chars)"
 
 
-def _matches(data: bytes) -> Iterator[tuple[str, re.Match]]:
-    for match in _ANY.finditer(data):
-        yield _GROUPS[match.lastgroup], match
+#: Every pattern holds one of these; only the text around them is searched with the patterns
+#: (``bytes.find`` runs at memory speed, a regex alternation at every position does not).
+ANCHORS = (b"hf_", b"sk-", b"AKIA", b"ASIA", b"AIza", b"PRIVATE KEY", b"machine", b"ecret", b"ECRET")
+_BEFORE, _AFTER = 256, 4096  # the window searched around an anchor
+CHUNK = 16 << 20  # text files are read in chunks of whole lines of about this size
+
+
+def _windows(data: bytes) -> list[tuple[int, int]]:
+    """Spans of ``data`` around the anchors, merged where they overlap."""
+    starts = []
+    for anchor in ANCHORS:
+        at = data.find(anchor)
+        while at != -1:
+            starts.append(at)
+            at = data.find(anchor, at + 1)
+    spans: list[tuple[int, int]] = []
+    for at in sorted(starts):
+        lo, hi = max(0, at - _BEFORE), min(len(data), at + _AFTER)
+        if spans and lo <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], hi))
+        else:
+            spans.append((lo, hi))
+    return spans
+
+
+def _line_span(data: bytes, at: int, before: int, after: int) -> tuple[int, int]:
+    """The span of the ``before`` lines before the line holding ``at``, that line and ``after`` lines after it."""
+    lo = at
+    for _ in range(before + 1):
+        lo = data.rfind(b"\n", 0, lo)
+        if lo == -1:
+            break
+    lo = 0 if lo == -1 else lo + 1
+    hi = at
+    for _ in range(after + 1):
+        hi = data.find(b"\n", hi + 1)
+        if hi == -1:
+            hi = len(data)
+            break
+    return lo, hi
+
+
+def _hits(data: bytes, *, lines: bool) -> list[tuple[str, str, int]]:
+    """(kind, masked, offset) of every hit in ``data``. ``lines``: it is text, and an AWS secret key
+    or a '.netrc' password counts within ``NEAR_LINES`` lines of its key id or 'machine' line
+    (else within 200 bytes)."""
+    found: dict[int, tuple[str, str, int]] = {}
+    for lo, hi in _windows(data):
+        for match in _ANY.finditer(data, lo, hi):
+            kind = _GROUPS[match.lastgroup]
+            found.setdefault(match.start(), (kind, mask(kind, _text(match)), match.start()))
+            if kind == "an AWS access key id":
+                a, b = (_line_span(data, match.start(), NEAR_LINES, NEAR_LINES) if lines
+                        else (max(0, match.start() - 200), min(len(data), match.end() + 200)))
+                near = _AWS_SECRET_SHAPE.search(data, a, b)
+                if near and not any(k == "an AWS secret access key" and a <= at < b for k, _, at in found.values()):
+                    found.setdefault(near.start(), ("an AWS secret access key", mask("AWS secret key shape", _text(near)), near.start()))
+        if lines:  # a '.netrc' entry over several lines: 'machine host', then 'login user', 'password secret'
+            for machine in _NETRC_MACHINE.finditer(data, lo, hi):
+                if any(k == "a .netrc password" and at == machine.start() for k, _, at in found.values()):
+                    continue
+                a, b = _line_span(data, machine.start(), 0, NEAR_LINES)
+                if password := _NETRC_PASSWORD.search(data, machine.end(), b):
+                    found.setdefault(password.start(), ("a .netrc password", mask("a .netrc password", _text(password)), password.start()))
+    return [found[at] for at in sorted(found)]
 
 
 def _text(match: re.Match) -> str:
     return match.group().decode("utf-8", "replace")
 
 
-def scan_text(path: Path, lines: Iterable[bytes]) -> list[Hit]:
-    """Every hit in a text file, given its lines (with their newlines)."""
+def scan_text(path: Path, f: BinaryIO) -> list[Hit]:
+    """Every hit in a text file open at its start, read in chunks of whole lines (the last
+    ``NEAR_LINES`` lines of a chunk are searched again with the next, for the hits that span lines)."""
     hits: list[Hit] = []
-    recent: deque[tuple[int, bytes]] = deque(maxlen=NEAR_LINES + 1)  # this line and the ones before
-    aws_id_line = -NEAR_LINES - 1  # the last line holding an AWS access key id
-    machine_line = -NEAR_LINES - 1  # the last '.netrc' 'machine' line without its password yet
-    for number, line in enumerate(lines, 1):
-        recent.append((number, line))
-        found = list(_matches(line))
-        hits += [Hit(path, kind, mask(kind, _text(m)), line=number) for kind, m in found]
-        kinds = {kind for kind, _ in found}
-        # An AWS secret key has no prefix of its own: a 40-character key-shaped word near an access key id.
-        if "an AWS access key id" in kinds:
-            aws_id_line = number
-            for n, previous in recent:
-                if "an AWS secret access key" not in kinds and (m := _AWS_SECRET_SHAPE.search(previous)):
-                    hits.append(Hit(path, "an AWS secret access key", mask("AWS secret key shape", _text(m)), line=n))
-                    break
-        elif number - aws_id_line <= NEAR_LINES and "an AWS secret access key" not in kinds:
-            if m := _AWS_SECRET_SHAPE.search(line):
-                hits.append(Hit(path, "an AWS secret access key", mask("AWS secret key shape", _text(m)), line=number))
-        # A .netrc entry over several lines: 'machine host', then 'login user', 'password secret'.
-        if "a .netrc password" not in kinds:
-            if _NETRC_MACHINE.search(line):
-                machine_line = number
-            elif number - machine_line <= NEAR_LINES and (m := _NETRC_PASSWORD.search(line)):
-                hits.append(Hit(path, "a .netrc password", mask("a .netrc password", _text(m)), line=number))
-                machine_line = -NEAR_LINES - 1
+    seen: set[tuple[str, int]] = set()
+    carry, base, base_line = b"", 0, 1  # carry: the end of the last chunk; base: its offset in the file
+    while True:
+        data = f.read(CHUNK)
+        if not data:
+            break
+        data = carry + data + f.readline()
+        for kind, masked, at in _hits(data, lines=True):
+            if (kind, base + at) not in seen:
+                seen.add((kind, base + at))
+                hits.append(Hit(path, kind, masked, line=base_line + data.count(b"\n", 0, at)))
+        keep = _line_span(data, len(data) - 1, NEAR_LINES, 0)[0] if data.endswith(b"\n") else len(data)
+        keep = max(keep, len(data) - 65536)
+        base_line += data.count(b"\n", 0, keep)
+        base += keep
+        carry = data[keep:]
     return hits
 
 
 def scan_bytes(path: Path, data: bytes, *, offset: int, part: str) -> list[Hit]:
     """Every hit in a binary file's text part ``data``, which starts at byte ``offset``."""
-    hits = [Hit(path, kind, mask(kind, _text(m)), offset=offset + m.start(), part=part) for kind, m in _matches(data)]
-    for m in _AWS_ID.finditer(data):  # a secret-key shape close to an access key id
-        near = data[max(0, m.start() - 200):m.end() + 200]
-        if (s := _AWS_SECRET_SHAPE.search(near)) and not any(h.kind == "an AWS secret access key" for h in hits):
-            hits.append(Hit(path, "an AWS secret access key", mask("AWS secret key shape", _text(s)),
-                            offset=offset + max(0, m.start() - 200) + s.start(), part=part))
-    return hits
+    return [Hit(path, kind, masked, offset=offset + at, part=part) for kind, masked, at in _hits(data, lines=False)]
 
 
 def _gguf_metadata_end(f, size: int) -> int | None:

@@ -136,3 +136,19 @@ def test_check_no_secrets_names_the_first_hit_and_counts_the_rest_unless_allowed
     with pytest.raises(InputError, match=r"b\.yaml:2: .*a GCP API key"):
         check_no_secrets([a, b], {a: "fake"})
     check_no_secrets([a, b], {a: "fake", b: "fake"})
+
+
+def test_chunked_reading_keeps_line_numbers_and_hits_across_chunk_ends(tmp_path, monkeypatch):
+    import apto_release.release.secrets as secrets
+
+    path = tmp_path / "long.txt"
+    filler = [f"line {i} of ordinary text\n" for i in range(200)]
+    body = filler[:100] + ["key_id = " + "AK" + "IA" + UPPER + "\n", "secret = " + AWS_SECRET + "\n"] + filler[100:]
+    body += ["machine example.com\n", "  login bob\n", "  " + "pass" + "word pw1\n", "token " + "hf" + "_" + ALNUM + "\n"]
+    path.write_text("".join(body))
+    expected = [("an AWS access key id", 101), ("an AWS secret access key", 102), ("a .netrc password", 205),
+                ("a Hugging Face token", 206)]
+    assert [(h.kind, h.line) for h in scan_file(path)] == expected
+    for chunk in (7, 64, 2600, 2650, 2700):  # chunk ends fall between and inside the lines of each hit
+        monkeypatch.setattr(secrets, "CHUNK", chunk)
+        assert [(h.kind, h.line) for h in scan_file(path)] == expected, chunk
