@@ -824,10 +824,20 @@ def test_allow_secrets_in_as_a_table(release):
     assert load_manifest(listed).allow_secrets_in == {release.path.parent.resolve() / "merged" / "k.json": "fake"}
 
 
-def test_the_cli_refuses_a_symlinked_key_in_one_line_and_creates_no_repo(hub, release, tmp_path):
+@pytest.mark.parametrize("case", ["symlinked key", "token", "fifo"])
+def test_the_cli_refuses_in_one_line_and_creates_no_repo(hub, release, tmp_path, case):
+    merged = release.models[0].merged
     key = tmp_path / "id_rsa"
     key.write_text(FAKE_PEM)
-    (release.models[0].merged / "notes.txt").symlink_to(key)
+    if case == "symlinked key":
+        (merged / "notes.txt").symlink_to(key)
+        expected = f"notes.txt: refusing to publish the symlink -> {key}: it points outside the folder"
+    elif case == "token":
+        (merged / "notes.txt").write_text(f"x\n{FAKE_HF}\n")
+        expected = "notes.txt:2: refusing to push to the model repo"
+    else:
+        os.mkfifo(merged / "notes.txt")
+        expected = "notes.txt: refusing to publish it: it is a FIFO (named pipe), not a regular file"
     environ = {k: v for k, v in os.environ.items() if k not in ("GITHUB_STEP_SUMMARY", "APTO_DEBUG")}
     environ.update(hub.client_env(tmp_path / "hf_home"))
     hub.clear_requests()
@@ -836,10 +846,10 @@ def test_the_cli_refuses_a_symlinked_key_in_one_line_and_creates_no_repo(hub, re
                               env=environ, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2
         errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
-        assert len(errors) == 1 and "refusing to publish the symlink" in errors[0] and str(key) in errors[0], proc.stderr
-        assert "Traceback" not in proc.stderr
+        assert len(errors) == 1 and expected in errors[0], proc.stderr
+        assert "Traceback" not in proc.stderr and FAKE_HF not in proc.stderr + proc.stdout
     assert hub.requests == []
-    assert not _stored_anywhere(hub, b"b3BlbnNzaC1rZXktdjEAAAAA")
+    assert not _stored_anywhere(hub, b"b3BlbnNzaC1rZXktdjEAAAAA") and not _stored_anywhere(hub, FAKE_HF.encode())
 
 
 def test_the_cards_gguf_table_and_the_release_digests_follow_the_same_rule(release, tmp_path):
