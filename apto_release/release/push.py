@@ -14,7 +14,11 @@ How a push goes:
    ``dataset build``'s marker ``.apto-build.json`` naming the SHA-256 of a records file that passed
    validation, and hold the rows it counted; the **public-repo guard**: a folder pushed to a
    public dataset repo must be the sample, and its Parquet files (counted from their metadata)
-   must hold no more rows than the manifest's ``max_rows``. Every local file gets its SHA-256 (and, under 10 MB, its git
+   must hold no more rows than the manifest's ``max_rows``. Only regular files inside the folder, or
+   links to them, are published (``release.filerules``: a link out of the folder, a folder link, a
+   FIFO, socket or device is refused by name, never opened); every file to publish passes the
+   credential scan (``release.secrets``; the manifest's ``allow_secrets_in`` lists fixtures holding
+   fake keys). Every local file gets its SHA-256 (and, under 10 MB, its git
    blob SHA-1).
 2. **Plan** (read only: repo info, the recursive tree at the head, the refs): each local file is
    *add*, *change* or *keep* by comparing checksums with the remote's (``lfs.sha256`` of LFS
