@@ -871,3 +871,9 @@ def test_the_cards_gguf_table_and_the_release_digests_follow_the_same_rule(relea
     (model.merged / "linked-dir").symlink_to(tmp_path)
     with pytest.raises(InputError, match=r"linked-dir: refusing to publish the symlink .* points outside"):
         merged_files(model)
+    # a folder that is only read, never published (the base checkpoint), may link anywhere
+    from apto_release.release.pipeline import _files
+
+    (model.merged / "linked-dir").unlink()
+    (model.merged / "shared.bin").symlink_to(outside)
+    assert model.merged / "shared.bin" in _files(model.merged, published=False)
