@@ -301,14 +301,10 @@ def check_no_secrets(files: Iterable[Path], allowed: Mapping[Path, str] | None =
     first = hits[0]
     files_hit = len({h.path for h in hits})
     more = f" (and {len(hits) - 1} more hit{'s' if len(hits) > 2 else ''} in {files_hit} file{'s' if files_hit > 1 else ''})" if len(hits) > 1 else ""
+    where = "" if first.line is not None else f" {first.part} (byte {first.offset})"
     raise InputError(
-        f"refusing to push{what}: it holds what looks like {first.kind}: {first.masked}{more}",
+        f"refusing to push{what}:{where or ' it'} holds what looks like {first.kind}: {first.masked}{more}",
         path=first.path, line=first.line,
-        hint="remove the credential (and revoke it); a test fixture holding fake keys can be listed in the manifest's "
-             "allow_secrets_in with a reason",
-    ) if first.line is not None else InputError(
-        f"refusing to push{what}: {first.part} (byte {first.offset}) holds what looks like {first.kind}: {first.masked}{more}",
-        path=first.path,
         hint="remove the credential (and revoke it); a test fixture holding fake keys can be listed in the manifest's "
              "allow_secrets_in with a reason",
     )
