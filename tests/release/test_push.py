@@ -826,14 +826,17 @@ def test_allow_secrets_in_as_a_table(release):
 
 @pytest.mark.parametrize("case", ["symlinked key", "token", "fifo"])
 def test_the_cli_refuses_in_one_line_and_creates_no_repo(hub, release, tmp_path, case):
+    import secrets
+
     merged = release.models[0].merged
     key = tmp_path / "id_rsa"
     key.write_text(FAKE_PEM)
+    token = "hf" + "_" + "Cli" + secrets.token_hex(16)  # its own: another test publishes FAKE_HF on purpose
     if case == "symlinked key":
         (merged / "notes.txt").symlink_to(key)
         expected = f"notes.txt: refusing to publish the symlink -> {key}: it points outside the folder"
     elif case == "token":
-        (merged / "notes.txt").write_text(f"x\n{FAKE_HF}\n")
+        (merged / "notes.txt").write_text(f"x\n{token}\n")
         expected = "notes.txt:2: refusing to push to the model repo"
     else:
         os.mkfifo(merged / "notes.txt")
@@ -847,9 +850,9 @@ def test_the_cli_refuses_in_one_line_and_creates_no_repo(hub, release, tmp_path,
         assert proc.returncode == 2
         errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
         assert len(errors) == 1 and expected in errors[0], proc.stderr
-        assert "Traceback" not in proc.stderr and FAKE_HF not in proc.stderr + proc.stdout
+        assert "Traceback" not in proc.stderr and token not in proc.stderr + proc.stdout
     assert hub.requests == []
-    assert not _stored_anywhere(hub, b"b3BlbnNzaC1rZXktdjEAAAAA") and not _stored_anywhere(hub, FAKE_HF.encode())
+    assert not _stored_anywhere(hub, b"b3BlbnNzaC1rZXktdjEAAAAA") and not _stored_anywhere(hub, token.encode())
 
 
 def test_the_cards_gguf_table_and_the_release_digests_follow_the_same_rule(release, tmp_path):
