@@ -255,6 +255,7 @@ def find_gguf_outputs(model: ModelTarget, sha256: Callable[[Path], str] | None =
     """
     from apto_release.gguf.output import existing_outputs, split_names
     from apto_release.io import sha256_file
+    from apto_release.release.filerules import check_file
 
     folder = model.gguf_folder
     if not folder.is_dir():
@@ -278,6 +279,8 @@ def find_gguf_outputs(model: ModelTarget, sha256: Callable[[Path], str] | None =
             if missing:
                 raise InputError(f"the split set of {type_} is incomplete: {', '.join(missing)} missing", path=folder)
             found = [folder / n for n in expected]
+        for p in found:  # the push's rule: only regular files inside the folder (a FIFO is never opened)
+            check_file(folder, p)
         files = tuple(GGUFFile(p, p.stat().st_size, (sha256 or sha256_file)(p)) for p in found)
         outputs.append(GGUFOutput(type_, files, sum(gguf_parameter_count(p) for p in found)))
     return outputs

@@ -257,6 +257,8 @@ class Manifest:
     models: tuple[ModelTarget, ...] = ()
     data: DataSource | None = None  # None: the manifest can publish, but not cut, a release
     state: Path | None = None  # the release command's state file (default beside the manifest)
+    #: Files the push's credential scan skips (test fixtures holding fake keys): path -> reason.
+    allow_secrets_in: dict[Path, str] = field(default_factory=dict)
 
     @property
     def state_file(self) -> Path:
@@ -287,7 +289,7 @@ def gguf_types() -> tuple[str, ...]:
 # Loading
 
 
-_TOP = {"organisation", "version", "license", "dataset", "model", "data", "state"}
+_TOP = {"organisation", "version", "license", "dataset", "model", "data", "state", "allow_secrets_in"}
 _DATASET = {"repo", "folder", "private", "gated", "max_rows", "pretty_name"}
 _DATA = {"records", "sample_size", "seed", "expected_count", "license", "sample_folder"}
 _MODEL = {
@@ -395,6 +397,7 @@ def load_manifest(path: str | Path) -> Manifest:
     models = _models(check, data.get("model", []), organisation)
     source = _data(check, data["data"]) if "data" in data else None
     state = check.path(data, "state", "", required=False)
+    allow_secrets = _allow_secrets(check, data.get("allow_secrets_in", {}))
 
     _check_unique_repos(check, models)
     sample = datasets.get("sample")
@@ -407,7 +410,34 @@ def load_manifest(path: str | Path) -> Manifest:
 
     if check.problems:
         raise ManifestError(path, check.problems)
-    return Manifest(path, organisation, version, license_, datasets, tuple(models), source, state)
+    return Manifest(path, organisation, version, license_, datasets, tuple(models), source, state, allow_secrets)
+
+
+def _allow_secrets(check: _Checker, value: Any) -> dict[Path, str]:
+    """``allow_secrets_in``: a table ``"path" = "reason"`` or a list of ``{path, reason}`` tables;
+    paths relative to the manifest's folder, a reason required."""
+    where = "allow_secrets_in"
+    if isinstance(value, dict):
+        entries = [({"path": k, "reason": v}, f"{where}.{k}") for k, v in value.items()]
+    elif isinstance(value, list):
+        entries = [(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    else:
+        check.problem(where, "expected a table (path = reason) or a list of {path, reason} tables")
+        return {}
+    allowed: dict[Path, str] = {}
+    for entry, place in entries:
+        if not isinstance(entry, dict):
+            check.problem(place, "expected a table with path and reason")
+            continue
+        check.keys(entry, {"path", "reason"}, place + ".")
+        reason = entry.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            check.problem(place, "a reason is required (why this file may hold something that looks like a credential)")
+            continue
+        path = check.path(entry, "path", place + ".")
+        if path is not None:
+            allowed[path] = reason
+    return allowed
 
 
 def _check_unique_repos(check: _Checker, models: list[ModelTarget]) -> None:

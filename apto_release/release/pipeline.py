@@ -129,15 +129,25 @@ class ReleaseError(AptoError, RuntimeError):
 # Files and digests
 
 
-def _files(folder: Path, *, exclude: Iterable[str] = ()) -> list[Path]:
+def _files(folder: Path, *, exclude: Iterable[str] = (), published: bool = True) -> list[Path]:
     """Every file under ``folder`` (hidden ones too: a dataset's build marker counts), sorted, but
-    caches and the names in ``exclude`` at the top level."""
+    caches and the names in ``exclude`` at the top level. For a ``published`` folder the push's rule
+    holds here too (``release.filerules``): only regular files inside the folder, or links to them;
+    a folder link, FIFO, socket or device is an ``InputError`` (a FIFO would block the digest
+    forever). A folder that is only read (the base checkpoint) may link anywhere."""
+    from apto_release.release.filerules import check_file
+
     skip = set(exclude)
     found = []
+    resolved = folder.resolve()
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", ".cache"))
         top = Path(root) == folder
         found += [Path(root) / n for n in names if not (top and n in skip)]
+        if published:
+            found += [Path(root) / d for d in dirs if os.path.islink(Path(root) / d)]  # refused below, not skipped
+    for path in found if published else ():
+        check_file(folder, path, root=resolved)
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -407,7 +417,7 @@ class _Plan:
         folder = self._base_folder(model)
         if not folder.is_dir():
             raise UsageError(f"the base checkpoint of {model.name} is not a folder", path=folder, hint="fix the model's base in the manifest")
-        return folder_digest(self.state, _files(folder, exclude=(CARD_NAME,)), folder, "base checkpoint")
+        return folder_digest(self.state, _files(folder, exclude=(CARD_NAME,), published=False), folder, "base checkpoint")
 
     def _train_config(self, model: ModelTarget):
         from apto_release.train.presets import load_preset

@@ -15,8 +15,12 @@ How a push goes:
    validation, and hold the rows it counted; the **public-repo guard**: a folder pushed to a
    public dataset repo must be the sample, and its Parquet files (counted from their metadata)
    must hold no more rows than the manifest's ``max_rows``; a model or adapter folder must hold a
-   model (``check_model_folder``); no file may exceed the Hub's ``MAX_FILE_SIZE``. Every local file
-   gets its SHA-256 (and, under 10 MB, its git blob SHA-1).
+   model (``check_model_folder``); no file may exceed the Hub's ``MAX_FILE_SIZE``. Only regular
+   files inside the folder, or links to them, are published (``release.filerules``: a link out of
+   the folder, a folder link, a FIFO, socket or device is refused by name, never opened); every
+   file to publish passes the credential scan (``release.secrets``; the manifest's
+   ``allow_secrets_in`` lists fixtures holding fake keys). Every local file gets its SHA-256 (and,
+   under 10 MB, its git blob SHA-1).
 2. **Plan** (read only: repo info, the recursive tree at the head, the refs): each local file is
    *add*, *change* or *keep* by comparing checksums with the remote's (``lfs.sha256`` of LFS
    files, ``blob_id`` of regular ones). A remote file the folder lacks is *delete* only when a
@@ -56,7 +60,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,12 +173,14 @@ def hash_file(path: Path) -> LocalFile:
 
 
 def folder_files(folder: Path) -> list[Path]:
-    """Files of ``folder`` to upload, sorted: everything but hidden files and folders and caches."""
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not _hidden_or_cache(d))
-        found += [Path(root) / f for f in files if not _hidden_or_cache(f) and not f.endswith((".pyc", ".pyo"))]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    """Files of ``folder`` to upload, sorted: everything but hidden files and folders and caches.
+
+    Only regular files, and symlinks to regular files inside the folder (``release.filerules``):
+    anything else raises ``InputError`` naming it; nothing is opened.
+    """
+    from apto_release.release.filerules import publishable_files
+
+    return publishable_files(folder, lambda name: _hidden_or_cache(name) or name.endswith((".pyc", ".pyo")))
 
 
 def _gguf_files(target: Target) -> list[Path]:
@@ -353,16 +359,18 @@ class Prepared:
 Hasher = Callable[[Path], Any]  # a file -> an object with size, sha256 and git_sha1 (``hash_file``)
 
 
-def prepare(target: Target, hasher: Hasher = hash_file) -> Prepared:
+def prepare(target: Target, hasher: Hasher = hash_file, allow_secrets: Mapping[Path, str] | None = None) -> Prepared:
     """Check and hash a target's local files (no request). Raises InputError / UsageError.
 
-    ``hasher`` may answer from a cache (the release command's state file does).
+    ``hasher`` may answer from a cache (the release command's state file does). ``allow_secrets``:
+    the manifest's ``allow_secrets_in`` (path -> reason), files the credential scan skips.
     """
     folder = target.folder
     if not folder.is_dir():
         raise InputError(f"the folder of {target.role} repo {target.repo_id} does not exist", path=folder,
                          hint="build it first, or fix the manifest")
     paths = _gguf_files(target) if target.card_kind == "gguf" else folder_files(folder)
+    check_file_rules(target, paths)
     card = folder / README
     if not card.is_file():
         raise InputError(f"the {target.role} folder has no README.md card", path=folder,
@@ -374,12 +382,32 @@ def prepare(target: Target, hasher: Hasher = hash_file) -> Prepared:
     rows = None
     if target.repo_type == "dataset":
         rows = read_build_marker(target, paths)[1] if target.private else check_public_dataset(target, paths)
+    check_secrets(target, paths, allow_secrets)
     files = {}
     for path in paths:
         info = hasher(path)
         rel = path.relative_to(folder).as_posix()
         files[rel] = LocalFile(rel, path, info.size, info.sha256, info.git_sha1)
     return Prepared(target, files, rows)
+
+
+def check_file_rules(target: Target, paths: Sequence[Path]) -> None:
+    """Only regular files inside the folder (or links to them) are published (``release.filerules``);
+    ``InputError`` naming the link and its target, or the FIFO, socket or device, otherwise."""
+    from apto_release.release.filerules import check_file
+
+    root = target.folder.resolve()
+    for path in paths:
+        if os.path.lexists(path):  # a missing card is named by prepare's own check
+            check_file(target.folder, path, root=root)
+
+
+def check_secrets(target: Target, paths: Sequence[Path], allow_secrets: Mapping[Path, str] | None = None) -> None:
+    """The credential scan (``release.secrets``) of every file to publish; ``InputError`` naming
+    the file and line, the secret masked, unless the file is in ``allow_secrets``."""
+    from apto_release.release.secrets import check_no_secrets
+
+    check_no_secrets(paths, allow_secrets, what=f" to the {target.role} repo {target.repo_id}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -736,7 +764,7 @@ def _prepare_all(manifest: Manifest, only: Iterable[str] | None, hasher: Hasher 
     selected = targets(manifest, only)
     if not selected:
         raise UsageError("the manifest names no repo to push", path=manifest.path)
-    prepared = [prepare(t, hasher) for t in selected]
+    prepared = [prepare(t, hasher, manifest.allow_secrets_in) for t in selected]
     check_file_sizes(prepared)
     return prepared
 

@@ -820,3 +820,260 @@ def test_a_file_larger_than_the_hub_takes_is_refused_before_any_request(hub, api
     assert str(exc.value).startswith("files larger than the Hub takes (") and \
         f"{release.organisation}/{MODEL}-GGUF: {MODEL}-Q4_K_M.gguf (" in str(exc.value)
     assert hub.requests == []
+# --- what is published: regular files inside the folder; the credential scan ----------------------
+
+# Fakes are built here by concatenation, so the repo holds no literal that looks like a key.
+FAKE_PEM = ("-----BEGIN " + "OPENSSH PRIVATE KEY-----\n" + "b3BlbnNzaC1rZXktdjEAAAAA" * 3
+            + "\n-----END " + "OPENSSH PRIVATE KEY-----\n")
+FAKE_HF = "hf" + "_" + "Zq8rT3vLm0pXw9YbC2dE5fG7hJ1kN4sUaQ"
+
+
+def _stored_anywhere(hub, needle: bytes) -> bool:
+    """Whether the server holds ``needle`` in any file it stores (blobs, state)."""
+    return any(needle in p.read_bytes() for p in Path(hub.root).rglob("*") if p.is_file())
+
+
+def _refused(hub, manifest, match: str, **kwargs) -> InputError:
+    """The push (and its dry run) fail with ``match`` before any request."""
+    for dry_run in (True, False):
+        hub.clear_requests()
+        with pytest.raises(InputError, match=match) as info:
+            push(manifest, api=HfApi(endpoint=hub.url, token=hub.token), dry_run=dry_run, backoff=0, **kwargs)
+        assert hub.requests == []  # no repo created, no byte uploaded: not even a read
+    return info.value
+
+
+def test_a_symlink_to_a_key_outside_the_folder_is_refused_and_its_bytes_never_reach_the_server(hub, release, tmp_path):
+    key = tmp_path / "home" / ".ssh" / "id_rsa"
+    key.parent.mkdir(parents=True)
+    key.write_text(FAKE_PEM)
+    link = release.models[0].merged / "notes.txt"
+    link.symlink_to(key)  # absolute
+    exc = _refused(hub, release, r"refusing to publish the symlink -> .*id_rsa: it points outside the folder")
+    assert str(link) in str(exc) and "copy the file" in exc.hint
+    # a relative link into the public sample folder, from the model folder's side too
+    link.unlink()
+    secret = tmp_path / "release" / "secret.txt"
+    secret.write_text("not for the public\n" + FAKE_PEM)
+    sample_link = release.datasets["sample"].folder / "notes.txt"
+    sample_link.symlink_to(Path("..") / "secret.txt")
+    exc = _refused(hub, release, r"refusing to publish the symlink -> \.\./secret\.txt: it points outside the folder")
+    assert exc.path == str(sample_link)
+    assert not _stored_anywhere(hub, b"b3BlbnNzaC1rZXktdjEAAAAA")
+
+
+def test_a_symlink_inside_the_folder_is_published_with_its_targets_bytes(hub, api, release):
+    merged = release.models[0].merged
+    (merged / "docs").mkdir()
+    (merged / "docs" / "notes.txt").write_text("the real notes\n")
+    (merged / "notes.txt").symlink_to(Path("docs") / "notes.txt")
+    push(release, api=api, only=[MODEL], backoff=0)
+    repo = f"{release.organisation}/{MODEL}"
+    assert api.hf_hub_download(repo, "notes.txt", revision="v1.0.0", cache_dir=str(merged.parent / "dl")) \
+        and Path(api.hf_hub_download(repo, "notes.txt", cache_dir=str(merged.parent / "dl"))).read_text() == "the real notes\n"
+
+
+def test_a_hugging_face_cache_snapshot_of_links_into_its_blobs_is_published(hub, api, release, tmp_path):
+    """A snapshot folder is all links into the same repo's blobs/: those are allowed."""
+    merged = release.models[0].merged
+    repo_dir = tmp_path / "hf-cache" / f"models--org--{MODEL}"
+    snapshot = repo_dir / "snapshots" / "0123abcd"
+    (repo_dir / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for path in sorted(p for p in merged.iterdir() if p.is_file()):
+        blob = repo_dir / "blobs" / hashlib_sha256(path.read_bytes())
+        blob.write_bytes(path.read_bytes())
+        (snapshot / path.name).symlink_to(Path("..") / ".." / "blobs" / blob.name)
+    manifest = release.path.parent / "release-cache.toml"
+    manifest.write_text(release.path.read_text().replace('merged = "merged"', f'merged = "{snapshot}"'))
+    results = push(load_manifest(manifest), api=api, only=[MODEL], backoff=0)
+    assert results[0].status == "committed"
+    tree = _head_tree(hub, f"{release.organisation}/{MODEL}")
+    assert {"config.json", "model.safetensors", "README.md"} <= set(tree)
+    # a link from the snapshot into another cache repo's blobs is not
+    other = tmp_path / "hf-cache" / "models--org--other" / "blobs"
+    other.mkdir(parents=True)
+    (other / "abc").write_text(FAKE_PEM)
+    (snapshot / "extra.txt").symlink_to(other / "abc")
+    _refused(hub, load_manifest(manifest), "extra.txt: refusing to publish the symlink .* points outside the folder", only=[MODEL])
+
+
+def hashlib_sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("kind", ["folder link", "fifo", "socket", "broken link", "link to a fifo"])
+def test_folder_links_fifos_sockets_and_broken_links_are_refused_with_their_names(hub, release, tmp_path, kind):
+    import socket
+
+    merged = release.models[0].merged
+    name = merged / "odd"
+    if kind == "folder link":
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "key.pem").write_text(FAKE_PEM)
+        name.symlink_to(tmp_path / "elsewhere")
+        match = "odd: refusing to publish the symlink .* it points outside the folder"
+    elif kind == "fifo":
+        os.mkfifo(name)  # opening it would block the push forever
+        match = r"odd: refusing to publish it: it is a FIFO \(named pipe\), not a regular file"
+    elif kind == "socket":
+        name = Path(tempfile_short()) / "odd.sock"  # AF_UNIX paths are short: bind elsewhere, link the folder to it
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(name))
+        sock.close()
+        shutil.move(str(name), merged / "odd")
+        name = merged / "odd"
+        match = "odd: refusing to publish it: it is a socket"
+    elif kind == "broken link":
+        name.symlink_to(tmp_path / "nothing-here")
+        match = "odd: refusing to publish the symlink .*: its target does not exist"
+    else:
+        os.mkfifo(merged / "pipe")
+        (merged / "sub").mkdir()
+        (merged / "sub" / "odd").symlink_to(Path("..") / "pipe")
+        match = r"pipe: refusing to publish it: it is a FIFO"  # the FIFO itself comes first in the walk
+    _refused(hub, release, match)
+
+
+def tempfile_short() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="s", dir="/tmp")
+
+
+def test_a_folder_link_inside_the_folder_is_refused_too(hub, release):
+    merged = release.models[0].merged
+    (merged / "docs").mkdir()
+    (merged / "docs" / "a.txt").write_text("a\n")
+    (merged / "docs-link").symlink_to("docs")
+    _refused(hub, release, "docs-link: refusing to publish the symlink -> docs: it links a folder")
+
+
+def test_a_link_to_a_fifo_inside_the_folder_is_refused(hub, release):
+    merged = release.models[0].merged
+    os.mkfifo(merged / ".pipe")  # hidden: not published itself
+    (merged / "data.txt").symlink_to(".pipe")
+    _refused(hub, release, r"data.txt: refusing to publish the symlink -> \.pipe: its target is a FIFO")
+
+
+def test_a_gguf_file_that_links_outside_is_refused(hub, release, tmp_path):
+    model = release.models[0]
+    outside = tmp_path / "outside.gguf"
+    gguf = model.gguf_folder / f"{MODEL}-Q8_0.gguf"
+    outside.write_bytes(gguf.read_bytes())
+    gguf.unlink()
+    gguf.symlink_to(outside)
+    _refused(hub, release, f"{MODEL}-Q8_0.gguf: refusing to publish the symlink")
+
+
+def test_a_token_in_a_model_folder_is_refused_naming_file_and_line_masked(hub, release):
+    notes = release.models[0].merged / "notes.md"
+    notes.write_text(f"# Notes\n\nlogin with\nHF_TOKEN={FAKE_HF}\n")
+    exc = _refused(hub, release, r"refusing to push to the model repo .*: it holds what looks like a Hugging Face token: hf_Zq\*\*\*\* \(37 chars\)")
+    assert (exc.path, exc.line) == (str(notes), 4)
+    assert FAKE_HF not in str(exc) and FAKE_HF[3:] not in str(exc)
+
+
+def test_a_pem_key_in_the_public_sample_is_refused(hub, release):
+    key = release.datasets["sample"].folder / "deploy.pem"
+    key.write_text(FAKE_PEM)
+    exc = _refused(hub, release, r"dataset sample repo .* a private key \(PEM\): -----BEGIN OPENSSH PRIVATE KEY-----")
+    assert (exc.path, exc.line) == (str(key), 1)
+
+
+def test_allow_secrets_in_lets_a_listed_fixture_through(hub, api, release):
+    fixture = release.models[0].merged / "fake_keys.json"
+    fixture.write_text(json.dumps({"token": FAKE_HF}) + "\n")
+    _refused(hub, release, "fake_keys.json:1: refusing to push")
+    text = release.path.read_text()
+    listed = release.path.with_name("release-allow.toml")
+    listed.write_text(text.replace('license = "apache-2.0"\n', 'license = "apache-2.0"\n'
+                                   'allow_secrets_in = [{path = "merged/fake_keys.json", reason = "fake keys for the tests"}]\n', 1))
+    manifest = load_manifest(listed)
+    assert manifest.allow_secrets_in == {release.path.parent.resolve() / "merged" / "fake_keys.json": "fake keys for the tests"}
+    results = push(manifest, api=api, only=[MODEL], backoff=0)
+    assert results[0].status == "committed"
+
+
+@pytest.mark.parametrize("entry, problem", [
+    ('allow_secrets_in = [{path = "merged/x.json"}]', r"allow_secrets_in\[0\]: a reason is required"),
+    ('allow_secrets_in = [{path = "merged/x.json", reason = " "}]', r"allow_secrets_in\[0\]: a reason is required"),
+    ('allow_secrets_in = {"merged/x.json" = ""}', r"allow_secrets_in.merged/x.json: a reason is required"),
+    ('allow_secrets_in = ["merged/x.json"]', r"allow_secrets_in\[0\]: expected a table with path and reason"),
+    ('allow_secrets_in = [{path = "merged/x.json", reason = "r", why = 1}]', r"allow_secrets_in\[0\]\.why: unknown key"),
+    ('allow_secrets_in = "merged/x.json"', r"allow_secrets_in: expected a table"),
+])
+def test_allow_secrets_in_needs_a_reason(release, entry, problem):
+    from apto_release.release.manifest import ManifestError
+
+    bad = release.path.with_name("release-bad.toml")
+    bad.write_text(release.path.read_text().replace('license = "apache-2.0"\n', f'license = "apache-2.0"\n{entry}\n', 1))
+    with pytest.raises(ManifestError, match=problem):
+        load_manifest(bad)
+
+
+def test_allow_secrets_in_as_a_table(release):
+    listed = release.path.with_name("release-table.toml")
+    listed.write_text(release.path.read_text().replace('license = "apache-2.0"\n', 'license = "apache-2.0"\n'
+                                                       'allow_secrets_in = {"merged/k.json" = "fake"}\n', 1))
+    assert load_manifest(listed).allow_secrets_in == {release.path.parent.resolve() / "merged" / "k.json": "fake"}
+
+
+@pytest.mark.parametrize("case", ["symlinked key", "token", "fifo"])
+def test_the_cli_refuses_in_one_line_and_creates_no_repo(hub, release, tmp_path, case):
+    import secrets
+
+    merged = release.models[0].merged
+    key = tmp_path / "id_rsa"
+    key.write_text(FAKE_PEM)
+    token = "hf" + "_" + "Cli" + secrets.token_hex(16)  # its own: another test publishes FAKE_HF on purpose
+    if case == "symlinked key":
+        (merged / "notes.txt").symlink_to(key)
+        expected = f"notes.txt: refusing to publish the symlink -> {key}: it points outside the folder"
+    elif case == "token":
+        (merged / "notes.txt").write_text(f"x\n{token}\n")
+        expected = "notes.txt:2: refusing to push to the model repo"
+    else:
+        os.mkfifo(merged / "notes.txt")
+        expected = "notes.txt: refusing to publish it: it is a FIFO (named pipe), not a regular file"
+    environ = {k: v for k, v in os.environ.items() if k not in ("GITHUB_STEP_SUMMARY", "APTO_DEBUG")}
+    environ.update(hub.client_env(tmp_path / "hf_home"))
+    hub.clear_requests()
+    for args in ([], ["--dry-run"]):
+        proc = subprocess.run([sys.executable, "-m", "apto_release", "push", "--manifest", str(release.path), *args],
+                              env=environ, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and expected in errors[0], proc.stderr
+        assert "Traceback" not in proc.stderr and token not in proc.stderr + proc.stdout
+    assert hub.requests == []
+    assert not _stored_anywhere(hub, b"b3BlbnNzaC1rZXktdjEAAAAA") and not _stored_anywhere(hub, token.encode())
+
+
+def test_the_cards_gguf_table_and_the_release_digests_follow_the_same_rule(release, tmp_path):
+    from apto_release.release.cards import find_gguf_outputs
+    from apto_release.release.pipeline import merged_files
+
+    model = release.models[0]
+    gguf = model.gguf_folder / f"{MODEL}-Q8_0.gguf"
+    outside = tmp_path / "outside.gguf"
+    outside.write_bytes(gguf.read_bytes())
+    gguf.unlink()
+    gguf.symlink_to(outside)
+    with pytest.raises(InputError, match=r"Q8_0\.gguf: refusing to publish the symlink -> .*outside\.gguf: it points outside"):
+        find_gguf_outputs(model)
+    os.mkfifo(model.merged / "pipe")
+    with pytest.raises(InputError, match=r"pipe: refusing to publish it: it is a FIFO"):
+        merged_files(model)  # the release's digest of the folder: never opens the FIFO
+    (model.merged / "pipe").unlink()
+    (model.merged / "linked-dir").symlink_to(tmp_path)
+    with pytest.raises(InputError, match=r"linked-dir: refusing to publish the symlink .* points outside"):
+        merged_files(model)
+    # a folder that is only read, never published (the base checkpoint), may link anywhere
+    from apto_release.release.pipeline import _files
+
+    (model.merged / "linked-dir").unlink()
+    (model.merged / "shared.bin").symlink_to(outside)
+    assert model.merged / "shared.bin" in _files(model.merged, published=False)
