@@ -267,6 +267,11 @@ def read_build_marker(target: Target, files: Sequence[Path]) -> tuple[dict[str, 
     where = f"refusing to push {target.folder} to the dataset repo {target.repo_id}"
     hint = "build it with 'apto-release dataset build' (or the release's dataset stage), which validates the records first"
     marker_path = target.folder / BUILD_MARKER
+    if os.path.lexists(marker_path):
+        from apto_release.release.filerules import check_file
+
+        # Never opened unless it is a regular file of the folder: a FIFO would hang the read.
+        check_file(target.folder, marker_path)
     try:
         marker = json.loads(marker_path.read_text("utf-8"))
     except FileNotFoundError:

@@ -1077,3 +1077,12 @@ def test_the_cards_gguf_table_and_the_release_digests_follow_the_same_rule(relea
     (model.merged / "linked-dir").unlink()
     (model.merged / "shared.bin").symlink_to(outside)
     assert model.merged / "shared.bin" in _files(model.merged, published=False)
+
+
+def test_a_build_marker_that_is_a_fifo_is_refused_never_opened(hub, release):
+    """The hidden marker is read, never published: it must still be a regular file, or the read would hang."""
+    folder = release.datasets["full"].folder
+    marker = folder / ".apto-build.json"
+    marker.unlink()
+    os.mkfifo(marker)
+    _refused(hub, release, r"\.apto-build\.json: refusing to publish it: it is a FIFO")
