@@ -686,15 +686,21 @@ def _assert_nothing_written(hub, release, before_blobs):
             hub.repo_state(repo_id, repo_type)  # the first three repos were never created
 
 
+def _refused_writing_nothing(hub, api, release, match: str | None = None, *, manifest=None) -> UsageError:
+    """Push ``manifest`` (default: ``release``): refused (with ``match``) before the first write."""
+    hub.clear_requests()
+    before = _blobs(hub)
+    with pytest.raises(UsageError, match=match) as exc:
+        push(manifest or release, api=api, backoff=0)
+    _assert_nothing_written(hub, release, before)
+    return exc.value
+
+
 def test_a_release_whose_fourth_repo_has_a_tag_elsewhere_writes_nothing_to_the_first_three(hub, api, release):
     gguf = f"{release.organisation}/{MODEL}-GGUF"  # the fourth repo of the release
     api.create_repo(gguf)
     api.create_tag(gguf, tag="v1.0.0")
-    hub.clear_requests()
-    before = _blobs(hub)
-    with pytest.raises(UsageError, match=f"{gguf}: tag v1.0.0 already points at commit"):
-        push(release, api=api, backoff=0)
-    _assert_nothing_written(hub, release, before)
+    _refused_writing_nothing(hub, api, release, f"{gguf}: tag v1.0.0 already points at commit")
 
 
 def test_a_release_whose_fourth_repo_is_not_writable_writes_nothing_to_the_first_three(hub, api, release, monkeypatch):
@@ -705,13 +711,9 @@ def test_a_release_whose_fourth_repo_is_not_writable_writes_nothing_to_the_first
     scoped.append({"entity": {"type": "model", "name": gguf}, "permissions": ["repo.content.read"]})
     monkeypatch.setattr(hub, "token_role", "fineGrained")
     monkeypatch.setattr(hub, "fine_grained", scoped)
-    hub.clear_requests()
-    before = _blobs(hub)
-    with pytest.raises(UsageError) as exc:
-        push(release, api=api, backoff=0)
-    assert str(exc.value) == (f"the token of {hub.user} cannot write every repo of the release: "
-                              f"{gguf}: the fine-grained token has no repo.write on it or on {org}")
-    _assert_nothing_written(hub, release, before)
+    error = _refused_writing_nothing(hub, api, release)
+    assert str(error) == (f"the token of {hub.user} cannot write every repo of the release: "
+                          f"{gguf}: the fine-grained token has no repo.write on it or on {org}")
     # the same token with write on the namespace publishes the whole release
     monkeypatch.setattr(hub, "fine_grained", [{"entity": {"type": "org", "name": org}, "permissions": ["repo.write"]}])
     assert {r.status for r in push(release, api=api, backoff=0)} == {"committed"}
@@ -722,20 +724,12 @@ def test_a_repo_in_an_org_where_the_user_only_reads_is_refused_before_any_write(
     lora = f"{org}/{MODEL}-LoRA"
     api.create_repo(lora)  # it exists, made while the user could still write there
     monkeypatch.setattr(hub, "org_roles", {org: "read"})
-    hub.clear_requests()
-    before = _blobs(hub)
-    with pytest.raises(UsageError, match=f"{lora}: {hub.user} has the role 'read' in {org}, which cannot write"):
-        push(release, api=api, backoff=0)
-    _assert_nothing_written(hub, release, before)
+    _refused_writing_nothing(hub, api, release, f"{lora}: {hub.user} has the role 'read' in {org}, which cannot write")
 
 
 def test_a_read_only_token_is_refused_before_any_write(hub, api, release, monkeypatch):
     monkeypatch.setattr(hub, "token_role", "read")
-    hub.clear_requests()
-    before = _blobs(hub)
-    with pytest.raises(UsageError, match=f"{release.organisation}/ja-safety-sft-40: the token is read-only"):
-        push(release, api=api, backoff=0)
-    _assert_nothing_written(hub, release, before)
+    _refused_writing_nothing(hub, api, release, f"{release.organisation}/ja-safety-sft-40: the token is read-only")
 
 
 def test_an_invalid_token_is_one_clear_error(hub, release):
@@ -751,11 +745,7 @@ def test_a_release_across_namespaces_needs_membership_of_each(hub, api, release,
     release.path.write_text(text)
     moved = load_manifest(release.path)
     monkeypatch.setattr(hub, "namespaces", {release.organisation})  # a member of the release's org only
-    hub.clear_requests()
-    before = _blobs(hub)
-    with pytest.raises(UsageError, match=f"{lora}: {hub.user} is not a member of elsewhere$"):
-        push(moved, api=api, backoff=0)
-    _assert_nothing_written(hub, release, before)
+    _refused_writing_nothing(hub, api, release, f"{lora}: {hub.user} is not a member of elsewhere$", manifest=moved)
 
 
 def test_a_card_the_hub_rejects_is_found_before_the_first_commit(hub, api, release, monkeypatch):
@@ -772,13 +762,9 @@ def test_a_card_the_hub_rejects_is_found_before_the_first_commit(hub, api, relea
         return errors, warnings, meta
 
     monkeypatch.setattr(hub_module, "validate_card_yaml", stricter)
-    hub.clear_requests()
-    before = _blobs(hub)
-    with pytest.raises(UsageError) as exc:
-        push(release, api=api, backoff=0)
-    assert str(exc.value) == (f"the Hub rejects a card of the release: {release.organisation}/{MODEL}-GGUF: "
-                              '- "base_model_relation" is not accepted here')
-    _assert_nothing_written(hub, release, before)
+    error = _refused_writing_nothing(hub, api, release)
+    assert str(error) == (f"the Hub rejects a card of the release: {release.organisation}/{MODEL}-GGUF: "
+                          '- "base_model_relation" is not accepted here')
     assert len(hub.log("POST", "validate-yaml")) == 5  # one per card, then nothing
 
 
