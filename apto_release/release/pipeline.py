@@ -135,25 +135,27 @@ def _files(folder: Path, *, exclude: Iterable[str] = (), published: bool = True)
     holds here too (``release.filerules``): only regular files inside the folder, or links to them;
     a folder link, FIFO, socket or device is an ``InputError`` (a FIFO would block the digest
     forever). A folder that is only read (the base checkpoint) may link anywhere."""
-    from apto_release.release.filerules import check_file
-
     skip = set(exclude)
-    found = []
-    resolved = folder.resolve()
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", ".cache"))
-        top = Path(root) == folder
-        found += [Path(root) / n for n in names if not (top and n in skip)]
-        if published:
-            found += [Path(root) / d for d in dirs if os.path.islink(Path(root) / d)]  # refused below, not skipped
-    for path in found if published else ():
-        check_file(folder, path, root=resolved)
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    if published:
+        from apto_release.release.filerules import publishable_files
+
+        found = publishable_files(folder, lambda name: name in _CACHES)
+    else:
+        found = []
+        for root, dirs, names in os.walk(folder):
+            dirs[:] = [d for d in dirs if d not in _CACHES]
+            found += [Path(root) / n for n in names]
+    return sorted((p for p in found if not (p.parent == folder and p.name in skip)), key=lambda p: p.relative_to(folder).as_posix())
+
+
+#: Folders that no output digest counts.
+_CACHES = ("__pycache__", ".cache")
 
 
 def adapter_files(model: ModelTarget, *, reports: bool = False) -> list[Path]:
     """The adapter folder's files: the adapter itself (weights, config, chat template), and with
-    ``reports`` the training summary and loss curve, whose timings differ from run to run."""
+    ``reports`` the training summary and loss curve (the run's reports, which the adapter's digest
+    leaves out, as it always has)."""
     from apto_release.train.trainer import LOSS_CURVE_NAME, SUMMARY_NAME
 
     exclude = (CARD_NAME,) if reports else (CARD_NAME, SUMMARY_NAME, LOSS_CURVE_NAME)
