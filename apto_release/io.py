@@ -84,14 +84,10 @@ def make_temp_dir(dest: str | Path, *, suffix: str = ".tmp") -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=f".{owner_tag()}{suffix}", dir=dest.parent))
 
 
-#: Inside a long-lived temporary folder: which process writes it. Temporary names carry the owner
-#: themselves now; folders marked only this way (by earlier versions) are still understood.
+#: Inside a temporary folder of an earlier version (a merge, a GGUF conversion): which process
+#: wrote it, as ``{"host", "pid"}``. Temporary names carry the owner themselves now; folders that
+#: earlier versions marked this way are still understood, so that their leftovers are removed too.
 OWNER_FILE = ".apto-owner"
-
-
-def claim_temp_dir(folder: Path) -> None:
-    """Mark ``folder`` as written by this process, inside it (see ``OWNER_FILE``)."""
-    (folder / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}), encoding="utf-8")
 
 
 def _pid_alive(pid: int) -> bool:

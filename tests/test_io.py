@@ -58,7 +58,7 @@ def test_remove_stale_temps_removes_only_a_dead_writer_s_folders(tmp_path):
     import subprocess
     import sys
 
-    from apto_release.io import OWNER_FILE, claim_temp_dir, remove_stale_temps
+    from apto_release.io import OWNER_FILE, remove_stale_temps
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     folders = {name: tmp_path / f".model-Q8_0.{name}.tmp" for name in ("dead", "alive", "unclaimed")}
@@ -66,7 +66,7 @@ def test_remove_stale_temps_removes_only_a_dead_writer_s_folders(tmp_path):
         folder.mkdir()
         (folder / "model-Q8_0.gguf").write_bytes(b"partial")
     (folders["dead"] / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
-    claim_temp_dir(folders["alive"])
+    (folders["alive"] / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
     other = tmp_path / ".model-Q8_0-other.x.tmp"  # another output's folder: not matched
     other.mkdir()
     assert remove_stale_temps(tmp_path, "model-Q8_0") == 1
