@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from apto_release.release.secrets import scan_file
+from apto_release.hub.secrets import scan_file
 
 
 def _words(n: int, seed: int = 0) -> list[str]:

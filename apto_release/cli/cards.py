@@ -24,7 +24,7 @@ def cards_command(manifest_path, only, check):
     written; each file is written atomically. Exit 2 for a missing or bad input (manifest,
     training_summary.json, evaluation results, GGUF files).
     """
-    from apto_release.release.cards import build_cards, write_card
+    from apto_release.cards.model import build_cards, write_card
     from apto_release.release.manifest import load_manifest
 
     manifest = load_manifest(manifest_path)

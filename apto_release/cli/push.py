@@ -29,7 +29,7 @@ def push_command(manifest_path, only, dry_run, prune):
     $GITHUB_STEP_SUMMARY when it is set. Exit 2 for a problem with the inputs, 1 when a push fails.
     """
     from apto_release.release.manifest import load_manifest
-    from apto_release.release.push import (
+    from apto_release.hub.push import (
         PushError,
         append_step_summary,
         plan_lines,

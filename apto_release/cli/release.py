@@ -13,7 +13,7 @@ STATUS_MARKS = {"done": "✓", "up to date": "=", "failed": "✗", "would run": 
 def render_table(reports) -> str:
     """The final summary: stage, target, status, time, output size."""
     from apto_release.progress import human_duration
-    from apto_release.release.cards import human_size
+    from apto_release.cards.model import human_size
     from apto_release.release.pipeline import STAGE_TITLES
 
     header = ("stage", "target", "status", "time", "output")
@@ -32,7 +32,7 @@ def render_table(reports) -> str:
 def markdown_table(result) -> str:
     """The summary for ``$GITHUB_STEP_SUMMARY``."""
     from apto_release.progress import human_duration
-    from apto_release.release.cards import human_size
+    from apto_release.cards.model import human_size
     from apto_release.release.pipeline import STAGE_TITLES
 
     title = f"### apto-release release {result.manifest.tag}" + (" (dry run)" if result.dry_run else "")
@@ -69,7 +69,7 @@ def _echo_report(report) -> None:
 
 def _finish(result, error=None) -> None:
     """The table, and the step summary in GitHub Actions."""
-    from apto_release.release.push import append_step_summary
+    from apto_release.hub.push import append_step_summary
 
     click.echo("")
     click.echo(render_table(result.reports))

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apto_release import schema
-from apto_release.dataset.card import CardOptions, config_names, configs_metadata, render_dataset_card
+from apto_release.cards.dataset import CardOptions, config_names, configs_metadata, render_dataset_card
 from apto_release.dataset.parquet import metadata_keys
 from apto_release.errors import BuildError, InputError, UsageError
 from apto_release.io import atomic_dir
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 SPLIT = "train"
 SHARD_NAME = "train-00000-of-00001.parquet"
 README = "README.md"
-#: The local provenance marker (hidden: never uploaded); ``release.push`` reads it for its public-repo guard.
+#: The local provenance marker (hidden: never uploaded); ``hub.push`` reads it for its public-repo guard.
 BUILD_MARKER = ".apto-build.json"
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from apto_release.release.evaluation import Metric
+from apto_release.evals.results import Metric
 
 #: The chart's file name: beside the results file by default, and in each repo the cards go to.
 CHART_NAME = "eval_chart.png"

@@ -4,7 +4,7 @@
 and computes per benchmark and metric (``metrics``): the value before and after, the change, its
 95% interval and significance (``stats``), the same per category, each judge's own values, and
 the judges' agreement (``agreement``). ``write_results`` writes the results file the cards read
-(``apto_release.release.evaluation``, format 1) and the chart beside it (``chart``).
+(``apto_release.evals.results``, format 1) and the chart beside it (``chart``).
 
 All of it is deterministic: the same files, seed and resamples give byte-identical outputs.
 """
@@ -23,7 +23,7 @@ from apto_release.evals.judgements import ANSWER_KEY, SIDES, BenchmarkJudgements
 from apto_release.evals.metrics import MetricSpec
 from apto_release.evals.stats import Comparison, compare_means, compare_rates
 from apto_release.io import write_json
-from apto_release.release.evaluation import FORMAT, Evaluation, parse_evaluation
+from apto_release.evals.results import FORMAT, Evaluation, parse_evaluation
 
 DEFAULT_RESAMPLES = 10_000
 
@@ -139,7 +139,7 @@ def _category_rows(data: BenchmarkJudgements, *, seed: int, resamples: int) -> l
 
 
 def _row(data: BenchmarkJudgements, spec: MetricSpec, c: Comparison, *, category: str | None = None) -> dict[str, Any]:
-    """A metric row of the results file (see ``apto_release.release.evaluation``)."""
+    """A metric row of the results file (see ``apto_release.evals.results``)."""
     row: dict[str, Any] = {"benchmark": data.benchmark.name, "metric": spec.id}
     if category is not None:
         row["category"] = category

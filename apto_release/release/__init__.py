@@ -1,1 +1,1 @@
-"""Cutting a release: the manifest (``release.toml``), cards and the push to the Hub."""
+"""What a release is (the manifest, ``release.toml``) and how its stages run (the pipeline and its state file)."""

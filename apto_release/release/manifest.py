@@ -64,8 +64,8 @@ from pathlib import Path
 from typing import Any
 
 from apto_release.errors import UsageError
+from apto_release.hub.targets import git_ref_problem, name_problem, repo_id_problem
 
-MAX_NAME_LENGTH = 96  # the Hub's limit on a user, organisation or repo name
 # Semantic Versioning 2.0.0, the regex semver.org recommends (https://semver.org/#is-there-a-suggested-regular-expression-regex-to-check-a-semver-string),
 # with [0-9] for \d so that no non-ASCII digit passes; always used with fullmatch (``$`` accepts a trailing newline).
 SEMVER = re.compile(
@@ -76,86 +76,6 @@ SEMVER = re.compile(
 VARIANTS = ("instruct", "base")
 GATED = ("auto", "manual", False)
 DEFAULT_MAX_PUBLIC_ROWS = 500
-
-
-def _show(value: str) -> str:
-    """A value quoted for a one-line message: a newline or other control character shows escaped."""
-    return repr(value)
-
-
-def name_problem(name: str) -> str | None:
-    """Why the Hub would refuse ``name`` as a user, organisation or repo name, or None.
-
-    The rules of ``huggingface_hub.utils.validate_repo_id`` (which mirrors the Hub's own), each
-    with its own reason, plus one of ours: a name starts with a letter or a digit.
-    """
-    if not name:
-        return "the name is empty"
-    bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
-    if bad:
-        return f"{', '.join(_show(c) for c in bad)} not allowed (only ASCII letters, digits, '.', '_' and '-')"
-    if len(name) > MAX_NAME_LENGTH:
-        return f"{len(name)} characters; the Hub allows {MAX_NAME_LENGTH}"
-    if "--" in name or ".." in name:
-        return "the Hub forbids '--' and '..' in a name"
-    if name[0] in "-." or name[-1] in "-.":
-        return "the Hub forbids a name that starts or ends with '-' or '.'"
-    if not name[0].isalnum():
-        return "a name starts with a letter or a digit"
-    if name.endswith(".git"):
-        return "the Hub forbids a name ending in '.git'"
-    return None
-
-
-def repo_id_problem(repo_id: str) -> str | None:
-    """Why the Hub would refuse ``repo_id`` (``name`` or ``organisation/name``), or None.
-
-    Our checks give the reason; huggingface_hub's own validator runs after them, so that a rule
-    it adds in a later release is enforced here too (its message then reaches the user).
-    """
-    parts = repo_id.split("/")
-    if len(parts) > 2:
-        return "a repo id is organisation/name, with one '/'"
-    for part in parts:
-        problem = name_problem(part)
-        if problem:
-            return problem
-    try:
-        from huggingface_hub.errors import HFValidationError
-        from huggingface_hub.utils import validate_repo_id
-    except ModuleNotFoundError:  # pragma: no cover - huggingface_hub is a dependency
-        return None
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as exc:
-        return " ".join(str(exc).split())
-    return None
-
-
-def git_ref_problem(ref: str) -> str | None:
-    """Why ``ref`` (a full name, ``refs/tags/v1.0.0``) is not a valid git ref, or None.
-
-    The rules of ``git check-ref-format`` (https://git-scm.com/docs/git-check-ref-format).
-    """
-    bad = sorted({c for c in ref if ord(c) < 0x20 or ord(c) == 0x7F or c in " ~^:?*[\\"})
-    if bad:
-        return f"{', '.join(_show(c) for c in bad)} not allowed in a git ref"
-    if ".." in ref:
-        return "'..' not allowed in a git ref"
-    if "@{" in ref:
-        return "'@{' not allowed in a git ref"
-    if ref == "@":
-        return "'@' alone is not a git ref"
-    if ref.startswith("/") or ref.endswith("/") or "//" in ref:
-        return "a git ref does not start or end with '/' or hold '//'"
-    if ref.endswith("."):
-        return "a git ref does not end with '.'"
-    for component in ref.split("/"):
-        if component.startswith("."):
-            return f"a git ref component does not start with '.' ({_show(component)})"
-        if component.endswith(".lock"):
-            return f"a git ref component does not end with '.lock' ({_show(component)})"
-    return None
 
 
 def version_problem(version: str) -> str | None:
@@ -349,7 +269,7 @@ class _Checker:
         repo = value if "/" in value or organisation is None else f"{organisation}/{value}"
         problem = repo_id_problem(repo) or (None if "/" in repo else "a repo id is organisation/name")
         if problem:
-            self.problem(where, f"{_show(repo)} is not a Hub repo id: {problem}")
+            self.problem(where, f"{repr(repo)} is not a Hub repo id: {problem}")
             return None
         self.targets.append((where, repo))
         return repo
@@ -386,11 +306,11 @@ def load_manifest(path: str | Path) -> Manifest:
     check.keys(data, _TOP, "")
     organisation = check.get(data, "organisation", str, "")
     if organisation is not None and (problem := repo_id_problem(organisation) if "/" not in organisation else "it holds a '/'"):
-        check.problem("organisation", f"{_show(organisation)} is not a Hub user or organisation name: {problem}")
+        check.problem("organisation", f"{repr(organisation)} is not a Hub user or organisation name: {problem}")
         organisation = None
     version = check.get(data, "version", str, "")
     if version is not None and (problem := version_problem(version)):
-        check.problem("version", f"{_show(version)} is not a version the release can tag (v<version> on every repo): {problem}")
+        check.problem("version", f"{repr(version)} is not a version the release can tag (v<version> on every repo): {problem}")
     license_ = check.get(data, "license", str, "")
 
     datasets = _datasets(check, data.get("dataset", {}), organisation)
@@ -448,14 +368,14 @@ def _check_unique_repos(check: _Checker, models: list[ModelTarget]) -> None:
         if first is None:
             seen[repo.lower()] = (where, repo)
         elif first[1] == repo:
-            check.problem(where, f"repo {_show(repo)} is also the target of {first[0]}")
+            check.problem(where, f"repo {repr(repo)} is also the target of {first[0]}")
         else:
-            check.problem(where, f"repo {_show(repo)} differs only in case from {_show(first[1])}, the target of {first[0]} "
+            check.problem(where, f"repo {repr(repo)} differs only in case from {repr(first[1])}, the target of {first[0]} "
                                  "(the Hub treats them as one repo)")
     for model in models:
         first = seen.get(model.base_model.lower())
         if first is not None:
-            check.problem(f"{first[0]}", f"repo {_show(first[1])} is the base model of '{model.name}': a release never writes its base model")
+            check.problem(f"{first[0]}", f"repo {repr(first[1])} is the base model of '{model.name}': a release never writes its base model")
 
 
 def _data(check: _Checker, table: Any) -> DataSource | None:
@@ -548,7 +468,7 @@ def _models(check: _Checker, tables: Any, organisation: str | None) -> list[Mode
         name = check.get(table, "name", str, where)
         if name is not None:
             if problem := name_problem(name):
-                check.problem(f"{where}name", f"{_show(name)} cannot be a repo or file name: {problem}")
+                check.problem(f"{where}name", f"{repr(name)} cannot be a repo or file name: {problem}")
                 name = None
             elif name.lower() in names:
                 twin = names[name.lower()]
@@ -557,7 +477,7 @@ def _models(check: _Checker, tables: Any, organisation: str | None) -> list[Mode
                 names[name.lower()] = name
         base_model = check.get(table, "base_model", str, where)
         if base_model is not None and (problem := repo_id_problem(base_model) or (None if "/" in base_model else "a repo id is organisation/name")):
-            check.problem(f"{where}base_model", f"{_show(base_model)} is not a Hub repo id: {problem}")
+            check.problem(f"{where}base_model", f"{repr(base_model)} is not a Hub repo id: {problem}")
             base_model = None
         variant = check.get(table, "variant", str, where, required=False, default="instruct")
         if variant not in VARIANTS:

@@ -43,7 +43,7 @@ from typing import Any
 
 from apto_release import __version__
 from apto_release.errors import AptoError, UsageError
-from apto_release.release.cards import CARD_ASSETS, CARD_NAME
+from apto_release.cards.model import CARD_ASSETS, CARD_NAME
 from apto_release.release.manifest import Manifest, ModelTarget
 from apto_release.release.state import ReleaseState, changed_inputs, changed_outputs, digest
 
@@ -132,12 +132,12 @@ class ReleaseError(AptoError, RuntimeError):
 def _files(folder: Path, *, exclude: Iterable[str] = (), published: bool = True) -> list[Path]:
     """Every file under ``folder`` (hidden ones too: a dataset's build marker counts), sorted, but
     caches and the names in ``exclude`` at the top level. For a ``published`` folder the push's rule
-    holds here too (``release.filerules``): only regular files inside the folder, or links to them;
+    holds here too (``hub.filerules``): only regular files inside the folder, or links to them;
     a folder link, FIFO, socket or device is an ``InputError`` (a FIFO would block the digest
     forever). A folder that is only read (the base checkpoint) may link anywhere."""
     skip = set(exclude)
     if published:
-        from apto_release.release.filerules import publishable_files
+        from apto_release.hub.filerules import publishable_files
 
         found = publishable_files(folder, lambda name: name in _CACHES)
     else:
@@ -474,7 +474,7 @@ class _Plan:
         return Job("merge", model.name, inputs, run, lambda: merged_files(model), deps=(f"train:{model.name}",))
 
     def _gguf_metadata(self, model: ModelTarget) -> dict[str, Any]:
-        from apto_release.release.cards import COMMON_TAGS, public_datasets
+        from apto_release.cards.model import COMMON_TAGS, public_datasets
 
         return {
             "version": self.m.version, "license": self.m.license, "base_model": [model.base_model],
@@ -535,7 +535,7 @@ class _Plan:
                     "commit": self.commit, "toolkit": __version__, "templates": _templates_digest()}
 
         def run(ctx: ReleaseContext) -> str:
-            from apto_release.release.cards import build_cards, write_card
+            from apto_release.cards.model import build_cards, write_card
 
             cards = build_cards(self.m, only=[model.name], provenance=self._provenance, sha256=self.state.sha256, year=self.year)
             written.clear()
@@ -551,7 +551,7 @@ class _Plan:
 
     def push(self, name: str) -> Job:
         def run(ctx: ReleaseContext) -> str:
-            from apto_release.release.push import push, summary_line
+            from apto_release.hub.push import push, summary_line
 
             # On a terminal the client draws the upload bars; in a log the task's lines say it is alive.
             with ctx.progress.task(f"push {name}", unit="repo") if not ctx.progress.bars else contextlib.nullcontext():

@@ -128,7 +128,7 @@ class ReleaseState:
 
     def hash_file(self, path: str | Path) -> FileHash:
         """The file's hashes, from the cache when size, modification time and inode still match."""
-        from apto_release.release.push import hash_file
+        from apto_release.hub.push import hash_file
 
         path = Path(path)
         st = path.stat()

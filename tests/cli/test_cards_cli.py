@@ -8,7 +8,7 @@ import pytest
 
 from apto_release.cli import cards as cards_cli
 from apto_release.cli import cli
-from tests.release.test_cards import NAME, make_release, tiny_png
+from tests.cards.test_cards import NAME, make_release, tiny_png
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +59,7 @@ def test_check_writes_nothing(run_cli, tmp_path):
 
 
 def test_check_exits_1_on_a_card_with_problems(run_cli, tmp_path, monkeypatch):
-    from apto_release.release import cards
+    from apto_release.cards import model as cards
 
     monkeypatch.setattr(cards, "check_card", lambda text, kind: ["metadata key 'license' is missing"] if kind == "gguf" else [])
     manifest = make_release(tmp_path)

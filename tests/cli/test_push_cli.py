@@ -238,7 +238,7 @@ def _hub_errors():
 @pytest.mark.parametrize("index", range(3))
 def test_a_huggingface_hub_error_that_escapes_a_stage_is_one_line_without_the_token(run_cli, release, monkeypatch, index):
     """The CLI's error boundary: no stage should let one through, but if one does, no traceback and no token."""
-    from apto_release.release import push as push_module
+    from apto_release.hub import push as push_module
 
     error, code, line = _hub_errors()[index]
 

@@ -12,7 +12,7 @@ import pytest
 
 from apto_release.dataset import build as build_mod
 from apto_release.dataset.build import BuildResult, build_dataset, dataset_features
-from apto_release.dataset.card import CardOptions, render_dataset_card, size_category
+from apto_release.cards.dataset import CardOptions, render_dataset_card, size_category
 from apto_release.errors import BuildError, UsageError
 from apto_release.schema import CATEGORIES
 
@@ -196,7 +196,7 @@ def test_build_leaves_the_offline_switches_as_they_were(tmp_path):
 
 def test_importing_the_build_module_does_not_import_datasets():
     code = (
-        "import sys, apto_release.dataset.build, apto_release.dataset.card\n"
+        "import sys, apto_release.dataset.build, apto_release.cards.dataset\n"
         "heavy = [m for m in ('datasets', 'pyarrow', 'huggingface_hub') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -8,7 +8,7 @@ import pytest
 
 from apto_release.evals.stats import newcombe_paired_interval
 from apto_release.evals.summarize import summarize, write_results
-from apto_release.release.evaluation import load_evaluation
+from apto_release.evals.results import load_evaluation
 from tests.evals.judgement_fixtures import judgement, write_hand, write_jsonl
 
 MODEL = "Apto-Tiny-Safety"

@@ -224,7 +224,7 @@ def test_what_huggingface_hub_refuses_we_refuse_on_our_own(repo, monkeypatch):
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
-    from apto_release.release.manifest import repo_id_problem
+    from apto_release.hub.targets import repo_id_problem
 
     with pytest.raises(HFValidationError):
         validate_repo_id(repo)
@@ -294,7 +294,7 @@ def test_semver_versions_that_are_git_tags_load(tmp_path, version):
                                  "v1.0.0~1", "v1:0", "v1^0", "v1?0", "v1*0", "v1[0", "v1\\0", "v1@{0", "v1//0", "v1/.x",
                                  "v1/", "v1.lock/x", "v1\x7f", "v1\t", "v@", "v1@0", "v-1", "v1/x.lock2"])
 def test_our_git_ref_rules_agree_with_git(ref):
-    from apto_release.release.manifest import git_ref_problem
+    from apto_release.hub.targets import git_ref_problem
 
     git = subprocess.run(["git", "check-ref-format", f"refs/tags/{ref}"], capture_output=True)
     assert (git_ref_problem(f"refs/tags/{ref}") is None) == (git.returncode == 0), (ref, git_ref_problem(f"refs/tags/{ref}"))

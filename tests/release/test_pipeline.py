@@ -315,7 +315,7 @@ KILLS = [
     """), f"cards {DEMO_MODEL}", "state/.release-state.json.*.tmp"),
     # After the first model repo's commit, before its tag and the other repos.
     ("push", """
-        import apto_release.release.push as p
+        import apto_release.hub.push as p
         real = p._verify
         def verify(*a, **k):
             real(*a, **k)

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from apto_release.errors import InputError
-from apto_release.release import push
+from apto_release.hub import push
 from apto_release.release.state import ReleaseState, StageRecord, changed_inputs, changed_outputs, digest
 
 

@@ -9,16 +9,16 @@ How a push goes:
 
 1. **Local checks, before any request**: every folder exists and holds its files (hidden files and
    folders, names starting with ``.``, and caches are never uploaded); each GGUF type listed has
-   its file; each card's YAML is checked (``release.cards.check_card`` for model repos; a dataset
+   its file; each card's YAML is checked (``cards.model.check_card`` for model repos; a dataset
    card must parse and have ``configs``); every dataset folder, private ones included, must carry
    ``dataset build``'s marker ``.apto-build.json`` naming the SHA-256 of a records file that passed
    validation, and hold the rows it counted; the **public-repo guard**: a folder pushed to a
    public dataset repo must be the sample, and its Parquet files (counted from their metadata)
    must hold no more rows than the manifest's ``max_rows``; a model or adapter folder must hold a
    model (``check_model_folder``); no file may exceed the Hub's ``MAX_FILE_SIZE``. Only regular
-   files inside the folder, or links to them, are published (``release.filerules``: a link out of
+   files inside the folder, or links to them, are published (``hub.filerules``: a link out of
    the folder, a folder link, a FIFO, socket or device is refused by name, never opened); every
-   file to publish passes the credential scan (``release.secrets``; the manifest's
+   file to publish passes the credential scan (``hub.secrets``; the manifest's
    ``allow_secrets_in`` lists fixtures holding fake keys). Every local file gets its SHA-256 (and,
    under 10 MB, its git blob SHA-1).
 2. **Plan** (read only: repo info, the recursive tree at the head, the refs): each local file is
@@ -63,11 +63,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from apto_release.cards.model import human_size
 from apto_release.errors import AptoError, InputError, UsageError
-from apto_release.release.cards import human_size
-from apto_release.release.manifest import Manifest
+
+if TYPE_CHECKING:  # the release hands the push its manifest; the hub never imports the release
+    from apto_release.release.manifest import Manifest
 
 #: Files under this size also get their git blob SHA-1 (regular, non-LFS files on the Hub are smaller).
 GIT_SHA1_LIMIT = 10_000_000
@@ -175,10 +177,10 @@ def hash_file(path: Path) -> LocalFile:
 def folder_files(folder: Path) -> list[Path]:
     """Files of ``folder`` to upload, sorted: everything but hidden files and folders and caches.
 
-    Only regular files, and symlinks to regular files inside the folder (``release.filerules``):
+    Only regular files, and symlinks to regular files inside the folder (``hub.filerules``):
     anything else raises ``InputError`` naming it; nothing is opened.
     """
-    from apto_release.release.filerules import publishable_files
+    from apto_release.hub.filerules import publishable_files
 
     return publishable_files(folder, lambda name: _hidden_or_cache(name) or name.endswith((".pyc", ".pyo")))
 
@@ -221,11 +223,11 @@ def _front_matter(text: str) -> Any:
 
 
 def check_card_text(text: str, kind: str) -> list[str]:
-    """The problems of a card (empty: fine): ``release.cards.check_card`` for model repos; a dataset
+    """The problems of a card (empty: fine): ``cards.model.check_card`` for model repos; a dataset
     card's YAML must parse into a mapping with ``configs``."""
     if kind != "dataset":
         try:
-            from apto_release.release.cards import check_card
+            from apto_release.cards.model import check_card
         except ImportError:  # pragma: no cover - the cards module is part of the package
             check_card = None
         if check_card is not None:
@@ -268,7 +270,7 @@ def read_build_marker(target: Target, files: Sequence[Path]) -> tuple[dict[str, 
     hint = "build it with 'apto-release dataset build' (or the release's dataset stage), which validates the records first"
     marker_path = target.folder / BUILD_MARKER
     if os.path.lexists(marker_path):
-        from apto_release.release.filerules import check_file
+        from apto_release.hub.filerules import check_file
 
         # Never opened unless it is a regular file of the folder: a FIFO would hang the read.
         check_file(target.folder, marker_path)
@@ -397,9 +399,9 @@ def prepare(target: Target, hasher: Hasher = hash_file, allow_secrets: Mapping[P
 
 
 def check_file_rules(target: Target, paths: Sequence[Path]) -> None:
-    """Only regular files inside the folder (or links to them) are published (``release.filerules``);
+    """Only regular files inside the folder (or links to them) are published (``hub.filerules``);
     ``InputError`` naming the link and its target, or the FIFO, socket or device, otherwise."""
-    from apto_release.release.filerules import check_file
+    from apto_release.hub.filerules import check_file
 
     root = target.folder.resolve()
     for path in paths:
@@ -408,9 +410,9 @@ def check_file_rules(target: Target, paths: Sequence[Path]) -> None:
 
 
 def check_secrets(target: Target, paths: Sequence[Path], allow_secrets: Mapping[Path, str] | None = None) -> None:
-    """The credential scan (``release.secrets``) of every file to publish; ``InputError`` naming
+    """The credential scan (``hub.secrets``) of every file to publish; ``InputError`` naming
     the file and line, the secret masked, unless the file is in ``allow_secrets``."""
-    from apto_release.release.secrets import check_no_secrets
+    from apto_release.hub.secrets import check_no_secrets
 
     check_no_secrets(paths, allow_secrets, what=f" to the {target.role} repo {target.repo_id}")
 

@@ -5,7 +5,7 @@ Each card is a ``README.md``: YAML metadata built with ``huggingface_hub``'s ``M
 the Jinja2 templates in ``model_cards/`` (``model.md.j2``, ``adapter.md.j2``, ``gguf.md.j2`` and
 the shared macros of ``_shared.md.j2``). What the cards say comes from the release manifest
 (``release.toml``), the adapter's ``training_summary.json`` and ``loss_curve.png``, the model's
-evaluation results file (``release.evaluation``) and the GGUF files themselves.
+evaluation results file (``evals.results``) and the GGUF files themselves.
 
 Every card is checked offline before anything is written (``check_card``): the YAML parses, the
 keys its kind needs are there with the right values, the ``model-index`` parses back into
@@ -28,15 +28,17 @@ import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apto_release import __version__
 from apto_release.errors import BuildError, InputError
 from apto_release.evals.chart import CHART_NAME  # the chart module imports matplotlib only when it draws
 from apto_release.evals.metrics import BENCHMARKS as EVAL_BENCHMARKS
-from apto_release.release.evaluation import Evaluation, Metric, load_evaluation
-from apto_release.release.manifest import Manifest, ModelTarget
+from apto_release.evals.results import Evaluation, Metric, load_evaluation
 from apto_release.train.trainer import LOSS_CURVE_NAME, SUMMARY_NAME  # the trainer imports nothing heavy at module level
+
+if TYPE_CHECKING:  # the release hands cards its manifest; cards never import the release
+    from apto_release.release.manifest import Manifest, ModelTarget
 
 #: The files a model card brings into its folder besides README.md.
 CARD_ASSETS = (LOSS_CURVE_NAME, CHART_NAME)
@@ -255,7 +257,7 @@ def find_gguf_outputs(model: ModelTarget, sha256: Callable[[Path], str] | None =
     """
     from apto_release.gguf.output import existing_outputs, split_names
     from apto_release.io import sha256_file
-    from apto_release.release.filerules import check_file
+    from apto_release.hub.filerules import check_file
 
     folder = model.gguf_folder
     if not folder.is_dir():
@@ -758,7 +760,7 @@ def render_gguf_card(
 # The whole release
 
 
-ProvenanceHook = Callable[[ModelTarget, str], Mapping[str, str]]
+ProvenanceHook = Callable[["ModelTarget", str], Mapping[str, str]]
 
 
 def build_cards(

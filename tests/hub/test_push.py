@@ -27,7 +27,7 @@ from apto_release.dataset.validate import ValidateOptions, load_valid_records  #
 from apto_release.errors import InputError, UsageError  # noqa: E402
 from apto_release.io import sha256_file  # noqa: E402
 from apto_release.release.manifest import load_manifest  # noqa: E402
-from apto_release.release.push import (  # noqa: E402
+from apto_release.hub.push import (  # noqa: E402
     PushError,
     append_step_summary,
     plan_lines,
@@ -793,7 +793,7 @@ def test_a_file_larger_than_the_hub_takes_is_refused_before_any_request(hub, api
     """The Hub refuses a file over 50 GB at upload time, i.e. after the earlier repos' commits."""
     import dataclasses
 
-    from apto_release.release.push import MAX_FILE_SIZE, hash_file
+    from apto_release.hub.push import MAX_FILE_SIZE, hash_file
 
     def hasher(path):  # the Q4_K_M file "is" 60 GB: writing one is not needed to test the rule
         info = hash_file(path)
@@ -1039,7 +1039,7 @@ def test_the_cli_refuses_in_one_line_and_creates_no_repo(hub, release, tmp_path,
 
 
 def test_the_cards_gguf_table_and_the_release_digests_follow_the_same_rule(release, tmp_path):
-    from apto_release.release.cards import find_gguf_outputs
+    from apto_release.cards.model import find_gguf_outputs
     from apto_release.release.pipeline import merged_files
 
     model = release.models[0]

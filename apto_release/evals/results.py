@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from apto_release.errors import InputError
-from apto_release.release.manifest import repo_id_problem
+from apto_release.hub.targets import repo_id_problem
 
 FORMAT = 1
 UNITS = ("%", "")

@@ -253,7 +253,7 @@ def _gguf_metadata_end(f, size: int) -> int | None:
 
 def scan_file(path: Path) -> list[Hit]:
     """Every hit in one file, reading only its text parts (see the module docstring). Opens the
-    file: call it on regular files only (``release.filerules.check_file``)."""
+    file: call it on regular files only (``hub.filerules.check_file``)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES)

@@ -13,8 +13,8 @@ so the rule is:
   ever opens a file: a FIFO would block the reader forever, so entries are told apart with
   ``lstat`` (``os.scandir``) alone.
 
-The push's folder walk, its dry run and plan (``release.push``) and the cards' GGUF file table
-(``release.cards``) all go through ``check_file``.
+The push's folder walk, its dry run and plan (``hub.push``) and the cards' GGUF file table
+(``cards.model``) all go through ``check_file``.
 """
 
 from __future__ import annotations

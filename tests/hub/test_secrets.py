@@ -1,4 +1,4 @@
-"""release.secrets: each credential shape is found in text and in the text parts of binaries, masked;
+"""hub.secrets: each credential shape is found in text and in the text parts of binaries, masked;
 tensor data is never read; ordinary release files are not flagged.
 
 Every fake is built here by concatenation, so the repo holds no literal that looks like a key."""
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from apto_release.errors import InputError
-from apto_release.release.secrets import check_no_secrets, scan_file
+from apto_release.hub.secrets import check_no_secrets, scan_file
 
 ALNUM = "Zq8rT3vLm0pXw9YbC2dE5fG7hJ1kN4sUaQ"  # 34 letters and digits
 UPPER = "QX7Z2W4N6M8P3R5T"  # 16
@@ -139,7 +139,7 @@ def test_check_no_secrets_names_the_first_hit_and_counts_the_rest_unless_allowed
 
 
 def test_chunked_reading_keeps_line_numbers_and_hits_across_chunk_ends(tmp_path, monkeypatch):
-    import apto_release.release.secrets as secrets
+    import apto_release.hub.secrets as secrets
 
     path = tmp_path / "long.txt"
     filler = [f"line {i} of ordinary text\n" for i in range(200)]

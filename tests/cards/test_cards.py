@@ -16,9 +16,9 @@ import yaml
 
 from apto_release import __version__
 from apto_release.errors import InputError
-from apto_release.release import cards
-from apto_release.release.cards import CardError, build_cards, check_card, find_gguf_outputs, write_card
-from apto_release.release.evaluation import EvaluationError, load_evaluation, parse_evaluation
+from apto_release.cards import model as cards
+from apto_release.cards.model import CardError, build_cards, check_card, find_gguf_outputs, write_card
+from apto_release.evals.results import EvaluationError, load_evaluation, parse_evaluation
 from apto_release.release.manifest import load_manifest
 
 NAME = "Apto-Tiny-Safety"
