@@ -1,84 +1,9 @@
 """Check a GGUF file with llama.cpp against the checkpoint it came from (``apto-release gguf verify``).
 
-llama.cpp runs through llama-cpp-python in a subprocess (``_llama_worker``), since it aborts the
-process on an internal error; a crash (a signal, an abort) fails the checks it interrupted, with
-the signal's name and the last lines of llama.cpp's log, and leaves the finished ones standing.
-The reference side runs in this process: the Hugging Face tokenizer and the model in float32 on
-the CPU (``AutoModelForCausalLM``, or ``AutoModelForImageTextToText`` for a
-``...ForConditionalGeneration`` folder such as Qwen3.5's), computed once per reference folder
-(``load_reference``) and reused for every file.
-
-The checks (one ``Check`` each in the ``VerifyReport``):
-
-``tokenizer``
-    llama.cpp's tokenization of a set of Japanese texts (kana, kanji, full-width and half-width
-    forms, digits, emoji, English, code, newlines and tabs, and the chat-rendered prompts and
-    conversations with their special tokens) equals the Hugging Face tokenizer's, token for token.
-``chat template``
-    the file's ``tokenizer.chat_template``, rendered as llama-cpp-python renders it for its users
-    (its Jinja2 chat formatter, ``add_generation_prompt``), gives the same text as the tokenizer's
-    ``apply_chat_template(..., tokenize=False, add_generation_prompt=True)``, for a multi-turn
-    Japanese conversation with a system message and a single-turn one; and, without the
-    generation prompt, for a whole three-turn conversation ending with an answer that has a
-    ``reasoning_content`` (``COMPLETE_CONVERSATIONS``: the trained format, in which a thinking
-    template renders earlier answers without a think block and the last one with it).
-``logits``
-    the logits of every position of three chat-formatted prompts (one over 60 tokens), given the
-    same token ids, against the reference model's; bounds by the file's ``general.file_type``
-    (below).
-``end-of-turn token``
-    llama.cpp's EOS and EOT ids are ``<|im_end|>`` and llama.cpp counts it as end of generation.
-``generation stops``
-    a completion whose first token is forced to ``<|im_end|>`` (logit bias) finishes with
-    ``finish_reason`` "stop" and no text.
-
-Logit bounds. With ``Δ`` the difference of the logits (file minus reference) over all positions
-and the whole vocabulary, and ``σ`` the standard deviation of the reference logits over the
-vocabulary (root mean square over positions; about 1 for the tiny test models, a few units for
-real ones):
-
-- ``max|Δ| / max(1, σ)``: the largest difference in units of the logits' spread (float types only);
-- ``NMSE = mean(Δ²) / var(reference)``: llama.cpp's own conversion check
-  (``examples/model-conversion/.../check-nmse.py``: under 1e-4 "excellent, typical for good
-  conversions", under 1e-2 "good", its pass mark);
-- mean ``KL(reference ‖ file)`` of the next-token distributions, in nats: what
-  ``llama-perplexity --kl-divergence`` reports for quantizations (quantized types only);
-- argmax: at every *decisive* position the file's argmax is the reference's; a position is
-  decisive when the reference's top-two margin exceeds ``DECISIVE_MARGIN`` (8) times the root mean
-  square of ``Δ``. A closer call can flip through rounding alone (the top-1 agreement over all
-  positions is reported, not bounded: on a random tiny model, whose next-token distributions are
-  nearly flat, even a correct Q8_0 file flips a few percent of them).
-
-========  ==================  ======  =======
-type      max|Δ| / max(1, σ)  NMSE    mean KL
-========  ==================  ======  =======
-F32       1e-3                1e-6    –
-F16       1e-2                1e-4    –
-BF16      0.1                 1e-3    –
-Q8_0      –                   5e-3    0.02
-Q6_K      –                   2e-2    0.05
-Q5_K_*    –                   4e-2    0.08
-Q4_K_*    –                   0.1     0.2
-Q3_K_*    –                   0.2     0.5
-Q2_K      –                   0.4     1.0
-========  ==================  ======  =======
-
-Why these. A conversion bug (a wrong tensor, norm or rotary layout, another checkpoint) moves the
-logits by order σ: NMSE near 1 (2 for a model of another seed), far outside every row. F16
-rounds the weights and, in llama.cpp's CPU matrix products, the activations to float16 (relative
-2**-11): the tiny Qwen3 (hidden size 64 or 256) measures max|Δ| 0.004-0.005, NMSE 4e-7. BF16 keeps
-8 mantissa bits instead of 11: max|Δ| 0.03, NMSE 2.5e-5. Q8_0 and the K-quants quantize weights
-and activations; on the tiny Qwen3 with hidden size 256 they measure NMSE 3e-4 / 2e-3 / 6e-3 /
-2.2e-2 and KL 1.5e-4 / 1e-3 / 3e-3 / 1.2e-2 (Q8_0 / Q6_K / Q5_K_M / Q4_K_M), 4-20 times inside the
-bounds; the KL bounds are also several times what llama.cpp's quantization tables show for
-7-8B models (about 1e-3 for Q8_0, 3e-2 for Q4_K_M). Files of other types (Q4_0, IQ*) have no row:
-their logits check fails as unbounded.
-
-llama.cpp runs with its extra CPU buffer types off (see ``_llama_worker``): with them, every Q8_0
-or K-quant file crashes on AMX CPUs in GCC 12 builds.
-
-Needs the ``gguf`` extra (``gguf``, ``llama-cpp-python``) and, for the reference, the ``train``
-extra (torch, transformers).
+llama.cpp runs in a subprocess (``_llama_worker``: it aborts its process on an internal error), the
+Hugging Face reference in this process (``load_reference``, once per folder). The checks (tokenizer,
+chat template, logits, end-of-turn token, generation stops), the logit bounds per file type and why
+they are what they are: docs/verify.md. Needs the ``gguf`` extra and, for the reference, ``train``.
 """
 
 from __future__ import annotations
@@ -169,7 +94,7 @@ DECISIVE_MARGIN = 8.0
 
 @dataclass(frozen=True)
 class LogitBounds:
-    """What the logits check allows for one file type (see the module docstring)."""
+    """What the logits check allows for one file type (docs/verify.md says why)."""
 
     max_abs: float | None  # max|Δ| / max(1, σ); None: not bounded
     nmse: float

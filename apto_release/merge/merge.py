@@ -1,26 +1,8 @@
 """Merge a PEFT LoRA adapter into its base checkpoint, out of core and exactly: plan, then execute.
 
-``plan_merge`` reads only JSON files and safetensors headers and checks everything that can be
-checked before a byte is written: the base is a float safetensors checkpoint (not quantized, no
-truncated shard), the adapter is plain LoRA (not DoRA or another variant), it was trained on this
-base (name, every target key, every shape, every rank), and the tokenizer has the chat's
-end-of-turn token. The plan says which shards are rewritten and which are copied as files, which
-tensor gets which delta, and which files are copied or edited; ``--dry-run`` prints it.
-
-``execute_merge`` then goes shard by shard with one base shard open and the adapter in memory:
-a shard with no targeted tensor is copied as a file; otherwise each targeted tensor is read a
-block of rows at a time, ``scale * (lora_B @ lora_A)`` is added in float32 exactly as PEFT
-computes it, the result is cast back to the stored dtype, checked for non-finite values and
-streamed into the new shard, and every other tensor is copied byte for byte from the base file.
-Memory: the adapter, plus a few times ``MERGE_BLOCK_BYTES``, whatever the size of a shard. The output folder appears only when complete
-(``apto_release.io.atomic_dir``).
-
-How PEFT (0.21) names the adapter's tensors: ``save_pretrained`` strips the adapter name, so a
-LoRA on ``model.language_model.layers.0.self_attn.q_proj`` of a ``Qwen3_5ForConditionalGeneration``
-is saved as ``base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight`` and
-``...lora_B.weight``; on a text-only ``Qwen3_5ForCausalLM`` the module is ``model.layers.0...``.
-``modules_to_save`` copies are saved under the module's own name
-(``base_model.model.lm_head.weight``). Either naming is matched to either checkpoint layout.
+``plan_merge`` checks everything it can from JSON files and safetensors headers and says what will be
+written (``--dry-run`` prints it); ``execute_merge`` writes it shard by shard, adding each delta in
+float32 as PEFT computes it. The checks, the memory bound and PEFT's key names: docs/merge.md.
 """
 
 from __future__ import annotations
@@ -55,6 +37,7 @@ PAUSE_ENV = "APTO_MERGE_PAUSE_AFTER_SHARD"
 #: The chat's end of turn (ChatML, as Qwen's templates use it): generation must stop there.
 END_OF_TURN = "<|im_end|>"
 
+# How PEFT names an adapter's tensors, in either checkpoint layout: docs/merge.md.
 _PEFT_PREFIX = "base_model.model."
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.(?P<param>weight|bias)$")
 # Weights in other formats would be stale next to the merged ones; README.md is the base's card

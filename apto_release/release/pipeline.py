@@ -1,32 +1,9 @@
 """``apto-release release``: every stage of a release, in order, resumable.
 
-validate → sample → dataset build → train → merge → GGUF convert and verify → cards → push, for
-the dataset and every model of the manifest. Each (stage, target) is a *job*. Before a job runs,
-its inputs are hashed (files, folders, the settings that shape its output); after it, the files
-it wrote are hashed, and both go into the state file (the manifest's ``state``). A re-run skips a job
-whose inputs are the same and whose outputs are intact, and says why it runs one that is not:
-a changed input reruns that job, whose new outputs are the next job's changed inputs, and so on
-down the line. Every stage writes beside its destination and renames into place, so a job that
-is killed leaves either its old outputs or its new ones; its state record is written only after,
-so the re-run does it again. Training resumes from its checkpoints when it was killed with the
-same inputs.
-
-Push is the exception: its output is the Hub, which the state cannot see, so it always plans
-against the remote (with the cached hashes, this costs a few requests) and commits only what
-differs; an unchanged release makes no commit.
-
-Nothing that differs between two runs of the same inputs is in an output: times stay in the
-state file, the training's times, host and resumes in its local run log beside the adapter. Two
-runs of the same inputs and seeds, interrupted or not, write the same bytes for the sample, the
-Parquet files, the adapter and its training summary and loss curve, the merged checkpoint, the
-cards and the GGUF files (training on CPU repeats to the bit; on GPUs it may not, and then the
-adapter, the merged model and the GGUF files differ from run to run, which the cards' hashes
-then show), so a rebuild from scratch pushes nothing new.
-
-A killed run leaves its temporary files and folders behind, each named with the killed
-process's id: the next write of the same output removes them, and a release run first sweeps
-the folders it writes into (``io.remove_stale_temps``), so nothing a kill left survives a
-completed re-run.
+Each (stage, target) is a *job*; its inputs and outputs are hashed into the state file, so a re-run
+skips a job whose inputs are the same and whose outputs are intact, and says why it runs one that is
+not. Push always plans against the Hub. How resuming, killed runs and byte-identical rebuilds work:
+docs/release-pipeline.md.
 """
 
 from __future__ import annotations
@@ -597,7 +574,7 @@ def run_release(
     on_report: Callable[[JobReport], None] | None = None,
     on_start: Callable[[Job, str], None] | None = None,
 ) -> ReleaseResult:
-    """Run (or, with ``dry_run``, plan) the release's jobs; see the module docstring.
+    """Run (or, with ``dry_run``, plan) the release's jobs; see docs/release-pipeline.md.
 
     ``on_start(job, reason)`` is called before a job runs; ``on_report`` with each job's report.
 

@@ -1,62 +1,9 @@
 """From records to token ids and loss labels: the chat template, the loss masks and padding.
 
-The loss is computed on the assistant's answers only:
-
-- every assistant turn's content is trained, followed by the end-of-turn token that closes it
-  (``<|im_end|>``), so that the model learns to stop; the header that opens the turn
-  (``<|im_start|>assistant\\n``) and everything the template puts between the header and the
-  content (such as Qwen's empty ``<think>\\n\\n</think>\\n\\n`` block) is not;
-- system and user turns carry no loss;
-- for ``mid_refusal`` records the ``harmful_prefix`` opens the final assistant turn: the model
-  sees ``harmful_prefix + final answer`` as that turn's content, but the prefix carries no loss.
-  The model learns to turn back after an unsafe start and never learns the unsafe text itself
-  (the harmful-prefix objective of Decoupled Refusal Training, Yuan et al. 2024,
-  arXiv:2407.09121). The final message of a record is the answer *after* the prefix: the prefix is
-  prepended here, never expected inside the message.
-
-**Thinking.** Templates of thinking models (Qwen3.5's own) put a ``<think>…</think>`` block at the
-start of the assistant turns after the last user message, and none in the earlier ones. What goes
-in it is the preset's ``data.thinking`` policy (``THINKING_POLICIES``):
-
-- ``"empty"`` (the default): a record's ``reasoning_content`` is left out, so the template renders
-  its empty block (``<think>\n\n</think>\n\n``) before the final answer; the block is context,
-  never trained, and the answer after it is. The model learns neither to skip the block nor to
-  write an empty one: it learns the answers.
-- ``"reasoning"``: the final assistant message's ``reasoning_content`` (when the record has one)
-  is rendered in its block and trained, from its first character through the end of the answer
-  (the template's ``\n</think>\n\n`` between them included, since the model writes it), so the
-  model learns to reason before it answers. Earlier turns' reasoning is dropped, as the template
-  drops it from a conversation's history at inference.
-
-How: the conversation is rendered to text with the chat template (``tokenize=False``), and once
-more with every message content (and the reasoning) replaced by a unique placeholder. The
-placeholder rendering is the template's scaffolding: the text between placeholders is what the
-template adds (headers, think blocks, end-of-turn markers), whatever shape it has (ChatML, Qwen's
-think blocks that only some turns get, a system block). The real text is walked along it: each
-piece of scaffolding must be there verbatim and each content between two pieces, as it is or as
-the template trimmed it. A template whose scaffolding depends on the text (Qwen's splits an
-answer at ``</think>``) fails this walk and the record is refused, never masked by guess. This
-needs no ``{% generation %}`` blocks, which few templates have, and no probe of
-``add_generation_prompt`` (Qwen3.5's generation prompt opens a think block that earlier turns do
-not have). The text is tokenized once with ``return_offsets_mapping=True``; a token is labelled
-with its id when its characters lie in a trained span, else with -100.
-
-**Boundary policy.** A token carries loss only if *every* character it covers lies in a trained
-span. Byte-level BPE can merge the last characters of the harmful prefix with the first ones of
-the answer (or the header's newline with the answer) into one token: such a straddling token is
-*not* trained, because training it would train prefix characters. The cost is at most one token at
-the start of a span; the guarantee is that no trained token starts before the boundary. Offsets
-that a tokenizer trims of whitespace (``ByteLevel(trim_offsets=True)``) would hide a prefix
-character inside a token that seems to start after it, so a token's start is taken as the earlier
-of its own start and the end of the tokens before it: characters in a gap count as the next
-token's. The end-of-turn marker must be a single added token, so a trained span always ends at a
-token boundary.
-
-**Length policy.** A record longer than ``max_length`` tokens is dropped whole (``encode_record``
-returns None) and counted per category; nothing is ever truncated, so no answer is cut in the
-middle and no turn loses its end-of-turn token.
-
-Nothing here imports torch at module level; ``PaddingCollator`` imports it when called.
+Only the assistant's answers carry loss, each with the ``<|im_end|>`` that closes it; the
+``harmful_prefix`` of a ``mid_refusal`` record opens the final answer and carries none. How the
+spans are found for any template, the ``data.thinking`` policies, the boundary and length
+policies: docs/loss-masks.md. Nothing here imports torch at module level.
 """
 
 from __future__ import annotations
@@ -170,7 +117,7 @@ class RecordEncoder:
         max_length: records with more tokens are dropped (``encode`` returns None).
         chat_template: Jinja text, a name of ``CHAT_TEMPLATES``, or None for the tokenizer's own.
         end_of_turn: the token that closes an assistant turn (default: the tokenizer's eos).
-        thinking: one of ``THINKING_POLICIES`` (see the module docstring).
+        thinking: one of ``THINKING_POLICIES`` (see docs/loss-masks.md).
 
     Raises:
         ChatTemplateError: no template, a slow tokenizer, or an end-of-turn that is not one token.

@@ -1,35 +1,9 @@
 """``train``: LoRA safety tuning with the Hugging Face ``Trainer``, on one process or many.
 
-The run reads and validates the records, encodes them with the loss masks of ``train.collate``
-(assistant tokens only; the ``harmful_prefix`` of ``mid_refusal`` records opens the final answer
-and carries no loss), loads the base model's *text* decoder, wraps it with the preset's LoRA
-adapter and trains.
-
-Distribution comes from the launcher: under ``torchrun`` or ``accelerate launch`` every process
-runs this same function, the ``Trainer`` shards the data (each rank sees its own records) and
-only the main process writes the output. On CPUs the processes talk over gloo.
-
-Outputs, written beside ``out_dir`` and renamed into place when complete:
-
-- ``adapter_config.json`` and ``adapter_model.safetensors`` (PEFT), naming the base model;
-- ``training_summary.json``: the preset and its final settings, the data file's hash, token
-  statistics per category, the loss history, the records each rank trained on and the library
-  versions;
-- ``loss_curve.png``.
-
-These are published, so they hold nothing that differs between two runs of the same inputs: a
-run resumed from a checkpoint writes the same bytes as an uninterrupted one, and a rebuild on
-another machine the same as the first. What does differ (when and where it ran, for how long,
-which checkpoint it resumed from) goes to a local run log beside the output,
-``<out_dir>.run-log.json``, which is not published.
-
-Checkpoints go to ``<out_dir>.checkpoints/`` while the run lasts; ``resume=True`` continues from
-the newest *complete* one (the Trainer writes a checkpoint in place, so a kill can leave one
-half-written: it is removed, and the run resumes from the one before). A checkpoint carries the
-record ids each rank has trained on so far, so that the summary of a resumed run names every
-record of the whole training. A checkpoint at or past the last step is not trained further: the
-adapter is written from it. Checkpoints are removed after a successful run unless
-``keep_checkpoints``.
+Reads and validates the records, encodes them with ``train.collate``'s loss masks, wraps the base
+model's text decoder with the preset's LoRA adapter and trains; writes the adapter, its
+``training_summary.json`` and ``loss_curve.png`` beside ``out_dir`` and renames them into place.
+Distribution, what is published and what stays local, checkpoints and resuming: docs/training.md.
 """
 
 from __future__ import annotations

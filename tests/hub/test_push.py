@@ -751,7 +751,7 @@ def test_a_release_across_namespaces_needs_membership_of_each(hub, api, release,
 def test_a_card_the_hub_rejects_is_found_before_the_first_commit(hub, api, release, monkeypatch):
     """The Hub's validator (which also judges each commit) may reject a card the local checks pass:
     every card is sent to it first, so the fourth repo's card cannot fail after three commits."""
-    import apto_release.testing.hub as hub_module
+    import apto_release.testing.hub.routes as hub_module
 
     real = hub_module.validate_card_yaml
 
