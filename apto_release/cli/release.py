@@ -7,6 +7,15 @@ from pathlib import Path
 
 import click
 
+from apto_release.cli.options import (
+    dry_run_option,
+    manifest_option,
+    only_option,
+    output_dir_option,
+    progress_option,
+    seed_option,
+)
+
 STATUS_MARKS = {"done": "✓", "up to date": "=", "failed": "✗", "would run": "→", "planned": "→"}
 
 
@@ -77,15 +86,12 @@ def _finish(result, error=None) -> None:
 
 
 @click.command("release", epilog="Example: apto-release release --manifest release.toml --stages train,merge --only Apto-Qwen3.5-9B-Safety")
-@click.option("--manifest", "manifest_path", default="release.toml", show_default=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The release manifest.")
+@manifest_option
 @click.option("--stages", "stages", multiple=True, metavar="STAGE[,STAGE]",
               help="Run only these stages (validate, sample, dataset, train, merge, gguf, cards, push); comma-separated or repeated.")
-@click.option("--only", "only", multiple=True, metavar="NAME",
-              help="Only these targets: data, dataset.sample, dataset.full or a model's name. Repeatable.")
-@click.option("--dry-run", is_flag=True, help="Say what would run and why, and the push's plan; write nothing.")
-@click.option("--progress", "progress_mode", type=click.Choice(["bars", "lines", "off"]),
-              help="Progress display [default: bars on a terminal, lines otherwise].")
+@only_option("Only these targets: data, dataset.sample, dataset.full or a model's name. Repeatable.")
+@dry_run_option("Say what would run and why, and the push's plan; write nothing.")
+@progress_option
 def release_command(manifest_path, stages, only, dry_run, progress_mode):
     """Cut the release: validate → sample → dataset build → train → merge → GGUF → cards → push.
 
@@ -112,14 +118,12 @@ def release_command(manifest_path, stages, only, dry_run, progress_mode):
 
 
 @click.command("demo", epilog="Example: apto-release demo -o out/demo")
-@click.option("-o", "--output", "out_dir", default="out/demo", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Where the demo writes everything (run it again: everything is up to date).")
+@output_dir_option("Where the demo writes everything (run it again: everything is up to date).", required=False, default="out/demo", show_default=True)
 @click.option("-n", "records", type=click.IntRange(100), default=18000, show_default=True, help="Synthetic records to generate.")
 @click.option("--sample-size", type=click.IntRange(1), default=500, show_default=True, help="Records in the public sample.")
 @click.option("--steps", type=click.IntRange(1), default=8, show_default=True, help="Training steps of the tiny model.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--progress", "progress_mode", type=click.Choice(["bars", "lines", "off"]),
-              help="Progress display [default: bars on a terminal, lines otherwise].")
+@seed_option()
+@progress_option
 def demo_command(out_dir, records, sample_size, steps, seed, progress_mode):
     """A whole release on synthetic data and a tiny Qwen3.5, pushed to a local Hub server.
 
