@@ -63,16 +63,14 @@ def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, 
             click.echo(f"Trained {result.steps} steps in {result.seconds:.1f}s (final loss {loss}); adapter, training_summary.json and loss_curve.png in {out_dir}/")
         return 0
 
-    from apto_release.train.collate import load_tokenizer, masked_examples, read_training_records, token_statistics
+    from apto_release.train.preview import preview_training
 
-    records = read_training_records(data_path)
-    tokenizer = load_tokenizer(base)
-    stats = token_statistics(records, tokenizer, config)
-    click.echo(f"Dry run: preset {config.name}, base {base}, data {data_path} ({len(records):,} records); nothing written to {out_dir}/")
+    preview = preview_training(config, base=base, data=data_path, begin=TRAINED_BEGIN, end=TRAINED_END)
+    click.echo(f"Dry run: preset {config.name}, base {base}, data {data_path} ({preview.records:,} records); nothing written to {out_dir}/")
     click.echo("")
-    click.echo(render_statistics(stats))
+    click.echo(render_statistics(preview.statistics))
     click.echo("")
-    click.echo(render_examples(masked_examples(records, tokenizer, config, begin=TRAINED_BEGIN, end=TRAINED_END), config))
+    click.echo(render_examples(preview.examples, config))
     click.echo("")
     click.echo(render_config(config, set(typed)))
     return 0
