@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 
@@ -131,7 +130,7 @@ def demo_command(out_dir, records, sample_size, steps, seed, progress_mode):
     command on them: validate, sample, dataset build, train, merge, GGUF convert and verify, cards,
     and a push to a local server that speaks the Hub's API. Nothing is downloaded.
     """
-    from apto_release.demo import DEMO_MODEL, run_demo
+    from apto_release.demo import run_demo
     from apto_release.release.pipeline import ReleaseError
 
     click.echo(f"apto-release demo → {out_dir}/")
@@ -142,24 +141,12 @@ def demo_command(out_dir, records, sample_size, steps, seed, progress_mode):
         _finish(exc.result, exc.message)
         raise
     _finish(demo.result)
-    models = Path(out_dir) / "out" / "models" / DEMO_MODEL
     click.echo("")
     click.echo("Where everything is:")
-    for path, what in (
-        (demo.release.manifest, "the release manifest the demo wrote"),
-        (demo.release.records, "the synthetic records (the full set)"),
-        (demo.release.base, "the tiny Qwen3.5 standing in for the base model"),
-        (Path(out_dir) / "out" / "sample", "the public sample and its distribution report"),
-        (Path(out_dir) / "out" / "dataset-sample", "the sample's Hub dataset folder (card + Parquet)"),
-        (Path(out_dir) / "out" / "dataset-full", "the full set's Hub dataset folder (private)"),
-        (models / "adapter", "the LoRA adapter, training summary, loss curve and card"),
-        (models / "merged", "the merged checkpoint and its card"),
-        (models / "gguf", "the GGUF files (F16, Q8_0, Q4_K_M) and their card"),
-        (demo.hub_folder, "the local Hub's storage (the pushed repos, tagged v1.0.0)"),
-    ):
+    for path, what in demo.contents():
         click.echo(f"  {os.path.relpath(path)}/" if path.is_dir() else f"  {os.path.relpath(path)}")
         click.echo(f"      {what}")
-    click.echo(f"Try: python -c \"import datasets; print(datasets.load_dataset('{os.path.relpath(Path(out_dir) / 'out' / 'dataset-sample')}'))\"")
+    click.echo(f"Try: python -c \"import datasets; print(datasets.load_dataset('{os.path.relpath(demo.sample_dataset)}'))\"")
     click.echo(f"Run it again and every stage is up to date: apto-release demo -o {out_dir}")
     return 0
 
