@@ -124,6 +124,28 @@ class DemoResult:
     hub_url: str
     hub_folder: Path
 
+    @property
+    def sample_dataset(self) -> Path:
+        """The sample's Hub dataset folder, which ``datasets.load_dataset`` opens as it is."""
+        return self.release.folder / "out" / "dataset-sample"
+
+    def contents(self) -> list[tuple[Path, str]]:
+        """Where everything is: each file and folder of the demo (as ``_MANIFEST`` names them), with what it holds."""
+        out = self.release.folder / "out"
+        models = out / "models" / DEMO_MODEL
+        return [
+            (self.release.manifest, "the release manifest the demo wrote"),
+            (self.release.records, "the synthetic records (the full set)"),
+            (self.release.base, "the tiny Qwen3.5 standing in for the base model"),
+            (out / "sample", "the public sample and its distribution report"),
+            (self.sample_dataset, "the sample's Hub dataset folder (card + Parquet)"),
+            (out / "dataset-full", "the full set's Hub dataset folder (private)"),
+            (models / "adapter", "the LoRA adapter, training summary, loss curve and card"),
+            (models / "merged", "the merged checkpoint and its card"),
+            (models / "gguf", f"the GGUF files ({', '.join(DEMO_QUANTS)}) and their card"),
+            (self.hub_folder, "the local Hub's storage (the pushed repos, tagged v1.0.0)"),
+        ]
+
 
 def run_demo(
     out_dir: str | Path,

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
+
+from apto_release.cli.options import manifest_option, only_option
 
 _KIND_TEXT = {"model": "model card", "adapter": "adapter card", "gguf": "GGUF card"}
 
 
 @click.command("cards", epilog="Example: apto-release cards --manifest release.toml --only Apto-Qwen3.5-27B-Safety --check")
-@click.option("--manifest", "manifest_path", default="release.toml", show_default=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The release manifest.")
-@click.option("--only", multiple=True, metavar="NAME", help="Only this model of the manifest (repeatable).")
+@manifest_option
+@only_option("Only this model of the manifest (repeatable).")
 @click.option("--check", is_flag=True, help="Render and check every card; write nothing (exit 1 if a card has problems).")
 def cards_command(manifest_path, only, check):
     """Write the model cards (README.md) of the manifest's models.

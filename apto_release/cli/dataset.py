@@ -8,23 +8,17 @@ from pathlib import Path
 
 import click
 
+from apto_release.cli.options import (
+    license_option,
+    output_dir_option,
+    output_file_option,
+    overwrite_option,
+    seed_option,
+    validation_options,
+    version_option,
+)
+
 FORMATS = ("text", "json", "github")
-
-
-def validation_options(f):
-    """The options that say how records are validated; shared by validate, sample and build."""
-    options = [
-        click.option("--strict", is_flag=True, help="Treat warnings (unknown fields included) as failures."),
-        click.option("--min-judge-score", type=click.IntRange(1, 5), default=4, show_default=True, help="Release gate: lower judge scores are errors."),
-        click.option("--taxonomy", type=click.Path(dir_okay=False, path_type=Path), help="Allowed harm categories: one a line, or a JSON list."),
-        click.option("--against", "against", multiple=True, type=click.Path(dir_okay=False, path_type=Path), help="Benchmark file (JSONL, JSON or Parquet) whose items must not be in the data. Repeatable."),
-        click.option("--against-field", "against_fields", multiple=True, metavar="FIELD", help="Text field of the --against items to compare (default: the usual prompt and answer fields). Repeatable."),
-        click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.8, show_default=True, help="Similarity from which texts count as near duplicates: 3-gram Jaccard, or edit similarity for short variants (see README)."),
-        click.option("--max-record-bytes", type=click.IntRange(1), default=1_000_000, show_default=True, help="Records larger than this are errors."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
 
 
 def _validate_options(strict, min_judge_score, taxonomy, against, against_fields, threshold, max_record_bytes, **extra):
@@ -39,11 +33,6 @@ def _validate_options(strict, min_judge_score, taxonomy, against, against_fields
         max_record_bytes=max_record_bytes,
         **extra,
     )
-
-
-def _pop_validation(kwargs: dict) -> dict:
-    names = ("strict", "min_judge_score", "taxonomy", "against", "against_fields", "threshold", "max_record_bytes")
-    return {name: kwargs.pop(name) for name in names}
 
 
 def _show_failed_validation(exc, fmt: str = "text") -> None:
@@ -75,7 +64,7 @@ def _with_validation_report(command):
 @click.option("--expected-count", type=click.IntRange(0), help="Warn when the record count is more than 10% away from this.")
 @click.option("--no-near-duplicates", is_flag=True, help="Skip the near-duplicate prompt check.")
 @click.option("--max-findings", type=click.IntRange(0), default=20, show_default=True, help="Findings listed in the text and github formats, errors first (0: all); the JSON report has all.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the full report as JSON to this file.")
+@output_file_option("Also write the full report as JSON to this file.")
 def validate_command(path, fmt, expected_count, no_near_duplicates, max_findings, output, **kwargs):
     """Check every record of PATH (JSONL, JSONL.GZ or Parquet) against record schema v1.
 
@@ -103,11 +92,11 @@ def validate_command(path, fmt, expected_count, no_near_duplicates, max_findings
 @click.command("sample", epilog="Example: apto-release sample data/records.jsonl -n 500 --seed 0 -o out/sample")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("-n", "n", type=click.IntRange(1), default=500, show_default=True, help="Records in the sample.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Selection seed; the same seed gives the same sample.")
+@seed_option("Selection seed; the same seed gives the same sample.")
 @click.option("--by", "by", multiple=True, metavar="FIELD", help="Stratify by FIELD (repeat to nest: --by category --by has_jailbreak). [default: category]")
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@output_dir_option("Output folder.")
 @click.option("--allow-personal-data", is_flag=True, help="Keep records with personal-data findings in the pool.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@overwrite_option()
 @validation_options
 @_with_validation_report
 def sample_command(path, n, seed, by, out_dir, allow_personal_data, overwrite, **kwargs):
@@ -138,15 +127,15 @@ def dataset_group() -> None:
 
 @dataset_group.command("build", epilog="Example: apto-release dataset build out/sample/sample.jsonl --report out/sample/distribution.json -o out/dataset")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@output_dir_option("Output folder.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="distribution.json from 'sample', for the card's distribution table.")
 @click.option("--repo-id", help="Hub repo id used in the card's examples.")
 @click.option("--pretty-name", help="The dataset's display name.")
-@click.option("--license", "license_", help="Licence id for the card (Hub licence identifiers).")
-@click.option("--version", "version", help="Release version named in the card.")
+@license_option("Licence id for the card (Hub licence identifiers).")
+@version_option("Release version named in the card.")
 @click.option("--gated-prompt", help="Text shown to users who request access (extra_gated_prompt).")
 @click.option("--gated-field", "gated_fields", multiple=True, metavar="NAME=TYPE", help="An access-request field (text, checkbox, country, date_picker). Repeatable; replaces the defaults.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@overwrite_option()
 @click.option("--no-verify", is_flag=True, help="Skip loading the built folder back with datasets.")
 @validation_options
 @_with_validation_report
@@ -195,9 +184,9 @@ def dataset_build_command(input_path, out_dir, report, repo_id, pretty_name, lic
 
 
 @click.command("example-data", epilog="Example: apto-release example-data -o data/example.jsonl -n 18000 --seed 0")
-@click.option("-o", "--output", "path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output file (.jsonl or .jsonl.gz).")
+@output_file_option("Output file (.jsonl or .jsonl.gz).", name="path", required=True)
 @click.option("-n", "n", type=click.IntRange(1), default=18000, show_default=True, help="Number of records.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Generator seed.")
+@seed_option("Generator seed.")
 def example_data_command(path, n, seed):
     """Write a deterministic, clearly labelled synthetic dataset in record schema v1."""
     from apto_release.dataset.example import write_example_data
@@ -210,7 +199,7 @@ def example_data_command(path, n, seed):
 
 
 @click.command("schema", epilog="Example: apto-release schema -o record-v1.schema.json")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead of standard output.")
+@output_file_option("Write to this file instead of standard output.")
 def schema_command(output):
     """Print the JSON Schema of record schema v1."""
     from apto_release import schema

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from apto_release.cli.options import output_file_option
+
 SUMMARIZE_EXAMPLE = (
     "Example: apto-release eval summarize --judgements eval/judgements-before.jsonl "
     "--judgements eval/judgements-after.jsonl --model Apto-Qwen3.5-27B-Safety -o eval/27b.json"
@@ -20,8 +22,7 @@ def eval_group() -> None:
 @eval_group.command("summarize", epilog=SUMMARIZE_EXAMPLE)
 @click.option("-j", "--judgements", "paths", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="A judgement file (JSON Lines; repeatable).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The results file to write (the manifest's 'evaluation').")
+@output_file_option("The results file to write (the manifest's 'evaluation').", required=True)
 @click.option("--model", required=True, help="The tuned model's name in the manifest (or its repo id).")
 @click.option("--before", "before_id", metavar="MODEL_ID", help="The base model's id, where the files name it instead of 'before'.")
 @click.option("--after", "after_id", metavar="MODEL_ID", help="The tuned model's id, where the files name it instead of 'after'.")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from apto_release.cli.options import license_option, output_dir_option, overwrite_option, threads_option, version_option
+
 
 @click.group("gguf")
 def gguf_group() -> None:
@@ -17,7 +19,7 @@ def gguf_group() -> None:
     epilog="Example: apto-release gguf convert out/merged -o out/gguf --quant F16 --quant Q8_0 --quant Q4_K_M --name Apto-Qwen3.5-9B-Safety",
 )
 @click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the .gguf files.")
+@output_dir_option("Folder for the .gguf files.")
 @click.option(
     "--quant", "quants", multiple=True, default=("F16",), show_default=True, metavar="TYPE",
     help="F16, BF16, Q8_0 (written directly) or a K-quant: Q4_K_M, Q5_K_M, Q6_K, Q4_K_S, Q5_K_S, Q3_K_M, Q2_K "
@@ -26,9 +28,9 @@ def gguf_group() -> None:
 @click.option("--name", help="general.name and the file names' stem (<NAME>-<TYPE>.gguf) [default: the folder's name].")
 @click.option("--basename", help="general.basename.")
 @click.option("--finetune", help="general.finetune.")
-@click.option("--version", "version", help="general.version.")
+@version_option("general.version.")
 @click.option("--size-label", help="general.size_label [default: from the parameter count].")
-@click.option("--license", "license_", help="general.license [default: the model card's].")
+@license_option("general.license [default: the model card's].")
 @click.option("--base-model", "base_models", multiple=True, metavar="REPO_ID", help="general.base_model.* (repeatable) [default: the model card's base_model].")
 @click.option("--tag", "tags", multiple=True, help="general.tags (repeatable) [default: the model card's tags].")
 @click.option("--language", "languages", multiple=True, help="general.languages (repeatable) [default: the model card's language].")
@@ -41,8 +43,8 @@ def gguf_group() -> None:
 )
 @click.option("--mtp/--no-mtp", default=None, help="Write the multi-token-prediction layers (Qwen3.5) [default: when the checkpoint has them].")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Check every file with llama.cpp against MODEL_DIR (see `gguf verify`).")
-@click.option("--threads", type=click.IntRange(1), help="CPU threads for llama.cpp and the reference [default: up to 4].")
-@click.option("--overwrite", is_flag=True, help="Replace existing files.")
+@threads_option("CPU threads for llama.cpp and the reference [default: up to 4].")
+@overwrite_option("Replace existing files.")
 def convert_command(
     model_dir, out_dir, quants, name, basename, finetune, version, size_label, license_, base_models, tags, languages, datasets,
     quantized_by, split_max_size, mtp, verify, threads, overwrite,
@@ -120,7 +122,7 @@ Exit 0 when every check passes, 1 when one fails, 2 for a missing file or a bad 
 )
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-r", "--reference", "reference", required=True, type=click.Path(path_type=Path), help="The checkpoint folder the files were converted from (weights and tokenizer).")
-@click.option("--threads", type=click.IntRange(1), help="CPU threads for llama.cpp and torch [default: up to 4].")
+@threads_option("CPU threads for llama.cpp and torch [default: up to 4].")
 @click.option("--timeout", type=click.FloatRange(1, min_open=False), help="Seconds llama.cpp may take per file before its checks fail.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
 def verify_command(files, reference, threads, timeout, as_json):

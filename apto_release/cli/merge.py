@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from apto_release.cli.options import dry_run_option, output_dir_option, overwrite_option
+
 
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
@@ -46,10 +48,10 @@ def render_plan(plan, out_dir: Path | None = None) -> str:
 @click.command("merge", epilog="Example: apto-release merge --base models/Qwen3.5-9B --adapter out/adapter -o out/merged")
 @click.option("--base", required=True, type=click.Path(path_type=Path), help="Base checkpoint folder (config.json, safetensors shards, tokenizer).")
 @click.option("--adapter", required=True, type=click.Path(path_type=Path), help="PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors).")
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder for the merged checkpoint (required unless --dry-run).")
-@click.option("--dry-run", is_flag=True, help="Check everything and print the plan; write nothing.")
+@output_dir_option("Output folder for the merged checkpoint (required unless --dry-run).", required=False)
+@dry_run_option("Check everything and print the plan; write nothing.")
 @click.option("--force", is_flag=True, help="Merge even if the adapter names another base model (keys and shapes are still checked).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@overwrite_option()
 def merge_command(base, adapter, out_dir, dry_run, force, overwrite):
     """Merge a LoRA adapter into its base model, one shard at a time, exactly.
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 
+from apto_release.cli.options import dry_run_option, manifest_option, only_option
+
 
 @click.command("push", epilog="Example: apto-release push --manifest release.toml --only dataset.sample --dry-run")
-@click.option("--manifest", "manifest_path", default="release.toml", show_default=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The release manifest.")
-@click.option("--only", multiple=True, metavar="NAME",
-              help="Only this target: dataset.sample, dataset.full or a model's name (its model, GGUF and adapter repos). Repeatable.")
-@click.option("--dry-run", is_flag=True, help="Compare with the remote repos and list what would change; write nothing.")
+@manifest_option
+@only_option("Only this target: dataset.sample, dataset.full or a model's name (its model, GGUF and adapter repos). Repeatable.")
+@dry_run_option("Compare with the remote repos and list what would change; write nothing.")
 @click.option("--prune", is_flag=True,
               help="Also delete remote files that no release of ours published (by default they are kept and listed).")
 def push_command(manifest_path, only, dry_run, prune):

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
+
+from apto_release.cli.options import (
+    dry_run_option,
+    manifest_option,
+    only_option,
+    output_dir_option,
+    progress_option,
+    seed_option,
+)
 
 STATUS_MARKS = {"done": "✓", "up to date": "=", "failed": "✗", "would run": "→", "planned": "→"}
 
@@ -77,15 +85,12 @@ def _finish(result, error=None) -> None:
 
 
 @click.command("release", epilog="Example: apto-release release --manifest release.toml --stages train,merge --only Apto-Qwen3.5-9B-Safety")
-@click.option("--manifest", "manifest_path", default="release.toml", show_default=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The release manifest.")
+@manifest_option
 @click.option("--stages", "stages", multiple=True, metavar="STAGE[,STAGE]",
               help="Run only these stages (validate, sample, dataset, train, merge, gguf, cards, push); comma-separated or repeated.")
-@click.option("--only", "only", multiple=True, metavar="NAME",
-              help="Only these targets: data, dataset.sample, dataset.full or a model's name. Repeatable.")
-@click.option("--dry-run", is_flag=True, help="Say what would run and why, and the push's plan; write nothing.")
-@click.option("--progress", "progress_mode", type=click.Choice(["bars", "lines", "off"]),
-              help="Progress display [default: bars on a terminal, lines otherwise].")
+@only_option("Only these targets: data, dataset.sample, dataset.full or a model's name. Repeatable.")
+@dry_run_option("Say what would run and why, and the push's plan; write nothing.")
+@progress_option
 def release_command(manifest_path, stages, only, dry_run, progress_mode):
     """Cut the release: validate → sample → dataset build → train → merge → GGUF → cards → push.
 
@@ -112,14 +117,12 @@ def release_command(manifest_path, stages, only, dry_run, progress_mode):
 
 
 @click.command("demo", epilog="Example: apto-release demo -o out/demo")
-@click.option("-o", "--output", "out_dir", default="out/demo", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Where the demo writes everything (run it again: everything is up to date).")
+@output_dir_option("Where the demo writes everything (run it again: everything is up to date).", required=False, default="out/demo", show_default=True)
 @click.option("-n", "records", type=click.IntRange(100), default=18000, show_default=True, help="Synthetic records to generate.")
 @click.option("--sample-size", type=click.IntRange(1), default=500, show_default=True, help="Records in the public sample.")
 @click.option("--steps", type=click.IntRange(1), default=8, show_default=True, help="Training steps of the tiny model.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--progress", "progress_mode", type=click.Choice(["bars", "lines", "off"]),
-              help="Progress display [default: bars on a terminal, lines otherwise].")
+@seed_option()
+@progress_option
 def demo_command(out_dir, records, sample_size, steps, seed, progress_mode):
     """A whole release on synthetic data and a tiny Qwen3.5, pushed to a local Hub server.
 
@@ -127,7 +130,7 @@ def demo_command(out_dir, records, sample_size, steps, seed, progress_mode):
     command on them: validate, sample, dataset build, train, merge, GGUF convert and verify, cards,
     and a push to a local server that speaks the Hub's API. Nothing is downloaded.
     """
-    from apto_release.demo import DEMO_MODEL, run_demo
+    from apto_release.demo import run_demo
     from apto_release.release.pipeline import ReleaseError
 
     click.echo(f"apto-release demo → {out_dir}/")
@@ -138,24 +141,12 @@ def demo_command(out_dir, records, sample_size, steps, seed, progress_mode):
         _finish(exc.result, exc.message)
         raise
     _finish(demo.result)
-    models = Path(out_dir) / "out" / "models" / DEMO_MODEL
     click.echo("")
     click.echo("Where everything is:")
-    for path, what in (
-        (demo.release.manifest, "the release manifest the demo wrote"),
-        (demo.release.records, "the synthetic records (the full set)"),
-        (demo.release.base, "the tiny Qwen3.5 standing in for the base model"),
-        (Path(out_dir) / "out" / "sample", "the public sample and its distribution report"),
-        (Path(out_dir) / "out" / "dataset-sample", "the sample's Hub dataset folder (card + Parquet)"),
-        (Path(out_dir) / "out" / "dataset-full", "the full set's Hub dataset folder (private)"),
-        (models / "adapter", "the LoRA adapter, training summary, loss curve and card"),
-        (models / "merged", "the merged checkpoint and its card"),
-        (models / "gguf", "the GGUF files (F16, Q8_0, Q4_K_M) and their card"),
-        (demo.hub_folder, "the local Hub's storage (the pushed repos, tagged v1.0.0)"),
-    ):
+    for path, what in demo.contents():
         click.echo(f"  {os.path.relpath(path)}/" if path.is_dir() else f"  {os.path.relpath(path)}")
         click.echo(f"      {what}")
-    click.echo(f"Try: python -c \"import datasets; print(datasets.load_dataset('{os.path.relpath(Path(out_dir) / 'out' / 'dataset-sample')}'))\"")
+    click.echo(f"Try: python -c \"import datasets; print(datasets.load_dataset('{os.path.relpath(demo.sample_dataset)}'))\"")
     click.echo(f"Run it again and every stage is up to date: apto-release demo -o {out_dir}")
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from apto_release.cli.dataset import _with_validation_report
+from apto_release.cli.options import dry_run_option, output_dir_option, overwrite_option
 
 EPILOG = (
     "Example: apto-release train --preset qwen3.5-9b --base Qwen/Qwen3.5-9B --data data/records.jsonl "
@@ -19,11 +20,11 @@ EPILOG = (
 @click.option("--preset", required=True, metavar="NAME|FILE", help="A shipped preset (qwen3.5-27b, qwen3.5-9b, qwen3.5-9b-base, tiny) or a .toml file in the same format.")
 @click.option("--base", required=True, metavar="PATH_OR_HUB_ID", help="The model to tune: a local folder or a Hub id (the dry run loads only its tokenizer).")
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="Training records (JSONL, JSONL.GZ or Parquet, schema v1); a file with validation errors is refused.")
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the adapter.")
+@output_dir_option("Folder for the adapter.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset setting, KEY as table.key (lora.r=8, train.learning_rate=5e-5, data.max_length=2048). Repeatable.")
-@click.option("--dry-run", is_flag=True, help="Load the tokenizer, encode the data and print token counts per category, one rendered example per category with its trained text marked, and the resolved config; train nothing.")
+@dry_run_option("Load the tokenizer, encode the data and print token counts per category, one rendered example per category with its trained text marked, and the resolved config; train nothing.")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in OUTPUT.checkpoints/.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@overwrite_option()
 @click.option("--max-steps", type=click.IntRange(1), help="Stop after this many optimiser steps (default: the preset's epochs).")
 @click.option("--save-steps", type=click.IntRange(1), default=200, show_default=True, help="Checkpoint every this many steps.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep OUTPUT.checkpoints/ after a successful run.")
@@ -62,16 +63,14 @@ def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, 
             click.echo(f"Trained {result.steps} steps in {result.seconds:.1f}s (final loss {loss}); adapter, training_summary.json and loss_curve.png in {out_dir}/")
         return 0
 
-    from apto_release.train.collate import load_tokenizer, masked_examples, read_training_records, token_statistics
+    from apto_release.train.preview import preview_training
 
-    records = read_training_records(data_path)
-    tokenizer = load_tokenizer(base)
-    stats = token_statistics(records, tokenizer, config)
-    click.echo(f"Dry run: preset {config.name}, base {base}, data {data_path} ({len(records):,} records); nothing written to {out_dir}/")
+    preview = preview_training(config, base=base, data=data_path, begin=TRAINED_BEGIN, end=TRAINED_END)
+    click.echo(f"Dry run: preset {config.name}, base {base}, data {data_path} ({preview.records:,} records); nothing written to {out_dir}/")
     click.echo("")
-    click.echo(render_statistics(stats))
+    click.echo(render_statistics(preview.statistics))
     click.echo("")
-    click.echo(render_examples(masked_examples(records, tokenizer, config, begin=TRAINED_BEGIN, end=TRAINED_END), config))
+    click.echo(render_examples(preview.examples, config))
     click.echo("")
     click.echo(render_config(config, set(typed)))
     return 0
