@@ -121,11 +121,11 @@ def sample_command(path, n, seed, by, out_dir, allow_personal_data, overwrite, *
     options = SampleOptions(n=n, seed=seed, by=tuple(by) or ("category",), allow_personal_data=allow_personal_data)
     result = sample_file(path, out_dir, options, _validate_options(**kwargs), overwrite=overwrite)
     report = result.report
-    click.echo(f"Drew {report['sample_count']:,} of {report['full_count']:,} eligible records (seed {seed}, by {', '.join(report['by'])}) into {out_dir}/")
-    width = max(len(r["stratum"]) for r in report["categories"])
-    for row in report["categories"]:
-        click.echo(f"  {row['stratum']:<{width}}  {row['sample_count']:>5,}  {row['sample_share']:6.1%}  (full set {row['full_share']:6.1%}, {row['diff_points']:+.2f} pt)")
-    click.echo(f"Largest difference {report['max_abs_diff_points']:.2f} points; total variation distance {report['total_variation_distance']:.4f}.")
+    click.echo(f"Drew {report.sample_count:,} of {report.full_count:,} eligible records (seed {seed}, by {', '.join(report.by)}) into {out_dir}/")
+    width = max(len(r.stratum) for r in report.categories)
+    for row in report.categories:
+        click.echo(f"  {row.stratum:<{width}}  {row.sample_count:>5,}  {row.sample_share:6.1%}  (full set {row.full_share:6.1%}, {row.diff_points:+.2f} pt)")
+    click.echo(f"Largest difference {report.max_abs_diff_points:.2f} points; total variation distance {report.total_variation_distance:.4f}.")
     if result.excluded:
         click.echo(f"Left out {len(result.excluded)} records with personal-data findings (see distribution.json).")
     return 0

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from apto_release import schema
 from apto_release.cards.dataset import CardOptions, config_names, configs_metadata, render_dataset_card
 from apto_release.dataset.parquet import metadata_keys
+from apto_release.dataset.sample import SampleReport
 from apto_release.errors import BuildError, InputError, UsageError
 from apto_release.io import atomic_dir
 
@@ -280,7 +281,7 @@ def build_dataset(
     out_dir: str | Path,
     *,
     options: CardOptions = CardOptions(),
-    distribution: dict[str, Any] | None = None,
+    distribution: SampleReport | Mapping[str, Any] | None = None,
     overwrite: bool = False,
     verify: bool = True,
     marker: bool = False,
@@ -288,8 +289,9 @@ def build_dataset(
 ) -> BuildResult:
     """Write the Hub release folder of ``records`` (already validated schema-v1 records) to ``out_dir``.
 
-    ``distribution`` is the sampler's report (``distribution.json``); the card shows its
-    full-set vs sample table. Without it the card shows the records' own distribution.
+    ``distribution`` is the sampler's report (``distribution.json``, as read or as ``sample_file``
+    returned it); the card shows its full-set vs sample table. Without it the card shows the
+    records' own distribution.
 
     ``marker`` also writes ``BUILD_MARKER`` (hidden, so never uploaded): ``{"kind": "sample" when
     built with a distribution report else "full", "rows", "sample_of": the report's input_sha256
@@ -308,6 +310,8 @@ def build_dataset(
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise UsageError("the output folder already exists", path=out_dir, hint="choose another -o or pass --overwrite")
+    if isinstance(distribution, SampleReport):
+        distribution = distribution.to_dict()
     if not records:
         raise UsageError("there are no records to build a dataset from")
     unknown = sorted({str(r.get("category")) for r in records} - set(schema.CATEGORIES))
