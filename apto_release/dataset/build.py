@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Any
 from apto_release import schema
 from apto_release.cards.dataset import CardOptions, config_names, configs_metadata, render_dataset_card
 from apto_release.dataset.parquet import metadata_keys
-from apto_release.dataset.sample import SampleReport
 from apto_release.errors import BuildError, InputError, UsageError
 from apto_release.io import atomic_dir
 
 if TYPE_CHECKING:
+    from apto_release.dataset.sample import SampleReport
     from apto_release.dataset.validate import ValidateOptions, ValidRecords
 
 SPLIT = "train"
@@ -308,6 +308,8 @@ def build_dataset(
         InputError: a record does not fit the schema's types.
         BuildError: the folder written does not read back as expected (nothing is put in place).
     """
+    from apto_release.dataset.sample import SampleReport
+
     out_dir = Path(out_dir)
     _refuse_existing(out_dir, overwrite)
     if isinstance(distribution, SampleReport):
