@@ -29,6 +29,7 @@ def test_wheel_contents(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "apto_release/_templates/dataset_cards/README.md.j2" in names
     assert "apto_release/schemas/record-v1.schema.json" in names
+    assert "apto_release/dataset/example_pools/prompts.json" in names
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
@@ -48,6 +49,8 @@ def test_installed_wheel_renders_the_card_away_from_the_checkout(wheel, tmp_path
         "text = render_dataset_card({'safety_refusal': 3, 'overrefusal_prevention': 2, 'mid_refusal': 1, 'anti_hallucination': 1})\n"
         "assert text.startswith('---') and 'mid_refusal' in text\n"
         "assert published_schema()['title']\n"
+        "from apto_release.dataset.example import generate_records\n"
+        "assert next(generate_records(1))['id'] == 'synth-000001'\n"
     )
     env = dict(os.environ, PYTHONPATH=str(target))
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)

@@ -110,11 +110,11 @@ def sample_command(path, n, seed, by, out_dir, allow_personal_data, overwrite, *
     options = SampleOptions(n=n, seed=seed, by=tuple(by) or ("category",), allow_personal_data=allow_personal_data)
     result = sample_file(path, out_dir, options, _validate_options(**kwargs), overwrite=overwrite)
     report = result.report
-    click.echo(f"Drew {report['sample_count']:,} of {report['full_count']:,} eligible records (seed {seed}, by {', '.join(report['by'])}) into {out_dir}/")
-    width = max(len(r["stratum"]) for r in report["categories"])
-    for row in report["categories"]:
-        click.echo(f"  {row['stratum']:<{width}}  {row['sample_count']:>5,}  {row['sample_share']:6.1%}  (full set {row['full_share']:6.1%}, {row['diff_points']:+.2f} pt)")
-    click.echo(f"Largest difference {report['max_abs_diff_points']:.2f} points; total variation distance {report['total_variation_distance']:.4f}.")
+    click.echo(f"Drew {report.sample_count:,} of {report.full_count:,} eligible records (seed {seed}, by {', '.join(report.by)}) into {out_dir}/")
+    width = max(len(r.stratum) for r in report.categories)
+    for row in report.categories:
+        click.echo(f"  {row.stratum:<{width}}  {row.sample_count:>5,}  {row.sample_share:6.1%}  (full set {row.full_share:6.1%}, {row.diff_points:+.2f} pt)")
+    click.echo(f"Largest difference {report.max_abs_diff_points:.2f} points; total variation distance {report.total_variation_distance:.4f}.")
     if result.excluded:
         click.echo(f"Left out {len(result.excluded)} records with personal-data findings (see distribution.json).")
     return 0
@@ -141,40 +141,12 @@ def dataset_group() -> None:
 @_with_validation_report
 def dataset_build_command(input_path, out_dir, report, repo_id, pretty_name, license_, version, gated_prompt, gated_fields, overwrite, no_verify, **kwargs):
     """Write a Hub dataset folder (Parquet per category, typed features, bilingual card) from INPUT."""
-    import dataclasses
-    import json
+    from apto_release.dataset.build import build_from_file
 
-    from apto_release.dataset.build import CardOptions, build_dataset
-    from apto_release.dataset.validate import load_valid_records
-    from apto_release.errors import InputError, UsageError
-
-    if out_dir.exists() and not overwrite:
-        raise UsageError("the output folder already exists", path=out_dir, hint="choose another -o or pass --overwrite")
-    overrides = {
-        "repo_id": repo_id, "pretty_name": pretty_name, "license": license_, "version": version, "gated_prompt": gated_prompt,
-    }
-    options = CardOptions(**{k: v for k, v in overrides.items() if v is not None})
-    if gated_fields:
-        parsed = {}
-        for item in gated_fields:
-            name, sep, kind = item.partition("=")
-            if not sep or not name.strip() or not kind.strip():
-                raise UsageError(f"--gated-field {item!r} is not NAME=TYPE", hint="for example --gated-field Affiliation=text")
-            parsed[name.strip()] = kind.strip()
-        options = dataclasses.replace(options, gated_fields=parsed)
-    distribution = None
-    if report:
-        try:
-            distribution = json.loads(report.read_text("utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot read the sample report: {exc}", path=report) from exc
-        if not isinstance(distribution, dict) or "categories" not in distribution:
-            raise InputError("not a distribution report from 'apto-release sample'", path=report, field="categories")
-    # Near-duplicate prompts are warnings ('validate' reports them); they do not decide what is built.
-    valid = load_valid_records(input_path, dataclasses.replace(_validate_options(**kwargs), near_duplicates=False), purpose="building")
-    result = build_dataset(
-        valid.values, out_dir, options=options, distribution=distribution, overwrite=overwrite, verify=not no_verify, marker=True,
-        source=valid,
+    card = {"repo_id": repo_id, "pretty_name": pretty_name, "license": license_, "version": version, "gated_prompt": gated_prompt}
+    result = build_from_file(
+        input_path, out_dir, validate_options=functools.partial(_validate_options, **kwargs), card=card,
+        gated_fields=gated_fields, report=report, overwrite=overwrite, verify=not no_verify,
     )
     click.echo(f"Built {out_dir}/ with {result.rows:,} rows:")
     for category, count in result.rows_per_category.items():

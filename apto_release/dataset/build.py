@@ -26,9 +26,10 @@ with ``huggingface_hub``. Any difference raises ``BuildError`` and nothing is pu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,8 @@ from apto_release.errors import BuildError, InputError, UsageError
 from apto_release.io import atomic_dir
 
 if TYPE_CHECKING:
-    from apto_release.dataset.validate import ValidRecords
+    from apto_release.dataset.sample import SampleReport
+    from apto_release.dataset.validate import ValidateOptions, ValidRecords
 
 SPLIT = "train"
 SHARD_NAME = "train-00000-of-00001.parquet"
@@ -280,7 +282,7 @@ def build_dataset(
     out_dir: str | Path,
     *,
     options: CardOptions = CardOptions(),
-    distribution: dict[str, Any] | None = None,
+    distribution: SampleReport | Mapping[str, Any] | None = None,
     overwrite: bool = False,
     verify: bool = True,
     marker: bool = False,
@@ -288,8 +290,9 @@ def build_dataset(
 ) -> BuildResult:
     """Write the Hub release folder of ``records`` (already validated schema-v1 records) to ``out_dir``.
 
-    ``distribution`` is the sampler's report (``distribution.json``); the card shows its
-    full-set vs sample table. Without it the card shows the records' own distribution.
+    ``distribution`` is the sampler's report (``distribution.json``, as read or as ``sample_file``
+    returned it); the card shows its full-set vs sample table. Without it the card shows the
+    records' own distribution.
 
     ``marker`` also writes ``BUILD_MARKER`` (hidden, so never uploaded): ``{"kind": "sample" when
     built with a distribution report else "full", "rows", "sample_of": the report's input_sha256
@@ -305,9 +308,12 @@ def build_dataset(
         InputError: a record does not fit the schema's types.
         BuildError: the folder written does not read back as expected (nothing is put in place).
     """
+    from apto_release.dataset.sample import SampleReport
+
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise UsageError("the output folder already exists", path=out_dir, hint="choose another -o or pass --overwrite")
+    _refuse_existing(out_dir, overwrite)
+    if isinstance(distribution, SampleReport):
+        distribution = distribution.to_dict()
     if not records:
         raise UsageError("there are no records to build a dataset from")
     unknown = sorted({str(r.get("category")) for r in records} - set(schema.CATEGORIES))
@@ -371,3 +377,75 @@ def build_dataset(
         files=files,
         configs=config_names(present),
     )
+
+
+def build_from_file(
+    input_path: str | Path,
+    out_dir: str | Path,
+    *,
+    validate_options: ValidateOptions | Callable[[], ValidateOptions],
+    card: Mapping[str, Any] = {},
+    gated_fields: Sequence[str] = (),
+    report: str | Path | None = None,
+    overwrite: bool = False,
+    verify: bool = True,
+) -> BuildResult:
+    """``dataset build``: the Hub folder of the records file ``input_path``, if it validates, with a marker.
+
+    ``card`` holds ``CardOptions`` fields (a None value keeps the default); ``gated_fields`` are
+    access-request fields as ``NAME=TYPE`` that replace the defaults; ``report`` is the sampler's
+    ``distribution.json``. ``validate_options`` may be a callable, called once the cheap checks
+    (output folder, card options, report) have passed, so that its option files (benchmarks,
+    taxonomy) are read only then. Near duplicates are not checked: they are warnings, reported by
+    ``validate``, and do not decide what is built.
+
+    Raises:
+        UsageError: ``out_dir`` exists and ``overwrite`` is not set; a gated field is not
+            ``NAME=TYPE``; see ``build_dataset``.
+        InputError: ``report`` cannot be read or is not a distribution report.
+        ValidationFailed: the records do not pass validation (see ``load_valid_records``).
+    """
+    from apto_release.dataset.validate import load_valid_records
+
+    out_dir = Path(out_dir)
+    _refuse_existing(out_dir, overwrite)
+    options = CardOptions(**{k: v for k, v in card.items() if v is not None})
+    if gated_fields:
+        options = dataclasses.replace(options, gated_fields=_parse_gated_fields(gated_fields))
+    distribution = None if report is None else _read_distribution(Path(report))
+    if callable(validate_options):
+        validate_options = validate_options()
+    valid = load_valid_records(input_path, dataclasses.replace(validate_options, near_duplicates=False), purpose="building")
+    return build_dataset(
+        valid.values, out_dir, options=options, distribution=distribution, overwrite=overwrite, verify=verify, marker=True,
+        source=valid,
+    )
+
+
+def _refuse_existing(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not overwrite:
+        raise UsageError("the output folder already exists", path=out_dir, hint="choose another -o or pass --overwrite")
+
+
+def _parse_gated_fields(items: Sequence[str]) -> dict[str, str]:
+    """``NAME=TYPE`` items (``--gated-field``) as the card's ``gated_fields``."""
+    parsed = {}
+    for item in items:
+        name, sep, kind = item.partition("=")
+        if not sep or not name.strip() or not kind.strip():
+            raise UsageError(f"--gated-field {item!r} is not NAME=TYPE", hint="for example --gated-field Affiliation=text")
+        parsed[name.strip()] = kind.strip()
+    return parsed
+
+
+def _read_distribution(path: Path) -> dict[str, Any]:
+    """The sampler's ``distribution.json`` at ``path``, as read (the card checks its rows)."""
+    import json
+
+    try:
+        distribution = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read the sample report: {exc}", path=path) from exc
+    if not isinstance(distribution, dict) or "categories" not in distribution:
+        raise InputError("not a distribution report from 'apto-release sample'", path=path, field="categories")
+    return distribution

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,13 @@ from apto_release.errors import UsageError
 STRATIFIABLE = ("category", "has_jailbreak", "harm_category", "judge_score", "harmful_prefix")
 Key = tuple[Any, ...]
 
+#: The files of a sample folder, in the order ``SampleResult.files`` lists them.
+SAMPLE_JSONL = "sample.jsonl"
+SAMPLE_PARQUET = "sample.parquet"
+DISTRIBUTION_JSON = "distribution.json"
+DISTRIBUTION_MD = "distribution.md"
+SAMPLE_FILES = (SAMPLE_JSONL, SAMPLE_PARQUET, DISTRIBUTION_JSON, DISTRIBUTION_MD)
+
 
 @dataclass(frozen=True)
 class SampleOptions:
@@ -38,12 +45,98 @@ class SampleOptions:
     allow_personal_data: bool = False
 
 
+@dataclass(frozen=True)
+class StratumRow:
+    """One row of the distribution report: a stratum's count and share in the full set and sample."""
+
+    values: dict[str, Any]  # the stratum's value of each --by field, by field name
+    stratum: str
+    full_count: int
+    full_share: float
+    sample_count: int
+    sample_share: float
+    quota: float
+    diff_points: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.values,
+            "stratum": self.stratum,
+            "full_count": self.full_count,
+            "full_share": self.full_share,
+            "sample_count": self.sample_count,
+            "sample_share": self.sample_share,
+            "quota": self.quota,
+            "diff_points": self.diff_points,
+        }
+
+
+@dataclass(frozen=True)
+class Spread:
+    """How far the sample's shares are from the full set's over some rows."""
+
+    max_abs_diff_points: float
+    total_variation_distance: float
+
+
+@dataclass(frozen=True)
+class SampleReport:
+    """The sample's distribution against the pool's: what ``distribution.json`` holds.
+
+    ``draw`` leaves the input fields and ``excluded_personal_data`` unset (None); ``sample_file``
+    sets them. ``to_dict`` is the published JSON, keys in their published order.
+    """
+
+    n: int
+    seed: int
+    by: tuple[str, ...]
+    full_count: int
+    sample_count: int
+    categories: tuple[StratumRow, ...]
+    summary: Spread  # over the categories (flat in the JSON)
+    strata: tuple[StratumRow, ...]
+    strata_summary: Spread
+    schema_version: int = schema.SCHEMA_VERSION
+    input: str | None = None  # the file's name, not the machine's path: the hash says which file
+    input_sha256: str | None = None  # of the bytes that validated
+    input_count: int | None = None
+    excluded_personal_data: list[dict[str, Any]] | None = None
+
+    @property
+    def max_abs_diff_points(self) -> float:
+        return self.summary.max_abs_diff_points
+
+    @property
+    def total_variation_distance(self) -> float:
+        return self.summary.total_variation_distance
+
+    def to_dict(self) -> dict[str, Any]:
+        head = {}
+        if self.input_count is not None:
+            head = {"input": self.input, "input_sha256": self.input_sha256, "input_count": self.input_count}
+        tail = {} if self.excluded_personal_data is None else {"excluded_personal_data": self.excluded_personal_data}
+        return {
+            **head,
+            "schema_version": self.schema_version,
+            "n": self.n,
+            "seed": self.seed,
+            "by": list(self.by),
+            "full_count": self.full_count,
+            "sample_count": self.sample_count,
+            "categories": [row.to_dict() for row in self.categories],
+            **asdict(self.summary),
+            "strata": [row.to_dict() for row in self.strata],
+            "strata_summary": asdict(self.strata_summary),
+            **tail,
+        }
+
+
 @dataclass
 class SampleResult:
     """The drawn records (in output order), the distribution report and what was left out."""
 
     records: list[dict[str, Any]]
-    report: dict[str, Any]
+    report: SampleReport
     excluded: list[dict[str, Any]] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
@@ -127,7 +220,7 @@ def rank_key(seed: int, record_id: str) -> bytes:
     return hashlib.blake2b(record_id.encode("utf-8"), key=str(seed).encode("utf-8"), digest_size=16).digest()
 
 
-def draw(pool: Sequence[dict[str, Any]], options: SampleOptions) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def draw(pool: Sequence[dict[str, Any]], options: SampleOptions) -> tuple[list[dict[str, Any]], SampleReport]:
     """Draw the sample from eligible records; return it (sorted by category, then id) and its report.
 
     Raises:
@@ -168,32 +261,32 @@ def _label(by: Sequence[str], key: Key) -> str:
     return "/".join(f"{name}={value}" for name, value in zip(by, key))
 
 
-def _rows(full: dict[Key, int], got: dict[Key, int], n_full: int, n_sample: int, by: Sequence[str]) -> list[dict[str, Any]]:
+def _rows(full: dict[Key, int], got: dict[Key, int], n_full: int, n_sample: int, by: Sequence[str]) -> tuple[StratumRow, ...]:
     rows = []
     for key in sorted(full, key=lambda k: _key_order(by, k)):
         full_share = full[key] / n_full
         sample_share = got.get(key, 0) / n_sample
-        rows.append({
-            **dict(zip(by, key)),
-            "stratum": _label(by, key),
-            "full_count": full[key],
-            "full_share": full_share,
-            "sample_count": got.get(key, 0),
-            "sample_share": sample_share,
-            "quota": n_sample * full_share,
-            "diff_points": round((sample_share - full_share) * 100, 6),
-        })
-    return rows
+        rows.append(StratumRow(
+            values=dict(zip(by, key)),
+            stratum=_label(by, key),
+            full_count=full[key],
+            full_share=full_share,
+            sample_count=got.get(key, 0),
+            sample_share=sample_share,
+            quota=n_sample * full_share,
+            diff_points=round((sample_share - full_share) * 100, 6),
+        ))
+    return tuple(rows)
 
 
-def _summary(rows: list[dict[str, Any]]) -> dict[str, float]:
-    return {
-        "max_abs_diff_points": max((abs(r["diff_points"]) for r in rows), default=0.0),
-        "total_variation_distance": round(0.5 * sum(abs(r["sample_share"] - r["full_share"]) for r in rows), 9),
-    }
+def _spread(rows: Sequence[StratumRow]) -> Spread:
+    return Spread(
+        max_abs_diff_points=max((abs(r.diff_points) for r in rows), default=0.0),
+        total_variation_distance=round(0.5 * sum(abs(r.sample_share - r.full_share) for r in rows), 9),
+    )
 
 
-def distribution_report(pool, sample, full, alloc, by, options: SampleOptions) -> dict[str, Any]:
+def distribution_report(pool, sample, full, alloc, by, options: SampleOptions) -> SampleReport:
     """The sample's distribution against the pool's, per category and per (nested) stratum."""
     n_full, n_sample = len(pool), len(sample)
     cat_full: dict[Key, int] = defaultdict(int)
@@ -204,31 +297,30 @@ def distribution_report(pool, sample, full, alloc, by, options: SampleOptions) -
         cat_sample[key[:1]] += count
     categories = _rows(cat_full, cat_sample, n_full, n_sample, ("category",))
     strata = _rows(full, alloc, n_full, n_sample, by)
-    return {
-        "schema_version": schema.SCHEMA_VERSION,
-        "n": options.n,
-        "seed": options.seed,
-        "by": list(by),
-        "full_count": n_full,
-        "sample_count": n_sample,
-        "categories": categories,
-        **_summary(categories),
-        "strata": strata,
-        "strata_summary": _summary(strata),
-    }
+    return SampleReport(
+        n=options.n,
+        seed=options.seed,
+        by=tuple(by),
+        full_count=n_full,
+        sample_count=n_sample,
+        categories=categories,
+        summary=_spread(categories),
+        strata=strata,
+        strata_summary=_spread(strata),
+    )
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_markdown(report: SampleReport) -> str:
     """The distribution report as a Markdown document."""
     lines = [
         "# Sample distribution",
         "",
-        f"{report['sample_count']:,} of {report['full_count']:,} eligible records, seed {report['seed']}, "
-        f"stratified by {', '.join(report['by'])}.",
+        f"{report.sample_count:,} of {report.full_count:,} eligible records, seed {report.seed}, "
+        f"stratified by {', '.join(report.by)}.",
         "",
     ]
 
-    def table(rows: list[dict[str, Any]], title: str, summary: dict[str, float]) -> None:
+    def table(rows: Sequence[StratumRow], title: str, summary: Spread) -> None:
         lines.extend([
             f"## {title}",
             "",
@@ -237,20 +329,20 @@ def render_markdown(report: dict[str, Any]) -> str:
         ])
         for r in rows:
             lines.append(
-                f"| {r['stratum']} | {r['full_count']:,} | {r['full_share'] * 100:.2f} | {r['sample_count']:,} "
-                f"| {r['sample_share'] * 100:.2f} | {r['diff_points']:+.2f} |"
+                f"| {r.stratum} | {r.full_count:,} | {r.full_share * 100:.2f} | {r.sample_count:,} "
+                f"| {r.sample_share * 100:.2f} | {r.diff_points:+.2f} |"
             )
         lines.extend([
             "",
-            f"Largest difference: {summary['max_abs_diff_points']:.2f} points; "
-            f"total variation distance: {summary['total_variation_distance']:.4f}.",
+            f"Largest difference: {summary.max_abs_diff_points:.2f} points; "
+            f"total variation distance: {summary.total_variation_distance:.4f}.",
             "",
         ])
 
-    table(report["categories"], "By category", report)
-    if report["by"] != ["category"]:
-        table(report["strata"], "By stratum (" + " / ".join(report["by"]) + ")", report["strata_summary"])
-    excluded = report.get("excluded_personal_data") or []
+    table(report.categories, "By category", report.summary)
+    if report.by != ("category",):
+        table(report.strata, "By stratum (" + " / ".join(report.by) + ")", report.strata_summary)
+    excluded = report.excluded_personal_data or []
     if excluded:
         lines.extend([f"{len(excluded)} records were left out for personal-data findings: {', '.join(e['id'] for e in excluded)}.", ""])
     return "\n".join(lines)
@@ -266,15 +358,13 @@ def sample_file(
 ) -> SampleResult:
     """Validate ``path``, draw the sample and write it to ``out_dir``.
 
-    Writes ``sample.jsonl``, ``sample.parquet``, ``distribution.json`` and ``distribution.md``
-    into a folder beside ``out_dir`` that is renamed into place when complete.
+    Writes ``SAMPLE_FILES`` (``sample.jsonl``, ``sample.parquet``, ``distribution.json`` and
+    ``distribution.md``) into a folder beside ``out_dir`` that is renamed into place when complete.
 
     Raises:
         ValidationFailed: the input has validation errors (the report is attached).
         UsageError: see ``draw``; or ``out_dir`` exists and ``overwrite`` is not set.
     """
-    from dataclasses import replace
-
     from apto_release.dataset.parquet import write_records_parquet
     from apto_release.io import atomic_dir, dump_jsonl_line, write_json, write_text
 
@@ -297,18 +387,17 @@ def sample_file(
         else:
             pool.append(record)
     sample, distribution = draw(pool, options)
-    distribution = {
-        "input": Path(path).name,  # the name, not the machine's path: the hash says which file
-        "input_sha256": validation.sha256,  # of the bytes that validated
-        "input_count": report.records,
-        **distribution,
-        "excluded_personal_data": excluded,
-    }
+    distribution = replace(
+        distribution,
+        input=Path(path).name,
+        input_sha256=validation.sha256,
+        input_count=report.records,
+        excluded_personal_data=excluded,
+    )
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        with open(tmp / "sample.jsonl", "w", encoding="utf-8") as f:
+        with open(tmp / SAMPLE_JSONL, "w", encoding="utf-8") as f:
             f.writelines(dump_jsonl_line(r) for r in sample)
-        write_records_parquet(sample, tmp / "sample.parquet")
-        write_json(tmp / "distribution.json", distribution)
-        write_text(tmp / "distribution.md", render_markdown(distribution))
-    names = ["sample.jsonl", "sample.parquet", "distribution.json", "distribution.md"]
-    return SampleResult(sample, distribution, excluded, [out_dir / name for name in names])
+        write_records_parquet(sample, tmp / SAMPLE_PARQUET)
+        write_json(tmp / DISTRIBUTION_JSON, distribution.to_dict())
+        write_text(tmp / DISTRIBUTION_MD, render_markdown(distribution))
+    return SampleResult(sample, distribution, excluded, [out_dir / name for name in SAMPLE_FILES])

@@ -318,7 +318,7 @@ class _Plan:
             result = sample_file(data.records, data.sample_folder, SampleOptions(n=data.sample_size, seed=data.seed),
                                  ValidateOptions(expected_count=data.expected_count, near_duplicates=False), overwrite=True)
             r = result.report
-            return f"{r['sample_count']} of {r['full_count']:,}; largest difference {r['max_abs_diff_points']:.2f} points"
+            return f"{r.sample_count} of {r.full_count:,}; largest difference {r.max_abs_diff_points:.2f} points"
 
         def outputs():
             folder = self._data().sample_folder
@@ -343,9 +343,11 @@ class _Plan:
         return options
 
     def dataset(self, key: str) -> Job:
+        from apto_release.dataset.sample import DISTRIBUTION_JSON, SAMPLE_JSONL
+
         target = self.m.datasets[key]
-        sample_file_path = lambda: self._data().sample_folder / "sample.jsonl"  # noqa: E731
-        distribution_path = lambda: self._data().sample_folder / "distribution.json"  # noqa: E731
+        sample_file_path = lambda: self._data().sample_folder / SAMPLE_JSONL  # noqa: E731
+        distribution_path = lambda: self._data().sample_folder / DISTRIBUTION_JSON  # noqa: E731
 
         def inputs():
             card = repr(self._card_options(key))

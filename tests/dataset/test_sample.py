@@ -97,9 +97,9 @@ def test_sample_outputs_and_report(tmp_path):
 def test_nested_strata_report(tmp_path):
     records = make_records(200)
     result = sample_file(_write(tmp_path, records), tmp_path / "out", SampleOptions(n=40, by=("category", "has_jailbreak")))
-    strata = result.report["strata"]
-    assert {(r["category"], r["has_jailbreak"]) for r in strata} == {(r["category"], r["has_jailbreak"]) for r in records}
-    assert sum(r["sample_count"] for r in strata) == 40
+    strata = result.report.strata
+    assert {(r.values["category"], r.values["has_jailbreak"]) for r in strata} == {(r["category"], r["has_jailbreak"]) for r in records}
+    assert sum(r.sample_count for r in strata) == 40
     assert "By stratum (category / has_jailbreak)" in (tmp_path / "out" / "distribution.md").read_text("utf-8")
 
 
@@ -134,7 +134,7 @@ def test_personal_data_is_left_out_unless_allowed(tmp_path):
     result = sample_file(path, tmp_path / "out", SampleOptions(n=39))
     assert records[5]["id"] not in {r["id"] for r in result.records}
     assert result.excluded == [{"id": records[5]["id"], "line": 6, "rules": ["pii_phone"]}]
-    assert result.report["full_count"] == 39
+    assert result.report.full_count == 39
     with pytest.raises(UsageError, match="larger than the 39 eligible"):
         sample_file(path, tmp_path / "o2", SampleOptions(n=40))
     allowed = sample_file(path, tmp_path / "o3", SampleOptions(n=40, allow_personal_data=True))
@@ -144,5 +144,5 @@ def test_personal_data_is_left_out_unless_allowed(tmp_path):
 def test_draw_direct():
     pool = make_records(100)
     sample, report = draw(pool, SampleOptions(n=10, seed=3))
-    assert len(sample) == 10 and report["sample_count"] == 10
+    assert len(sample) == 10 and report.sample_count == 10
     assert sample == sorted(sample, key=lambda r: (["safety_refusal", "overrefusal_prevention", "mid_refusal", "anti_hallucination"].index(r["category"]), r["id"]))
