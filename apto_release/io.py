@@ -194,6 +194,21 @@ def atomic_dir(dest: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
+def human_size(n: int) -> str:
+    """A byte count in decimal units, as the Hub shows them: 812 B, 4.20 KB, 16.54 GB, 123.4 GB.
+
+    The one byte-size format of the house: the cards publish it, the push and the release print it.
+    """
+    if n < 1000:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 1000 or unit == "TB":
+            return f"{value:.2f} {unit}" if value < 100 else f"{value:.1f} {unit}"
+    return f"{n} B"  # pragma: no cover
+
+
 def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
     """A JSON file that must hold an object (a model's config, say), with errors that say which.
 

@@ -7,7 +7,9 @@ checkout's folders.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 KINDS = ("dataset_cards", "model_cards")
@@ -33,10 +35,10 @@ def template_path(kind: str, name: str) -> Path:
     return path
 
 
-def environment(kind: str):
+def environment(kind: str, filters: Mapping[str, Callable[..., str]] | None = None):
     """A Jinja2 environment over the ``kind`` templates: strict about undefined names, Markdown (no
-    HTML escaping), block tags without stray blank lines, and the ``thousands`` filter (``12,345``).
-    Callers add their own filters."""
+    HTML escaping), block tags without stray blank lines, the ``thousands`` filter (``12,345``)
+    and the caller's ``filters``."""
     import jinja2
 
     env = jinja2.Environment(
@@ -48,4 +50,11 @@ def environment(kind: str):
         autoescape=False,  # Markdown, not HTML
     )
     env.filters["thousands"] = lambda n: f"{int(n):,}"
+    env.filters.update(filters or {})
     return env
+
+
+def render(kind: str, name: str, context: Mapping[str, Any], filters: Mapping[str, Callable[..., str]] | None = None) -> str:
+    """The template ``name`` of ``kind`` rendered with ``context``: a card's text, ending in exactly one newline."""
+    text = environment(kind, filters).get_template(name).render(**context)
+    return text.rstrip("\n") + "\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from apto_release.io import atomic_dir, atomic_path, write_text
+from apto_release.io import atomic_dir, atomic_path, human_size, write_text
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -134,3 +134,9 @@ def test_a_live_writer_s_temporaries_are_kept(tmp_path):
         child.kill()
         child.wait()
     assert remove_stale_temps(tmp_path) == 1 and not live.exists()
+
+
+def test_human_size():
+    assert human_size(812) == "812 B"
+    assert human_size(4_200) == "4.20 KB"
+    assert human_size(16_543_000_000) == "16.54 GB"

@@ -315,13 +315,8 @@ _TYPE_TEXT = {
 }
 
 
-def _environment():
-    from apto_release.templates import environment
-
-    env = environment("dataset_cards")
-    env.filters["pct"] = lambda x: f"{float(x):.2f}"
-    env.filters["signed"] = lambda x: f"{float(x) + 0.0:+.2f}"
-    return env
+#: The template's own filters: shares and differences in points.
+_FILTERS = {"pct": lambda x: f"{float(x):.2f}", "signed": lambda x: f"{float(x) + 0.0:+.2f}"}
 
 
 def render_dataset_card(
@@ -377,5 +372,6 @@ def render_dataset_card(
         "year": options.citation_year or datetime.datetime.now(datetime.timezone.utc).year,
         "gated": bool(options.gated_prompt or options.gated_fields),
     }
-    text = _environment().get_template(TEMPLATE_NAME).render(**context)
-    return text.rstrip("\n") + "\n"
+    from apto_release.templates import render
+
+    return render("dataset_cards", TEMPLATE_NAME, context, _FILTERS)

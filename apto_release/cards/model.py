@@ -1,16 +1,15 @@
-"""The model cards of a release: the merged model, the LoRA adapter and the GGUF files.
+"""The model cards of a release: the merged model, the LoRA adapter and the GGUF files, rendered.
 
 Each card is a ``README.md``: YAML metadata built with ``huggingface_hub``'s ``ModelCardData``
 (and ``EvalResult`` for the ``model-index``), then a body in Japanese and English rendered from
 the Jinja2 templates in ``model_cards/`` (``model.md.j2``, ``adapter.md.j2``, ``gguf.md.j2`` and
 the shared macros of ``_shared.md.j2``). What the cards say comes from the release manifest
-(``release.toml``), the adapter's ``training_summary.json`` and ``loss_curve.png``, the model's
-evaluation results file (``evals.results``) and the GGUF files themselves.
+(``release.toml``), the adapter's ``training_summary.json`` (``train.summary``) and
+``loss_curve.png``, the model's evaluation results file (``evals.results``) and the GGUF files
+themselves; ``cards.context`` turns these into the templates' context.
 
-Every card is checked offline before anything is written (``check_card``): the YAML parses, the
-keys its kind needs are there with the right values, the ``model-index`` parses back into
-``EvalResult``s and round-trips, and the metadata round-trips through ``ModelCard(text).data``.
-A card that fails raises ``CardError`` (nothing is written).
+Every card is checked offline before anything is written (``cards.check.check_card``); a card
+that fails raises ``CardError`` (nothing is written).
 
 Provenance: every card ends with a small table naming the toolkit version and the training data's
 SHA-256 (from ``training_summary.json``). ``provenance`` arguments (and ``build_cards``'
@@ -22,7 +21,6 @@ are imported by the functions that need them.
 
 from __future__ import annotations
 
-import datetime
 import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,12 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apto_release import __version__
+from apto_release.cards.check import EXPECTED_VALUES, check_card
+from apto_release.cards.context import (
+    COMMON_TAGS, GGUF_ORDER, KIND_TAGS, LANGUAGES, base_provenance, common_context, eval_results, gguf_context,
+    public_datasets, tuned_model_context,
+)
 from apto_release.errors import BuildError, InputError
 from apto_release.evals.chart import CHART_NAME  # the chart module imports matplotlib only when it draws
-from apto_release.evals.metrics import BENCHMARKS as EVAL_BENCHMARKS
-from apto_release.evals.results import Evaluation, Metric, load_evaluation
-from apto_release.train.trainer import LOSS_CURVE_NAME, SUMMARY_NAME  # the trainer imports nothing heavy at module level
+from apto_release.evals.results import Evaluation, load_evaluation
+from apto_release.io import human_size
+from apto_release.train.summary import LOSS_CURVE_NAME, TrainingSummary, load_training_summary
 
 if TYPE_CHECKING:  # the release hands cards its manifest; cards never import the release
     from apto_release.release.manifest import Manifest, ModelTarget
@@ -44,60 +46,8 @@ if TYPE_CHECKING:  # the release hands cards its manifest; cards never import th
 CARD_ASSETS = (LOSS_CURVE_NAME, CHART_NAME)
 
 CARD_NAME = "README.md"
-KINDS = ("model", "adapter", "gguf")
 _KIND_NAMES = {"model": "model", "adapter": "adapter", "gguf": "GGUF"}
 TEMPLATES = {"model": "model.md.j2", "adapter": "adapter.md.j2", "gguf": "gguf.md.j2"}
-
-#: Keys each kind of card must have in its YAML metadata.
-REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
-    "model": ("base_model", "base_model_relation", "library_name", "pipeline_tag", "language", "license", "tags"),
-    "adapter": ("base_model", "base_model_relation", "library_name", "pipeline_tag", "language", "license", "tags"),
-    "gguf": ("base_model", "base_model_relation", "pipeline_tag", "language", "license", "tags"),
-}
-#: Values the metadata of each kind must have.
-EXPECTED_VALUES: dict[str, dict[str, str]] = {
-    "model": {"base_model_relation": "finetune", "library_name": "transformers", "pipeline_tag": "text-generation"},
-    "adapter": {"base_model_relation": "adapter", "library_name": "peft", "pipeline_tag": "text-generation"},
-    "gguf": {"base_model_relation": "quantized", "pipeline_tag": "text-generation"},
-}
-
-LANGUAGES = ["ja", "en"]
-COMMON_TAGS = ("safety", "alignment", "japanese", "llm-safety", "refusal", "apto-release")
-KIND_TAGS = {
-    "model": ("sft", "lora", "merged"),
-    "adapter": ("peft", "lora", "sft"),
-    "gguf": ("gguf", "llama.cpp", "quantized"),
-}
-
-#: GGUF types from the most faithful to the smallest (the card's table order).
-GGUF_ORDER = ("BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_M", "Q2_K")
-#: The type the usage examples use: the first of these that the release has.
-GGUF_DEFAULT_PREFERENCE = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q5_K_S", "Q6_K", "Q8_0", "Q3_K_M", "Q2_K", "BF16", "F16")
-#: When to choose each type: (Japanese, English).
-GGUF_GUIDANCE: dict[str, tuple[str, str]] = {
-    "BF16": ("量子化なし（元の bfloat16）。自分で量子化するときの元データ向け", "unquantized (the original bfloat16): a source for your own quantizations"),
-    "F16": ("量子化なし（float16）。自分で量子化するときの元データ向け", "unquantized (float16): a source for your own quantizations"),
-    "Q8_0": ("元のモデルとほぼ同じ品質。メモリに余裕がある場合に", "practically the original quality, for when memory allows"),
-    "Q6_K": ("ほぼ劣化なし。品質を重視する場合に", "near-lossless, for quality first"),
-    "Q5_K_M": ("Q4_K_M より高品質で、やや大きい", "better than Q4_K_M, somewhat larger"),
-    "Q5_K_S": ("Q5_K_M よりやや小さい", "a little smaller than Q5_K_M"),
-    "Q4_K_M": ("**推奨**。品質とサイズのバランスがよく、ほとんどの用途に", "**recommended**: the best balance of quality and size for most uses"),
-    "Q4_K_S": ("Q4_K_M よりやや小さく、品質もやや低い", "a little smaller than Q4_K_M, a little lower quality"),
-    "Q3_K_M": ("メモリが少ない環境向け。品質の低下が目立つ", "for little memory; a noticeable loss of quality"),
-    "Q2_K": ("メモリが非常に少ない環境向け。品質の低下が大きい", "for very little memory; a large loss of quality"),
-}
-
-#: Japanese labels and links of the benchmarks the release evaluates on (others use the file's own).
-BENCHMARKS: dict[str, dict[str, str]] = {
-    "AnswerCarefully": {"url": "https://huggingface.co/datasets/llm-jp/AnswerCarefully", "by": "LLM-jp"},
-    "SORRY-Bench": {"url": "https://sorry-bench.github.io", "by": "Xie et al., ICLR 2025"},
-    "MultiJail": {"url": "https://github.com/DAMO-NLP-SG/multilingual-safety-for-LLMs", "by": "Deng et al., ICLR 2024"},
-    "MT-Bench-ja": {"url": "https://github.com/Stability-AI/FastChat/tree/jp-stable/fastchat/llm_judge", "by": "Stability AI"},
-    "JMMLU": {"url": "https://github.com/nlp-waseda/JMMLU", "by": "Waseda University"},
-}
-#: The Japanese label of each metric that eval summarize computes, for a file that gives none.
-METRIC_LABELS_JA: dict[tuple[str, str], str] = {(b.name, m.id): m.label_ja for b in EVAL_BENCHMARKS for m in b.metrics}
-AGREEMENT_LEVELS_JA = {"nominal": "名義尺度", "ordinal": "順序尺度", "interval": "間隔尺度"}
 
 
 class CardError(BuildError):
@@ -129,81 +79,7 @@ class RenderedCard:
 
 
 # ---------------------------------------------------------------------------------------------
-# Inputs: the training summary and the GGUF files
-
-
-@dataclass(frozen=True)
-class TrainingSummary:
-    """What the cards show of ``training_summary.json`` (the whole file stays in ``raw``)."""
-
-    path: Path
-    raw: Mapping[str, Any]
-    preset: str
-    config: Mapping[str, Any]
-    data_sha256: str
-    records: int
-    categories: list[dict[str, Any]]  # name, records, kept, tokens, trained_tokens
-    toolkit_version: str | None
-    loss_curve: Path | None
-
-    def setting(self, key: str, default: Any = None) -> Any:
-        return self.config.get(key, default)
-
-
-def load_training_summary(adapter_dir: str | Path) -> TrainingSummary:
-    """Read the adapter's ``training_summary.json`` (written by ``apto-release train``).
-
-    Raises:
-        InputError: the file is missing, not JSON, or lacks a value the cards show.
-    """
-    from apto_release.io import read_json_object
-
-    adapter_dir = Path(adapter_dir)
-    path = adapter_dir / SUMMARY_NAME
-    if not path.is_file():
-        raise InputError(
-            f"no {SUMMARY_NAME} in the adapter folder", path=adapter_dir,
-            hint="give the folder 'apto-release train' wrote (the manifest's 'adapter')",
-        )
-    raw = read_json_object(path, "the training summary")
-
-    def need(container: Any, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
-        if not isinstance(container, Mapping) or key not in container:
-            raise InputError(f"the training summary has no '{where}'", path=path, field=where)
-        value = container[key]
-        if not isinstance(value, kind) or isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            raise InputError(f"the training summary's '{where}' is {value!r}", path=path, field=where)
-        return value
-
-    preset = need(raw, "preset", "preset", str)
-    config = need(raw, "config", "config", dict)
-    for key, kind in (("lora.r", int), ("lora.alpha", (int, float)), ("lora.target_modules", list),
-                      ("train.learning_rate", (int, float)), ("train.epochs", (int, float))):
-        need(config, key, f"config.{key}", kind)
-    data = need(raw, "data", "data", dict)
-    sha = need(data, "sha256", "data.sha256", str)
-    if not re.fullmatch(r"[0-9a-f]{64}", sha):
-        raise InputError(f"the training summary's 'data.sha256' is not a SHA-256: {sha!r}", path=path, field="data.sha256")
-    records = need(data, "records", "data.records", int)
-    per_category = need(need(raw, "tokens", "tokens", dict), "per_category", "tokens.per_category", dict)
-    categories = []
-    for name, stats in per_category.items():
-        if not isinstance(stats, Mapping):
-            raise InputError(f"the training summary's 'tokens.per_category.{name}' is not an object", path=path, field=f"tokens.per_category.{name}")
-        n = int(stats.get("records", 0))
-        categories.append({
-            "name": name,
-            "records": n,
-            "kept": int(stats.get("kept", n - int(stats.get("over_length", 0)))),
-            "tokens": int(stats.get("tokens", 0)),
-            "trained_tokens": int(stats.get("trained_tokens", 0)),
-        })
-    curve = adapter_dir / LOSS_CURVE_NAME
-    return TrainingSummary(
-        path=path, raw=raw, preset=preset, config=config, data_sha256=sha, records=records, categories=categories,
-        toolkit_version=raw.get("apto_release_version") if isinstance(raw.get("apto_release_version"), str) else None,
-        loss_curve=curve if curve.is_file() else None,
-    )
+# Inputs: the GGUF files
 
 
 @dataclass(frozen=True)
@@ -292,18 +168,6 @@ def find_gguf_outputs(model: ModelTarget, sha256: Callable[[Path], str] | None =
 # Formatting
 
 
-def human_size(n: int) -> str:
-    """Decimal units, as the Hub shows them: 812 B, 4.20 KB, 16.54 GB, 123.4 GB."""
-    if n < 1000:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 1000 or unit == "TB":
-            return f"{value:.2f} {unit}" if value < 100 else f"{value:.1f} {unit}"
-    return f"{n} B"  # pragma: no cover
-
-
 def human_count(n: int) -> str:
     """27.3B, 812M, 4.1K, 12."""
     for factor, suffix in ((10**9, "B"), (10**6, "M"), (10**3, "K")):
@@ -312,184 +176,16 @@ def human_count(n: int) -> str:
     return str(n)
 
 
-def _decimals(*values: float) -> int:
-    """Decimals to show: those the values were written with, 1 to 2."""
-    most = 0
-    for v in values:
-        text = repr(float(v))
-        if "e" in text:
-            return 2
-        most = max(most, len(text.split(".")[1].rstrip("0")) if "." in text else 0)
-    return min(2, max(1, most))
-
-
-def _fmt(value: float, decimals: int, *, signed: bool = False) -> str:
-    value = round(value, decimals) + 0.0  # no "-0.0"
-    return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
-
-
-def metric_rows(evaluation: Evaluation | None, *, categories: bool = False) -> list[dict[str, Any]]:
-    """The results table: each overall metric's labels, before, after, change and interval as text.
-
-    With ``categories``, the per-category rows instead (each with its ``category`` and ``n``).
-    """
-    if evaluation is None:
-        return []
-    return [_metric_row(m) for m in (evaluation.by_category if categories else evaluation.overall)]
-
-
-def _metric_row(m: Metric) -> dict[str, Any]:
-    d = _decimals(m.before, m.after, *(m.ci95 or ()))
-    unit_ja, unit_en = ("ポイント", "pt") if m.unit == "%" else ("", "")
-    return {
-        "metric": m,
-        "benchmark": m.benchmark,
-        "category": m.category.replace("|", "\\|") if m.category else None,  # a cell of a Markdown table
-        "label_en": m.label,
-        "label_ja": m.label_ja or METRIC_LABELS_JA.get((m.benchmark, m.metric), m.label),
-        "unit": m.unit,
-        "arrow": "↑" if m.higher_is_better else "↓",
-        "before": _fmt(m.before, d) + m.unit,
-        "after": _fmt(m.after, d) + m.unit,
-        "change": _fmt(m.change, d, signed=True),
-        "change_unit_ja": unit_ja,
-        "change_unit_en": unit_en,
-        "ci95": f"[{_fmt(m.ci95[0], d, signed=True)}, {_fmt(m.ci95[1], d, signed=True)}]" if m.ci95 else "",
-        "significant": m.significant,
-        "improved": m.improved,
-        "n": f"{m.n:,}" if m.n else "",
-        "judges": [
-            {"judge": v.judge, "before": _fmt(v.before, d) + m.unit, "after": _fmt(v.after, d) + m.unit,
-             "change": _fmt(v.after - v.before, d, signed=True)}
-            for v in m.per_judge
-        ],
-    }
-
-
-def _agreement_rows(evaluation: Evaluation | None) -> list[dict[str, Any]]:
-    """Each benchmark's agreement between judges, as text (the value None: not defined)."""
-    if evaluation is None:
-        return []
-    return [
-        {"benchmark": a.benchmark, "value": None if a.value is None else _fmt(a.value, 2), "level": a.level,
-         "level_ja": AGREEMENT_LEVELS_JA[a.level], "judges": len(a.judges), "units": f"{a.units:,}"}
-        for a in evaluation.agreement
-    ]
-
-
-def eval_results(evaluation: Evaluation | None) -> list:
-    """The ``model-index`` results: each overall metric's value for the tuned model (``after``)."""
-    from huggingface_hub import EvalResult
-
-    if evaluation is None:
-        return []
-    return [
-        EvalResult(
-            task_type="text-generation",
-            task_name="Text Generation",
-            dataset_type=m.dataset_id or _slug(m.benchmark),
-            dataset_name=m.benchmark,
-            metric_type=m.metric,
-            metric_value=m.after,
-            metric_name=m.label,
-        )
-        for m in evaluation.overall
-    ]
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "benchmark"
-
-
-# ---------------------------------------------------------------------------------------------
-# Checking
-
-
-_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.DOTALL)
-
-
-def check_card(text: str, kind: str) -> list[str]:
-    """The problems of a card's text (empty: fine), checked offline.
-
-    The YAML front matter parses to a mapping; the keys ``REQUIRED_KEYS[kind]`` are present and
-    not empty, with the values of ``EXPECTED_VALUES[kind]``; a ``model-index`` parses into
-    ``EvalResult``s and round-trips; the metadata round-trips through ``ModelCard(text).data``;
-    the body is not empty and holds no unrendered template syntax.
-    """
-    import yaml
-    from huggingface_hub import ModelCard
-    from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
-
-    if kind not in KINDS:
-        raise ValueError(f"unknown card kind {kind!r}; expected one of {', '.join(KINDS)}")
-    match = _FRONT_MATTER.match(text)
-    if not match:
-        return ["no YAML metadata block (the card must start with '---', the metadata, then '---')"]
-    try:
-        meta = yaml.safe_load(match.group(1))
-    except yaml.YAMLError as exc:
-        return [f"the YAML metadata does not parse: {' '.join(str(exc).split())}"]
-    if not isinstance(meta, dict):
-        return [f"the YAML metadata is not a mapping but {type(meta).__name__}"]
-
-    problems = []
-    for key in REQUIRED_KEYS[kind]:
-        if key not in meta:
-            problems.append(f"metadata key '{key}' is missing")
-        elif meta[key] in (None, "", [], {}):
-            problems.append(f"metadata key '{key}' is empty")
-    for key, expected in EXPECTED_VALUES[kind].items():
-        if key in meta and meta[key] not in (None, "") and meta[key] != expected:
-            problems.append(f"metadata key '{key}' is {meta[key]!r}, expected {expected!r} for a {kind} card")
-    for key in ("language", "tags", "datasets"):
-        if key in meta and meta[key] is not None and not (
-            isinstance(meta[key], str) or isinstance(meta[key], list) and all(isinstance(x, str) for x in meta[key])
-        ):
-            problems.append(f"metadata key '{key}' must be a string or a list of strings")
-
-    if "model-index" in meta:
-        try:
-            name, results = model_index_to_eval_results(meta["model-index"])
-            if not results:
-                problems.append("the model-index has no results")
-            again = model_index_to_eval_results(eval_results_to_model_index(name, results))
-            if again != (name, results):
-                problems.append("the model-index does not round-trip through EvalResult")
-            for r in results:
-                if isinstance(r.metric_value, bool) or not isinstance(r.metric_value, (int, float)):
-                    problems.append(f"the model-index value of {r.dataset_name} {r.metric_type} is not a number: {r.metric_value!r}")
-        except Exception as exc:  # noqa: BLE001 - any failure to parse is the finding
-            problems.append(f"the model-index does not parse into EvalResults: {type(exc).__name__}: {exc}")
-
-    try:
-        card = ModelCard(text, ignore_metadata_errors=False)
-        if card.data.to_dict() != meta:
-            problems.append("the metadata does not round-trip through ModelCard(text).data")
-    except Exception as exc:  # noqa: BLE001
-        problems.append(f"huggingface_hub's ModelCard rejects the card: {type(exc).__name__}: {exc}")
-
-    body = text[match.end():]
-    if not body.strip():
-        problems.append("the card has no body")
-    for marker in ("{{", "{%", "{#"):
-        if marker in body:
-            problems.append(f"the body holds unrendered template syntax ({marker!r})")
-            break
-    return problems
+#: The templates' own filters: sizes, parameter counts, numbers as written.
+_FILTERS = {
+    "size": human_size,
+    "count": human_count,
+    "num": lambda x: f"{x:g}" if isinstance(x, float) else str(x),
+}
 
 
 # ---------------------------------------------------------------------------------------------
 # Rendering
-
-
-def _environment():
-    from apto_release.templates import environment
-
-    env = environment("model_cards")
-    env.filters["size"] = human_size
-    env.filters["count"] = human_count
-    env.filters["num"] = lambda x: f"{x:g}" if isinstance(x, float) else str(x)
-    return env
 
 
 def _card_data(kind: str, *, base_model: str, license_: str, tags: Iterable[str], datasets: Sequence[str] = (),
@@ -515,108 +211,11 @@ def _card_data(kind: str, *, base_model: str, license_: str, tags: Iterable[str]
     )
 
 
-def public_datasets(manifest: Manifest) -> list[str]:
-    """The manifest's dataset repos that are public (the sample): the cards' ``datasets``."""
-    return [d.repo for d in manifest.datasets.values() if not d.private]
-
-
-def base_provenance(summary: TrainingSummary | None) -> dict[str, str]:
-    """The provenance rows every card has: the toolkit version and the training data's hash."""
-    rows = {"apto-release": __version__}
-    if summary is not None:
-        if summary.toolkit_version:
-            rows["apto-release (training)"] = summary.toolkit_version
-        rows["training data SHA-256"] = summary.data_sha256
-        rows["training records"] = f"{summary.records:,}"
-    return rows
-
-
-def _training_context(summary: TrainingSummary) -> dict[str, Any]:
-    s = summary.setting
-    per_device, accumulation = s("train.per_device_batch_size"), s("train.gradient_accumulation_steps")
-    training = summary.raw.get("training") if isinstance(summary.raw.get("training"), Mapping) else {}
-    world = training.get("world_size") or 1
-    batch = per_device * accumulation * world if isinstance(per_device, int) and isinstance(accumulation, int) else None
-    cats = summary.categories
-    return {
-        "preset": summary.preset,
-        "r": s("lora.r"),
-        "alpha": s("lora.alpha"),
-        "dropout": s("lora.dropout"),
-        "rslora": s("lora.use_rslora"),
-        "targets": list(s("lora.target_modules")),
-        "learning_rate": s("train.learning_rate"),
-        "scheduler": s("train.lr_scheduler"),
-        "warmup_ratio": s("train.warmup_ratio"),
-        "epochs": s("train.epochs"),
-        "batch": batch,
-        "precision": s("train.precision"),
-        "max_length": s("data.max_length"),
-        "steps": training.get("steps"),
-        "final_loss": training.get("final_loss"),
-        "world_size": training.get("world_size"),
-        # No training time: it differs between two runs of the same release, and the card is published.
-        "records": summary.records,
-        "categories": cats,
-        "total": {
-            "records": sum(c["records"] for c in cats),
-            "kept": sum(c["kept"] for c in cats),
-            "tokens": sum(c["tokens"] for c in cats),
-            "trained_tokens": sum(c["trained_tokens"] for c in cats),
-        },
-        "data_sha256": summary.data_sha256,
-    }
-
-
-def _common_context(manifest: Manifest, model: ModelTarget, *, provenance: Mapping[str, str], year: int | None) -> dict[str, Any]:
-    org = manifest.organisation
-    return {
-        "name": model.name,
-        "organisation": org,
-        "version": manifest.version,
-        "tag": manifest.tag,
-        "license": manifest.license,
-        "base_model": model.base_model,
-        "variant": model.variant,
-        "repo": model.repo,
-        "gguf_repo": model.gguf_repo if model.gguf else None,
-        "adapter_repo": model.adapter_repo,
-        "datasets": public_datasets(manifest),
-        "provenance": dict(provenance),
-        "toolkit_version": __version__,
-        "year": year or datetime.datetime.now(datetime.timezone.utc).year,
-        "citation_key": re.sub(r"[^a-z0-9]+", "_", model.name.lower()).strip("_"),
-        "benchmarks": BENCHMARKS,
-    }
-
-
-def _evaluation_context(evaluation: Evaluation | None) -> dict[str, Any]:
-    """What the evaluation sections show (``ev``), and the benchmarks the attribution credits."""
-    rows = metric_rows(evaluation)
-    methods = {m.method for m in evaluation.metrics} if evaluation else set()
-    return {
-        "evaluation": evaluation,
-        "ev": {
-            "rows": rows,
-            "has_ci": any(r["ci95"] for r in rows),
-            "has_significance": any(r["significant"] is not None for r in rows),
-            "judges": list(evaluation.judges) if evaluation else [],
-            "judge_rows": [r for r in rows if r["judges"]],
-            "category_rows": metric_rows(evaluation, categories=True),
-            "agreement": _agreement_rows(evaluation),
-            "mcnemar": "mcnemar" in methods,
-            "bootstrap": "bootstrap" in methods,
-            "resamples": f"{evaluation.bootstrap_resamples:,}" if evaluation and evaluation.bootstrap_resamples else None,
-            "chart": CHART_NAME if evaluation and evaluation.chart else None,
-        },
-        "evaluated_benchmarks": list(dict.fromkeys(r["benchmark"] for r in rows)),
-    }
-
-
 def _finish(kind: str, model: ModelTarget, data, context: dict[str, Any], *, dest: Path, strict: bool,
             assets: dict[str, Path] | None = None, repo: str) -> RenderedCard:
-    text = _environment().get_template(TEMPLATES[kind]).render(card_data=data.to_yaml(), **context)
-    text = text.rstrip("\n") + "\n"
+    from apto_release.templates import render
+
+    text = render("model_cards", TEMPLATES[kind], {"card_data": data.to_yaml(), **context}, _FILTERS)
     problems = check_card(text, kind)
     if problems and strict:
         raise CardError(kind, model.name, problems, path=dest)
@@ -631,22 +230,24 @@ def _check_evaluation_model(evaluation: Evaluation | None, model: ModelTarget) -
         )
 
 
-def _tuned_model_context(
-    manifest: Manifest, model: ModelTarget, summary: TrainingSummary, evaluation: Evaluation | None, *,
-    provenance: Mapping[str, str] | None, year: int | None,
-) -> dict[str, Any]:
-    """What the merged model's and the adapter's cards both show: results, training, loss curve."""
-    return {
-        **_common_context(manifest, model, provenance={**base_provenance(summary), **(provenance or {})}, year=year),
-        **_evaluation_context(evaluation),
-        "training": _training_context(summary),
-        "loss_curve": LOSS_CURVE_NAME if summary.loss_curve else None,
-    }
-
-
 def _chart_asset(evaluation: Evaluation | None) -> dict[str, Path]:
     """The evaluation chart, copied next to the merged model's and the adapter's cards."""
     return {CHART_NAME: evaluation.chart} if evaluation is not None and evaluation.chart is not None else {}
+
+
+def _render_tuned(
+    kind: str, manifest: Manifest, model: ModelTarget, summary: TrainingSummary, evaluation: Evaluation | None, *,
+    repo: str, folder: Path, assets: dict[str, Path], provenance: Mapping[str, str] | None, year: int | None, strict: bool,
+) -> RenderedCard:
+    """The merged model's or the adapter's card: the same sections, with its kind's metadata and assets."""
+    _check_evaluation_model(evaluation, model)
+    data = _card_data(
+        kind, base_model=model.base_model, license_=manifest.license, datasets=public_datasets(manifest),
+        tags=(*COMMON_TAGS, *KIND_TAGS[kind]), model_name=repo, results=eval_results(evaluation),
+    )
+    context = tuned_model_context(manifest, model, summary, evaluation, provenance=provenance, year=year)
+    return _finish(kind, model, data, context, dest=folder / CARD_NAME, strict=strict,
+                   assets={**assets, **_chart_asset(evaluation)}, repo=repo)
 
 
 def render_model_card(
@@ -668,15 +269,9 @@ def render_model_card(
     from apto_release.io import read_json_object
 
     read_json_object(model.merged / "config.json", "the merged model's config")  # the merged folder is there
-    _check_evaluation_model(evaluation, model)
-    data = _card_data(
-        "model", base_model=model.base_model, license_=manifest.license, datasets=public_datasets(manifest),
-        tags=(*COMMON_TAGS, *KIND_TAGS["model"]), model_name=model.repo, results=eval_results(evaluation),
-    )
-    context = _tuned_model_context(manifest, model, summary, evaluation, provenance=provenance, year=year)
     assets = {LOSS_CURVE_NAME: summary.loss_curve} if summary.loss_curve else {}
-    return _finish("model", model, data, context, dest=model.merged / CARD_NAME, strict=strict,
-                   assets={**assets, **_chart_asset(evaluation)}, repo=model.repo)
+    return _render_tuned("model", manifest, model, summary, evaluation, repo=model.repo, folder=model.merged,
+                         assets=assets, provenance=provenance, year=year, strict=strict)
 
 
 def render_adapter_card(
@@ -700,14 +295,8 @@ def render_adapter_card(
     if model.adapter_repo is None:
         raise InputError(f"the model '{model.name}' has no adapter repo (push_adapter is false)", path=manifest.path)
     read_json_object(model.adapter / "adapter_config.json", "the adapter's config")
-    _check_evaluation_model(evaluation, model)
-    data = _card_data(
-        "adapter", base_model=model.base_model, license_=manifest.license, datasets=public_datasets(manifest),
-        tags=(*COMMON_TAGS, *KIND_TAGS["adapter"]), model_name=model.adapter_repo, results=eval_results(evaluation),
-    )
-    context = _tuned_model_context(manifest, model, summary, evaluation, provenance=provenance, year=year)
-    return _finish("adapter", model, data, context, dest=model.adapter / CARD_NAME, strict=strict,
-                   assets=_chart_asset(evaluation), repo=model.adapter_repo)
+    return _render_tuned("adapter", manifest, model, summary, evaluation, repo=model.adapter_repo, folder=model.adapter,
+                         assets={}, provenance=provenance, year=year, strict=strict)
 
 
 def render_gguf_card(
@@ -731,27 +320,9 @@ def render_gguf_card(
         "gguf", base_model=model.repo, license_=manifest.license, datasets=public_datasets(manifest),
         tags=(*COMMON_TAGS, *KIND_TAGS["gguf"]),
     )
-    types = [o.type for o in outputs]
-    default = next(t for t in (*GGUF_DEFAULT_PREFERENCE, *types) if t in types)
-    files = []
-    for o in outputs:
-        for i, f in enumerate(o.files):
-            files.append({
-                "name": f.path.name, "type": o.type, "size": f.size, "sha256": f.sha256, "bpw": f"{o.bits_per_weight:.2f}",
-                "part": i + 1, "parts": len(o.files),
-            })
     context = {
-        **_common_context(manifest, model, provenance={**base_provenance(summary), **(provenance or {})}, year=year),
-        "outputs": [
-            {"type": o.type, "size": o.size, "bpw": f"{o.bits_per_weight:.2f}", "first": o.files[0].path.name,
-             "parts": len(o.files), "ja": GGUF_GUIDANCE.get(o.type, ("", ""))[0], "en": GGUF_GUIDANCE.get(o.type, ("", ""))[1]}
-            for o in outputs
-        ],
-        "files": files,
-        "has_split": any(len(o.files) > 1 for o in outputs),
-        "parameters": max(o.parameters for o in outputs),
-        "default_type": default,
-        "default_output": next(o for o in outputs if o.type == default),
+        **common_context(manifest, model, provenance={**base_provenance(summary), **(provenance or {})}, year=year),
+        **gguf_context(outputs),
     }
     return _finish("gguf", model, data, context, dest=model.gguf_folder / CARD_NAME, strict=strict, repo=model.gguf_repo)
 

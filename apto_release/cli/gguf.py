@@ -56,6 +56,7 @@ def convert_command(
     verify`'s checks run on it (exit 1 when one fails; the file stays for inspection).
     """
     from apto_release.gguf.build import build_gguf, parse_size
+    from apto_release.io import human_size
     from apto_release.progress import Progress
 
     quants = [q for item in quants for q in item.split(",")]
@@ -72,11 +73,11 @@ def convert_command(
         types = ", ".join(f"{n} {t}" for t, n in sorted(item.tensor_types.items()))
         more = f" (+{len(item.paths) - 1} split files)" if len(item.paths) > 1 else ""
         status = "" if item.report is None else ("  verified" if item.report.ok else "  VERIFY FAILED")
-        click.echo(f"{item.path}{more}  {item.bytes / 1e6:,.1f} MB  ({types})  {item.seconds:.1f}s{status}")
+        click.echo(f"{item.path}{more}  {human_size(item.bytes)}  ({types})  {item.seconds:.1f}s{status}")
         if item.report is not None and not item.report.ok:
             click.echo(item.report.to_text())
         if limit and len(item.paths) == 1 and item.bytes > limit:
-            click.echo(f"warning: {item.path.name} is larger than --split-max-size ({item.bytes / 1e9:.1f} GB); K-quants are not split", err=True)
+            click.echo(f"warning: {item.path.name} is larger than --split-max-size ({human_size(item.bytes)}); K-quants are not split", err=True)
 
     files = build_gguf(
         model_dir, out_dir, quants, name=name, split_max_size=limit, verify=verify, overwrite=overwrite,

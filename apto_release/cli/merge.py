@@ -8,14 +8,7 @@ from pathlib import Path
 import click
 
 from apto_release.cli.options import dry_run_option, output_dir_option, overwrite_option
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:,} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return f"{n:,.1f} GB"  # pragma: no cover
+from apto_release.io import human_size
 
 
 def render_plan(plan, out_dir: Path | None = None) -> str:
@@ -26,11 +19,11 @@ def render_plan(plan, out_dir: Path | None = None) -> str:
                  + (f", {kinds.count('lora_bias')} biases a LoRA bias" if "lora_bias" in kinds else "")
                  + (f", {kinds.count('replace')} are replaced (modules_to_save)" if "replace" in kinds else ""))
     lines.append(f"Keys: {plan.layout}")
-    lines.append(f"Shards ({len(plan.shards)}, {_size(plan.shard_bytes)}):")
+    lines.append(f"Shards ({len(plan.shards)}, {human_size(plan.shard_bytes)}):")
     width = max(len(s.name) for s in plan.shards)
     for shard in plan.shards:
         what = f"{len(shard.updates)} of {shard.tensors} tensors merged" if shard.action == "merge" else f"{shard.tensors} tensors, copied as a file"
-        lines.append(f"  {shard.name:<{width}}  {shard.action:<5}  {what:<36} {_size(shard.size):>10}")
+        lines.append(f"  {shard.name:<{width}}  {shard.action:<5}  {what:<36} {human_size(shard.size):>10}")
     if plan.checkpoint.index_file:
         lines.append(f"Index: {plan.checkpoint.index_file} ({len(plan.checkpoint.weight_map)} tensors, the base's weight map)")
     lines.append("Files:")
@@ -40,7 +33,7 @@ def render_plan(plan, out_dir: Path | None = None) -> str:
         lines.append(f"Not copied: {', '.join(plan.skipped)}")
     if plan.eos_token_ids:
         lines.append(f"Generation stops at eos_token_id {list(plan.eos_token_ids)}")
-    lines.append(f"Output: {_size(plan.total_bytes)}")
+    lines.append(f"Output: {human_size(plan.total_bytes)}")
     lines.extend(f"Warning: {w}" for w in plan.warnings)
     return "\n".join(lines)
 
@@ -91,7 +84,7 @@ def merge_command(base, adapter, out_dir, dry_run, force, overwrite):
     click.echo(
         f"Merged {result.tensors_merged:,} tensors into {out_dir}/: {result.shards_written} shards "
         f"({result.shards_merged} rewritten, {result.shards_written - result.shards_merged} copied as files), "
-        f"{result.tensors_copied:,} tensors copied unchanged, {_size(result.bytes_written)} in {result.seconds:.1f}s."
+        f"{result.tensors_copied:,} tensors copied unchanged, {human_size(result.bytes_written)} in {result.seconds:.1f}s."
     )
     if result.stale_removed:
         click.echo(f"Removed {result.stale_removed} unfinished output folder(s) left by an interrupted merge.")

@@ -21,7 +21,7 @@ STATUS_MARKS = {"done": "✓", "up to date": "=", "failed": "✗", "would run": 
 def render_table(reports) -> str:
     """The final summary: stage, target, status, time, output size."""
     from apto_release.progress import human_duration
-    from apto_release.cards.model import human_size
+    from apto_release.io import human_size
     from apto_release.release.pipeline import STAGE_TITLES
 
     header = ("stage", "target", "status", "time", "output")
@@ -40,7 +40,7 @@ def render_table(reports) -> str:
 def markdown_table(result) -> str:
     """The summary for ``$GITHUB_STEP_SUMMARY``."""
     from apto_release.progress import human_duration
-    from apto_release.cards.model import human_size
+    from apto_release.io import human_size
     from apto_release.release.pipeline import STAGE_TITLES
 
     title = f"### apto-release release {result.manifest.tag}" + (" (dry run)" if result.dry_run else "")

@@ -65,8 +65,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apto_release.cards.model import human_size
+from apto_release.cards.check import check_card_text
 from apto_release.errors import AptoError, InputError, UsageError
+from apto_release.io import human_size
 
 if TYPE_CHECKING:  # the release hands the push its manifest; the hub never imports the release
     from apto_release.release.manifest import Manifest
@@ -208,39 +209,6 @@ def _gguf_files(target: Target) -> list[Path]:
             found = [target.folder / n for n in expected]
         files += found
     return [target.folder / README, *files]
-
-
-def _front_matter(text: str) -> Any:
-    import yaml
-
-    match = re.match(r"\A\ufeff?---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", text, re.S)
-    if not match:
-        raise ValueError("no YAML metadata block (the card must start with '---', the metadata, then '---')")
-    try:
-        return yaml.safe_load(match.group(1))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"the YAML metadata does not parse: {' '.join(str(exc).split())}") from None
-
-
-def check_card_text(text: str, kind: str) -> list[str]:
-    """The problems of a card (empty: fine): ``cards.model.check_card`` for model repos; a dataset
-    card's YAML must parse into a mapping with ``configs``."""
-    if kind != "dataset":
-        try:
-            from apto_release.cards.model import check_card
-        except ImportError:  # pragma: no cover - the cards module is part of the package
-            check_card = None
-        if check_card is not None:
-            return check_card(text, kind)
-    try:
-        meta = _front_matter(text)
-    except ValueError as exc:
-        return [str(exc)]
-    if not isinstance(meta, dict):
-        return [f"the YAML metadata is not a mapping but {type(meta).__name__}"]
-    if kind == "dataset" and not meta.get("configs"):
-        return ["the YAML metadata has no 'configs' (datasets would not find the data files)"]
-    return []
 
 
 def count_parquet_rows(files: Iterable[Path]) -> int:

@@ -133,7 +133,7 @@ def adapter_files(model: ModelTarget, *, reports: bool = False) -> list[Path]:
     """The adapter folder's files: the adapter itself (weights, config, chat template), and with
     ``reports`` the training summary and loss curve (the run's reports, which the adapter's digest
     leaves out, as it always has)."""
-    from apto_release.train.trainer import LOSS_CURVE_NAME, SUMMARY_NAME
+    from apto_release.train.summary import LOSS_CURVE_NAME, SUMMARY_NAME
 
     exclude = (CARD_NAME,) if reports else (CARD_NAME, SUMMARY_NAME, LOSS_CURVE_NAME)
     return _files(model.adapter, exclude=exclude) if model.adapter.is_dir() else []
@@ -453,7 +453,7 @@ class _Plan:
         return Job("merge", model.name, inputs, run, lambda: merged_files(model), deps=(f"train:{model.name}",))
 
     def _gguf_metadata(self, model: ModelTarget) -> dict[str, Any]:
-        from apto_release.cards.model import COMMON_TAGS, public_datasets
+        from apto_release.cards.context import COMMON_TAGS, public_datasets
 
         return {
             "version": self.m.version, "license": self.m.license, "base_model": [model.base_model],

@@ -1,1 +1,1 @@
-"""LoRA safety training: presets (data files), chat template and loss masks, and the trainer."""
+"""LoRA safety training: presets (data files), chat template and loss masks, the trainer, and its summary (``summary``)."""

@@ -1,8 +1,8 @@
 """``train``: LoRA safety tuning with the Hugging Face ``Trainer``, on one process or many.
 
 Reads and validates the records, encodes them with ``train.collate``'s loss masks, wraps the base
-model's text decoder with the preset's LoRA adapter and trains; writes the adapter, its
-``training_summary.json`` and ``loss_curve.png`` beside ``out_dir`` and renames them into place.
+model's text decoder with the preset's LoRA adapter and trains; writes the adapter, its summary
+(``train.summary.TrainingSummary``) and ``loss_curve.png`` beside ``out_dir`` and renames them into place.
 Distribution, what is published and what stays local, checkpoints and resuming: docs/training.md.
 """
 
@@ -16,17 +16,16 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from apto_release import __version__
 from apto_release.errors import InputError, UsageError
 from apto_release.io import sha256_file, write_json
+from apto_release.train.summary import LOSS_CURVE_NAME, TrainingSummary
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-SUMMARY_NAME = "training_summary.json"
-LOSS_CURVE_NAME = "loss_curve.png"
 #: The Trainer's own record of a checkpoint, written after the weights, optimizer, scheduler and
 #: RNG states (transformers' ``Trainer._save_checkpoint``): a checkpoint is complete when it parses.
 TRAINER_STATE = "trainer_state.json"
@@ -46,7 +45,7 @@ class TrainResult:
     final_loss: float | None
     seconds: float
     is_main_process: bool
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: TrainingSummary | None = None  # what the main process wrote (None on the other ranks)
     resumed_from: str | None = None  # the checkpoint's name
     steps_trained: int = 0  # optimiser steps this run took (0: the adapter came from a final checkpoint)
 
@@ -377,7 +376,7 @@ def train(
         steps_trained=state.global_step - steps_before,
     )
     if result.is_main_process:
-        summary = {
+        summary = TrainingSummary.from_dict({
             "apto_release_version": __version__,
             "preset": config.name,
             "config": config.flat(),
@@ -402,7 +401,7 @@ def train(
                 for rank, ids in enumerate(seen_by_rank)
             ],
             "versions": _versions(),
-        }
+        })
         result.summary = summary
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
             trainer.model.save_pretrained(str(tmp))
@@ -410,7 +409,7 @@ def train(
             if template:  # the format the adapter learned; merge gives it to the merged model
                 (tmp / CHAT_TEMPLATE_FILE).write_text(template, "utf-8")
             _set_base_model(tmp / "adapter_config.json", base_model_id or str(base))
-            (tmp / SUMMARY_NAME).write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", "utf-8")
+            summary.write(tmp)
             plot_loss(history, tmp / LOSS_CURVE_NAME, title=f"{config.name} on {Path(str(base)).name}")
         _log_run(out_dir, {"finished": _now(), "seconds": round(result.seconds, 3), "steps_trained": result.steps_trained,
                            "steps": result.steps})

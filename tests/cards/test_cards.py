@@ -17,8 +17,10 @@ import yaml
 from apto_release import __version__
 from apto_release.errors import InputError
 from apto_release.cards import model as cards
-from apto_release.cards.model import CardError, build_cards, check_card, find_gguf_outputs, write_card
+from apto_release.cards.check import check_card
+from apto_release.cards.model import CardError, build_cards, find_gguf_outputs, write_card
 from apto_release.evals.results import EvaluationError, load_evaluation, parse_evaluation
+from apto_release.io import human_size
 from apto_release.release.manifest import load_manifest
 
 NAME = "Apto-Tiny-Safety"
@@ -300,7 +302,7 @@ def test_gguf_card(release):
     size = f16.stat().st_size
     bpw = f"{size * 8 / PARAMETERS:.2f}"
     sha = hashlib.sha256(f16.read_bytes()).hexdigest()
-    assert f"| {cards.human_size(size)} | {bpw} | `{sha}` |" in card.text
+    assert f"| {human_size(size)} | {bpw} | `{sha}` |" in card.text
     assert f"[{NAME}-F16.gguf](https://huggingface.co/{ORG}/{NAME}-GGUF/blob/main/{NAME}-F16.gguf) | F16 |" in card.text
     assert f"{NAME}-Q8_0-00002-of-00002.gguf" in card.text
     assert f"llama-server -hf {ORG}/{NAME}-GGUF:Q4_K_M" in card.text
@@ -308,12 +310,6 @@ def test_gguf_card(release):
     assert "LM Studio" in card.text
     assert "**recommended**" in card.text
     assert check_card(card.text, "gguf") == []
-
-
-def test_human_size():
-    assert cards.human_size(812) == "812 B"
-    assert cards.human_size(4_200) == "4.20 KB"
-    assert cards.human_size(16_543_000_000) == "16.54 GB"
 
 
 def test_a_missing_gguf_type_is_an_input_error(tmp_path):
@@ -331,25 +327,7 @@ def test_an_incomplete_split_set_is_an_input_error(tmp_path):
         build_cards(load_manifest(path))
 
 
-# --- the check -------------------------------------------------------------------------------
-
-
-def test_check_catches_a_broken_card(release):
-    _, built = release
-    text = built["model"].text
-    assert check_card("# no metadata\n", "model")[0].startswith("no YAML metadata block")
-    bad_yaml = text.replace("license: apache-2.0", "license: [apache-2.0", 1)
-    assert check_card(bad_yaml, "model")[0].startswith("the YAML metadata does not parse")
-    missing = text.replace("library_name: transformers\n", "", 1)
-    assert "metadata key 'library_name' is missing" in check_card(missing, "model")
-    wrong = text.replace("base_model_relation: finetune", "base_model_relation: quantized", 1)
-    assert any("expected 'finetune'" in p for p in check_card(wrong, "model"))
-    bad_index = text.replace("value: 89.8", "value: high", 1)
-    assert any("not a number" in p for p in check_card(bad_index, "model"))
-    unrendered = text + "\n{{ oops }}\n"
-    assert any("unrendered" in p for p in check_card(unrendered, "model"))
-    # the same card is not a valid GGUF card
-    assert any("expected 'quantized'" in p for p in check_card(text, "gguf"))
+# --- the check at render time ----------------------------------------------------------------
 
 
 def test_a_failing_card_raises_a_card_error(tmp_path, monkeypatch):

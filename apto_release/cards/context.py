@@ -1,0 +1,302 @@
+"""What the model, adapter and GGUF cards say, as template context: the tables and the values shared by all three.
+
+The cards' tags, languages and benchmark links; the GGUF types' order, the default the usage
+examples pick and when to choose each; the results table (``metric_rows``), the judges'
+agreement and the ``model-index`` (``eval_results``); the training section (from
+``train.summary.TrainingSummary``) and the provenance rows. ``cards.model`` renders the cards
+from these; the release's pipeline reads the tags and public datasets of the manifest's repos.
+
+Nothing heavy is imported at module level: ``huggingface_hub`` is imported by ``eval_results``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from apto_release import __version__
+from apto_release.evals.chart import CHART_NAME  # the chart module imports matplotlib only when it draws
+from apto_release.evals.metrics import BENCHMARKS as EVAL_BENCHMARKS
+from apto_release.evals.results import Evaluation, Metric
+from apto_release.train.summary import LOSS_CURVE_NAME, TrainingSummary
+
+if TYPE_CHECKING:  # the release hands cards its manifest; cards never import the release
+    from apto_release.cards.model import GGUFOutput
+    from apto_release.release.manifest import Manifest, ModelTarget
+
+LANGUAGES = ["ja", "en"]
+COMMON_TAGS = ("safety", "alignment", "japanese", "llm-safety", "refusal", "apto-release")
+KIND_TAGS = {
+    "model": ("sft", "lora", "merged"),
+    "adapter": ("peft", "lora", "sft"),
+    "gguf": ("gguf", "llama.cpp", "quantized"),
+}
+
+#: GGUF types from the most faithful to the smallest (the card's table order).
+GGUF_ORDER = ("BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_M", "Q2_K")
+#: The type the usage examples use: the first of these that the release has.
+GGUF_DEFAULT_PREFERENCE = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q5_K_S", "Q6_K", "Q8_0", "Q3_K_M", "Q2_K", "BF16", "F16")
+#: When to choose each type: (Japanese, English).
+GGUF_GUIDANCE: dict[str, tuple[str, str]] = {
+    "BF16": ("量子化なし（元の bfloat16）。自分で量子化するときの元データ向け", "unquantized (the original bfloat16): a source for your own quantizations"),
+    "F16": ("量子化なし（float16）。自分で量子化するときの元データ向け", "unquantized (float16): a source for your own quantizations"),
+    "Q8_0": ("元のモデルとほぼ同じ品質。メモリに余裕がある場合に", "practically the original quality, for when memory allows"),
+    "Q6_K": ("ほぼ劣化なし。品質を重視する場合に", "near-lossless, for quality first"),
+    "Q5_K_M": ("Q4_K_M より高品質で、やや大きい", "better than Q4_K_M, somewhat larger"),
+    "Q5_K_S": ("Q5_K_M よりやや小さい", "a little smaller than Q5_K_M"),
+    "Q4_K_M": ("**推奨**。品質とサイズのバランスがよく、ほとんどの用途に", "**recommended**: the best balance of quality and size for most uses"),
+    "Q4_K_S": ("Q4_K_M よりやや小さく、品質もやや低い", "a little smaller than Q4_K_M, a little lower quality"),
+    "Q3_K_M": ("メモリが少ない環境向け。品質の低下が目立つ", "for little memory; a noticeable loss of quality"),
+    "Q2_K": ("メモリが非常に少ない環境向け。品質の低下が大きい", "for very little memory; a large loss of quality"),
+}
+
+#: Japanese labels and links of the benchmarks the release evaluates on (others use the file's own).
+BENCHMARKS: dict[str, dict[str, str]] = {
+    "AnswerCarefully": {"url": "https://huggingface.co/datasets/llm-jp/AnswerCarefully", "by": "LLM-jp"},
+    "SORRY-Bench": {"url": "https://sorry-bench.github.io", "by": "Xie et al., ICLR 2025"},
+    "MultiJail": {"url": "https://github.com/DAMO-NLP-SG/multilingual-safety-for-LLMs", "by": "Deng et al., ICLR 2024"},
+    "MT-Bench-ja": {"url": "https://github.com/Stability-AI/FastChat/tree/jp-stable/fastchat/llm_judge", "by": "Stability AI"},
+    "JMMLU": {"url": "https://github.com/nlp-waseda/JMMLU", "by": "Waseda University"},
+}
+#: The Japanese label of each metric that eval summarize computes, for a file that gives none.
+METRIC_LABELS_JA: dict[tuple[str, str], str] = {(b.name, m.id): m.label_ja for b in EVAL_BENCHMARKS for m in b.metrics}
+AGREEMENT_LEVELS_JA = {"nominal": "名義尺度", "ordinal": "順序尺度", "interval": "間隔尺度"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation: results table, agreement, model-index
+
+
+def _decimals(*values: float) -> int:
+    """Decimals to show: those the values were written with, 1 to 2."""
+    most = 0
+    for v in values:
+        text = repr(float(v))
+        if "e" in text:
+            return 2
+        most = max(most, len(text.split(".")[1].rstrip("0")) if "." in text else 0)
+    return min(2, max(1, most))
+
+
+def _fmt(value: float, decimals: int, *, signed: bool = False) -> str:
+    value = round(value, decimals) + 0.0  # no "-0.0"
+    return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
+
+
+def metric_rows(evaluation: Evaluation | None, *, categories: bool = False) -> list[dict[str, Any]]:
+    """The results table: each overall metric's labels, before, after, change and interval as text.
+
+    With ``categories``, the per-category rows instead (each with its ``category`` and ``n``).
+    """
+    if evaluation is None:
+        return []
+    return [_metric_row(m) for m in (evaluation.by_category if categories else evaluation.overall)]
+
+
+def _metric_row(m: Metric) -> dict[str, Any]:
+    d = _decimals(m.before, m.after, *(m.ci95 or ()))
+    unit_ja, unit_en = ("ポイント", "pt") if m.unit == "%" else ("", "")
+    return {
+        "metric": m,
+        "benchmark": m.benchmark,
+        "category": m.category.replace("|", "\\|") if m.category else None,  # a cell of a Markdown table
+        "label_en": m.label,
+        "label_ja": m.label_ja or METRIC_LABELS_JA.get((m.benchmark, m.metric), m.label),
+        "unit": m.unit,
+        "arrow": "↑" if m.higher_is_better else "↓",
+        "before": _fmt(m.before, d) + m.unit,
+        "after": _fmt(m.after, d) + m.unit,
+        "change": _fmt(m.change, d, signed=True),
+        "change_unit_ja": unit_ja,
+        "change_unit_en": unit_en,
+        "ci95": f"[{_fmt(m.ci95[0], d, signed=True)}, {_fmt(m.ci95[1], d, signed=True)}]" if m.ci95 else "",
+        "significant": m.significant,
+        "improved": m.improved,
+        "n": f"{m.n:,}" if m.n else "",
+        "judges": [
+            {"judge": v.judge, "before": _fmt(v.before, d) + m.unit, "after": _fmt(v.after, d) + m.unit,
+             "change": _fmt(v.after - v.before, d, signed=True)}
+            for v in m.per_judge
+        ],
+    }
+
+
+def agreement_rows(evaluation: Evaluation | None) -> list[dict[str, Any]]:
+    """Each benchmark's agreement between judges, as text (the value None: not defined)."""
+    if evaluation is None:
+        return []
+    return [
+        {"benchmark": a.benchmark, "value": None if a.value is None else _fmt(a.value, 2), "level": a.level,
+         "level_ja": AGREEMENT_LEVELS_JA[a.level], "judges": len(a.judges), "units": f"{a.units:,}"}
+        for a in evaluation.agreement
+    ]
+
+
+def eval_results(evaluation: Evaluation | None) -> list:
+    """The ``model-index`` results: each overall metric's value for the tuned model (``after``)."""
+    from huggingface_hub import EvalResult
+
+    if evaluation is None:
+        return []
+    return [
+        EvalResult(
+            task_type="text-generation",
+            task_name="Text Generation",
+            dataset_type=m.dataset_id or _slug(m.benchmark),
+            dataset_name=m.benchmark,
+            metric_type=m.metric,
+            metric_value=m.after,
+            metric_name=m.label,
+        )
+        for m in evaluation.overall
+    ]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "benchmark"
+
+
+
+# ---------------------------------------------------------------------------------------------
+# The sections of the cards
+
+
+def public_datasets(manifest: Manifest) -> list[str]:
+    """The manifest's dataset repos that are public (the sample): the cards' ``datasets``."""
+    return [d.repo for d in manifest.datasets.values() if not d.private]
+
+
+def base_provenance(summary: TrainingSummary | None) -> dict[str, str]:
+    """The provenance rows every card has: the toolkit version and the training data's hash."""
+    rows = {"apto-release": __version__}
+    if summary is not None:
+        if summary.toolkit_version:
+            rows["apto-release (training)"] = summary.toolkit_version
+        rows["training data SHA-256"] = summary.data_sha256
+        rows["training records"] = f"{summary.records:,}"
+    return rows
+
+
+def training_context(summary: TrainingSummary) -> dict[str, Any]:
+    """The training section: the LoRA and optimiser settings, the steps, the data per category."""
+    s = summary.setting
+    per_device, accumulation = s("train.per_device_batch_size"), s("train.gradient_accumulation_steps")
+    training = summary.raw.get("training") if isinstance(summary.raw.get("training"), Mapping) else {}
+    world = training.get("world_size") or 1
+    batch = per_device * accumulation * world if isinstance(per_device, int) and isinstance(accumulation, int) else None
+    cats = summary.categories
+    return {
+        "preset": summary.preset,
+        "r": s("lora.r"),
+        "alpha": s("lora.alpha"),
+        "dropout": s("lora.dropout"),
+        "rslora": s("lora.use_rslora"),
+        "targets": list(s("lora.target_modules")),
+        "learning_rate": s("train.learning_rate"),
+        "scheduler": s("train.lr_scheduler"),
+        "warmup_ratio": s("train.warmup_ratio"),
+        "epochs": s("train.epochs"),
+        "batch": batch,
+        "precision": s("train.precision"),
+        "max_length": s("data.max_length"),
+        "steps": training.get("steps"),
+        "final_loss": training.get("final_loss"),
+        "world_size": training.get("world_size"),
+        # No training time: it differs between two runs of the same release, and the card is published.
+        "records": summary.records,
+        "categories": cats,
+        "total": {
+            "records": sum(c["records"] for c in cats),
+            "kept": sum(c["kept"] for c in cats),
+            "tokens": sum(c["tokens"] for c in cats),
+            "trained_tokens": sum(c["trained_tokens"] for c in cats),
+        },
+        "data_sha256": summary.data_sha256,
+    }
+
+
+def common_context(manifest: Manifest, model: ModelTarget, *, provenance: Mapping[str, str], year: int | None) -> dict[str, Any]:
+    """What every card of ``model`` shows: names, repos, licence, datasets, provenance, citation."""
+    org = manifest.organisation
+    return {
+        "name": model.name,
+        "organisation": org,
+        "version": manifest.version,
+        "tag": manifest.tag,
+        "license": manifest.license,
+        "base_model": model.base_model,
+        "variant": model.variant,
+        "repo": model.repo,
+        "gguf_repo": model.gguf_repo if model.gguf else None,
+        "adapter_repo": model.adapter_repo,
+        "datasets": public_datasets(manifest),
+        "provenance": dict(provenance),
+        "toolkit_version": __version__,
+        "year": year or datetime.datetime.now(datetime.timezone.utc).year,
+        "citation_key": re.sub(r"[^a-z0-9]+", "_", model.name.lower()).strip("_"),
+        "benchmarks": BENCHMARKS,
+    }
+
+
+def evaluation_context(evaluation: Evaluation | None) -> dict[str, Any]:
+    """What the evaluation sections show (``ev``), and the benchmarks the attribution credits."""
+    rows = metric_rows(evaluation)
+    methods = {m.method for m in evaluation.metrics} if evaluation else set()
+    return {
+        "evaluation": evaluation,
+        "ev": {
+            "rows": rows,
+            "has_ci": any(r["ci95"] for r in rows),
+            "has_significance": any(r["significant"] is not None for r in rows),
+            "judges": list(evaluation.judges) if evaluation else [],
+            "judge_rows": [r for r in rows if r["judges"]],
+            "category_rows": metric_rows(evaluation, categories=True),
+            "agreement": agreement_rows(evaluation),
+            "mcnemar": "mcnemar" in methods,
+            "bootstrap": "bootstrap" in methods,
+            "resamples": f"{evaluation.bootstrap_resamples:,}" if evaluation and evaluation.bootstrap_resamples else None,
+            "chart": CHART_NAME if evaluation and evaluation.chart else None,
+        },
+        "evaluated_benchmarks": list(dict.fromkeys(r["benchmark"] for r in rows)),
+    }
+
+
+def tuned_model_context(
+    manifest: Manifest, model: ModelTarget, summary: TrainingSummary, evaluation: Evaluation | None, *,
+    provenance: Mapping[str, str] | None, year: int | None,
+) -> dict[str, Any]:
+    """What the merged model's and the adapter's cards both show: results, training, loss curve."""
+    return {
+        **common_context(manifest, model, provenance={**base_provenance(summary), **(provenance or {})}, year=year),
+        **evaluation_context(evaluation),
+        "training": training_context(summary),
+        "loss_curve": LOSS_CURVE_NAME if summary.loss_curve else None,
+    }
+
+
+
+def gguf_context(outputs: Sequence[GGUFOutput]) -> dict[str, Any]:
+    """What the GGUF card shows of its files: each type and file, the largest parameter count and the default type."""
+    types = [o.type for o in outputs]
+    default = next(t for t in (*GGUF_DEFAULT_PREFERENCE, *types) if t in types)
+    files = []
+    for o in outputs:
+        for i, f in enumerate(o.files):
+            files.append({
+                "name": f.path.name, "type": o.type, "size": f.size, "sha256": f.sha256, "bpw": f"{o.bits_per_weight:.2f}",
+                "part": i + 1, "parts": len(o.files),
+            })
+    return {
+        "outputs": [
+            {"type": o.type, "size": o.size, "bpw": f"{o.bits_per_weight:.2f}", "first": o.files[0].path.name,
+             "parts": len(o.files), "ja": GGUF_GUIDANCE.get(o.type, ("", ""))[0], "en": GGUF_GUIDANCE.get(o.type, ("", ""))[1]}
+            for o in outputs
+        ],
+        "files": files,
+        "has_split": any(len(o.files) > 1 for o in outputs),
+        "parameters": max(o.parameters for o in outputs),
+        "default_type": default,
+        "default_output": next(o for o in outputs if o.type == default),
+    }
