@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from apto_release.cli import render
 from apto_release.cli.options import (
     license_option,
     output_dir_option,
@@ -35,28 +36,6 @@ def _validate_options(strict, min_judge_score, taxonomy, against, against_fields
     )
 
 
-def _show_failed_validation(exc, fmt: str = "text") -> None:
-    from apto_release.cli import render
-
-    click.echo(render.render_github(exc.report, max_findings=20) if fmt == "github" else render.render_text(exc.report, max_findings=20), err=True)
-
-
-def _with_validation_report(command):
-    """Print the findings when a stage refuses its input because validation failed."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        from apto_release.errors import ValidationFailed
-
-        try:
-            return command(*args, **kwargs)
-        except ValidationFailed as exc:
-            _show_failed_validation(exc, "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text")
-            raise
-
-    return wrapper
-
-
 @click.command("validate", epilog="Example: apto-release validate data/records.jsonl --expected-count 18000 --against ac.jsonl")
 @click.argument("path", type=click.Path(path_type=Path))
 @validation_options
@@ -71,7 +50,6 @@ def validate_command(path, fmt, expected_count, no_near_duplicates, max_findings
     Exit 0 when there is no error (warnings allowed unless --strict), 1 when there are
     errors, 2 for usage errors or an unreadable file.
     """
-    from apto_release.cli import render
     from apto_release.dataset.validate import validate_file
     from apto_release.io import write_text
 
@@ -98,7 +76,7 @@ def validate_command(path, fmt, expected_count, no_near_duplicates, max_findings
 @click.option("--allow-personal-data", is_flag=True, help="Keep records with personal-data findings in the pool.")
 @overwrite_option()
 @validation_options
-@_with_validation_report
+@render.with_validation_report
 def sample_command(path, n, seed, by, out_dir, allow_personal_data, overwrite, **kwargs):
     """Draw a stratified, deterministic sample of PATH into a folder.
 
@@ -138,7 +116,7 @@ def dataset_group() -> None:
 @overwrite_option()
 @click.option("--no-verify", is_flag=True, help="Skip loading the built folder back with datasets.")
 @validation_options
-@_with_validation_report
+@render.with_validation_report
 def dataset_build_command(input_path, out_dir, report, repo_id, pretty_name, license_, version, gated_prompt, gated_fields, overwrite, no_verify, **kwargs):
     """Write a Hub dataset folder (Parquet per category, typed features, bilingual card) from INPUT."""
     from apto_release.dataset.build import build_from_file

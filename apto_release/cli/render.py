@@ -1,8 +1,13 @@
-"""Rendering a ValidationReport: text for people, JSON for programs, annotations for GitHub."""
+"""Rendering a ValidationReport: text for people, JSON for programs, annotations for GitHub; and the
+findings a stage prints when it refuses its input."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+
+import click
 
 from apto_release.dataset.findings import RULES, ValidationReport
 
@@ -83,3 +88,24 @@ def render_github(report: ValidationReport, *, max_findings: int = 0) -> str:
         out.append(f"::notice title=validate::{hidden:,} more findings not shown (use --max-findings 0 or --format json to see all)")
     out.append(f"{report.path}: {report.status} — {report.records:,} records, {len(report.errors):,} errors, {len(report.warnings):,} warnings")
     return "\n".join(out)
+
+
+def show_failed_validation(exc, fmt: str = "text") -> None:
+    """Print the findings of a refused input (the first 20) to stderr."""
+    click.echo(render_github(exc.report, max_findings=20) if fmt == "github" else render_text(exc.report, max_findings=20), err=True)
+
+
+def with_validation_report(command):
+    """Print the findings when a stage refuses its input because validation failed."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from apto_release.errors import ValidationFailed
+
+        try:
+            return command(*args, **kwargs)
+        except ValidationFailed as exc:
+            show_failed_validation(exc, "github" if os.environ.get("GITHUB_ACTIONS") == "true" else "text")
+            raise
+
+    return wrapper

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from apto_release.cli.dataset import _with_validation_report
+from apto_release.cli.render import with_validation_report
 from apto_release.cli.options import dry_run_option, output_dir_option, overwrite_option
 
 EPILOG = (
@@ -29,7 +29,7 @@ EPILOG = (
 @click.option("--save-steps", type=click.IntRange(1), default=200, show_default=True, help="Checkpoint every this many steps.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep OUTPUT.checkpoints/ after a successful run.")
 @click.option("--base-model-id", metavar="HUB_ID", help="The base model id written into adapter_config.json [default: --base].")
-@_with_validation_report
+@with_validation_report
 def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, overwrite, max_steps, save_steps, keep_checkpoints, base_model_id):
     """Tune a LoRA adapter on safety records with a preset.
 
