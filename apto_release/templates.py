@@ -27,14 +27,6 @@ def template_dir(kind: str) -> Path:
     )
 
 
-def template_path(kind: str, name: str) -> Path:
-    """The path of one template file."""
-    path = template_dir(kind) / name
-    if not path.is_file():
-        raise FileNotFoundError(f"card template {name!r} not found in {path.parent}")
-    return path
-
-
 def environment(kind: str, filters: Mapping[str, Callable[..., str]] | None = None):
     """A Jinja2 environment over the ``kind`` templates: strict about undefined names, Markdown (no
     HTML escaping), block tags without stray blank lines, the ``thousands`` filter (``12,345``)

@@ -150,9 +150,6 @@ class ValidationReport:
         """The near-duplicate clusters that the findings name, by number."""
         return {f.cluster.number: f.cluster for f in self.findings if f.cluster is not None}
 
-    def lines_with(self, rules: frozenset[str] | set[str]) -> set[int]:
-        return {f.line for f in self.findings if f.rule in rules and f.line is not None}
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,

@@ -128,14 +128,6 @@ class MergePlan:
         return self.adapter / ADAPTER_WEIGHTS
 
     @property
-    def modules(self) -> int:
-        return len({u.module for u in self.updates.values()})
-
-    @property
-    def tensor_count(self) -> int:
-        return sum(s.tensors for s in self.shards)
-
-    @property
     def shard_bytes(self) -> int:
         return sum(s.size for s in self.shards)
 
