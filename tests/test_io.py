@@ -134,3 +134,18 @@ def test_a_live_writer_s_temporaries_are_kept(tmp_path):
         child.kill()
         child.wait()
     assert remove_stale_temps(tmp_path) == 1 and not live.exists()
+
+
+def test_hash_file_gives_the_sha256_and_under_the_limit_the_git_blob_id(tmp_path, monkeypatch):
+    import hashlib
+
+    from apto_release import io
+
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"hello\n")
+    info = io.hash_file(small)
+    # the id 'git hash-object' gives the file (and the Hub lists as a regular file's blob_id)
+    assert info == io.FileHash(6, hashlib.sha256(b"hello\n").hexdigest(), "ce013625030ba8dba906f756967f9e9ca394464a")
+    assert info.sha256 == io.sha256_file(small)
+    monkeypatch.setattr(io, "GIT_SHA1_LIMIT", 6)  # at the limit and above: LFS on the Hub, no blob id
+    assert io.hash_file(small) == io.FileHash(6, info.sha256, None)
