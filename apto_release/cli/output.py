@@ -1,5 +1,5 @@
-"""Formatting of results for the terminal and for GitHub Actions' step summary: the push's plan
-lines and summary table, and the one place that appends to ``$GITHUB_STEP_SUMMARY``."""
+"""Formatting of results and step summaries: the ``Error:``/``Hint:`` lines, the push's plan lines
+and its Markdown table, and the one place that appends to GitHub Actions' ``$GITHUB_STEP_SUMMARY``."""
 
 from __future__ import annotations
 
