@@ -18,6 +18,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -247,12 +248,42 @@ def dump_jsonl_line(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
-def sha256_file(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
-    """The hex SHA-256 of a file, read in chunks."""
-    import hashlib
-
-    digest = hashlib.sha256()
+def _read_into(path: str | Path, digests: list[Any], chunk_size: int = 1 << 20) -> None:
+    """Feed the file's bytes, in chunks, to every digest of ``digests``."""
     with open(path, "rb") as f:
         while chunk := f.read(chunk_size):
-            digest.update(chunk)
+            for digest in digests:
+                digest.update(chunk)
+
+
+def sha256_file(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
+    """The hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    _read_into(path, [digest], chunk_size)
     return digest.hexdigest()
+
+
+#: Files under this size also get their git blob SHA-1 (regular, non-LFS files on the Hub are smaller).
+GIT_SHA1_LIMIT = 10_000_000
+
+
+@dataclass(frozen=True)
+class FileHash:
+    """A file's content hashes: SHA-256, and git's blob SHA-1 under ``GIT_SHA1_LIMIT`` (else None)."""
+
+    size: int
+    sha256: str
+    git_sha1: str | None
+
+
+def hash_file(path: str | Path) -> FileHash:
+    """SHA-256 and (under ``GIT_SHA1_LIMIT``) git blob SHA-1 of a file, in one read.
+
+    The git blob SHA-1 is what the Hub lists as a regular file's ``blob_id``; the SHA-256 what it
+    lists for an LFS file: the push compares its local files with the remote ones by them.
+    """
+    size = os.stat(path).st_size
+    sha256 = hashlib.sha256()
+    sha1 = hashlib.sha1(b"blob %d\0" % size) if size < GIT_SHA1_LIMIT else None
+    _read_into(path, [sha256] if sha1 is None else [sha256, sha1])
+    return FileHash(size, sha256.hexdigest(), sha1.hexdigest() if sha1 else None)

@@ -140,3 +140,18 @@ def test_human_size():
     assert human_size(812) == "812 B"
     assert human_size(4_200) == "4.20 KB"
     assert human_size(16_543_000_000) == "16.54 GB"
+
+
+def test_hash_file_gives_the_sha256_and_under_the_limit_the_git_blob_id(tmp_path, monkeypatch):
+    import hashlib
+
+    from apto_release import io
+
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"hello\n")
+    info = io.hash_file(small)
+    # the id 'git hash-object' gives the file (and the Hub lists as a regular file's blob_id)
+    assert info == io.FileHash(6, hashlib.sha256(b"hello\n").hexdigest(), "ce013625030ba8dba906f756967f9e9ca394464a")
+    assert info.sha256 == io.sha256_file(small)
+    monkeypatch.setattr(io, "GIT_SHA1_LIMIT", 6)  # at the limit and above: LFS on the Hub, no blob id
+    assert io.hash_file(small) == io.FileHash(6, info.sha256, None)

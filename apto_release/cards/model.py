@@ -21,7 +21,6 @@ are imported by the functions that need them.
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -109,9 +108,6 @@ class GGUFOutput:
         return self.size * 8 / self.parameters if self.parameters else 0.0
 
 
-_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
-
-
 def gguf_parameter_count(path: str | Path) -> int:
     """The number of weights in a GGUF file's tensors (one file of a split set: its own tensors)."""
     import gguf
@@ -131,7 +127,7 @@ def find_gguf_outputs(model: ModelTarget, sha256: Callable[[Path], str] | None =
     Raises:
         InputError: a listed type has no file, or an incomplete split set.
     """
-    from apto_release.gguf.output import existing_outputs, split_names
+    from apto_release.gguf.output import find_output
     from apto_release.io import sha256_file
     from apto_release.hub.filerules import check_file
 
@@ -140,23 +136,7 @@ def find_gguf_outputs(model: ModelTarget, sha256: Callable[[Path], str] | None =
         raise InputError("the GGUF folder does not exist", path=folder, hint="run 'apto-release gguf convert' first, or fix the manifest's gguf_folder")
     outputs = []
     for type_ in sorted(model.gguf, key=lambda t: GGUF_ORDER.index(t) if t in GGUF_ORDER else len(GGUF_ORDER)):
-        stem = f"{model.name}-{type_}"
-        found = existing_outputs(folder, stem)
-        if not found:
-            raise InputError(
-                f"no GGUF file for {type_}: expected {stem}.gguf or a split set {stem}-00001-of-0000N.gguf", path=folder,
-                hint=f"convert it with 'apto-release gguf convert', or remove {type_} from the manifest's gguf list",
-            )
-        counts = {int(m.group(2)) for p in found if (m := _SPLIT.search(p.name))}
-        single = folder / f"{stem}.gguf"
-        if single in found and counts or len(counts) > 1:
-            raise InputError(f"more than one output for {type_} ({', '.join(p.name for p in found)}); remove the stale ones", path=folder)
-        if counts:
-            expected = split_names(stem, counts.pop())
-            missing = [n for n in expected if not (folder / n).is_file()]
-            if missing:
-                raise InputError(f"the split set of {type_} is incomplete: {', '.join(missing)} missing", path=folder)
-            found = [folder / n for n in expected]
+        found = find_output(folder, f"{model.name}-{type_}", type_)
         for p in found:  # the push's rule: only regular files inside the folder (a FIFO is never opened)
             check_file(folder, p)
         files = tuple(GGUFFile(p, p.stat().st_size, (sha256 or sha256_file)(p)) for p in found)

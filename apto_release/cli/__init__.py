@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import sys
 
 import click
 
 from apto_release import __version__
+from apto_release.cli.output import echo_error
 from apto_release.errors import AptoError
 
 EPILOG = "Example: apto-release demo -o out/demo   (a whole release on synthetic data, pushed to a local Hub)"
@@ -71,9 +71,7 @@ _EXTRA_HINTS = {
 
 
 def _fail(message: str, hint: str | None, code: int) -> int:
-    click.echo(f"Error: {message}", err=True)
-    if hint:
-        click.echo(f"Hint: {hint}", err=True)
+    echo_error(message, hint)
     return code
 
 
@@ -82,15 +80,14 @@ def _from_huggingface_hub(exc: BaseException) -> bool:
     return any(cls.__module__.split(".")[0] == "huggingface_hub" for cls in type(exc).__mro__)
 
 
-_TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{8,}")
-
-
 def _hub_error_line(exc: BaseException) -> tuple[str, str, int]:
     """One line for a huggingface_hub error that no stage turned into an AptoError, without the token.
 
     The stages check ids and versions before they call the Hub (see release.manifest), so this is
     the last line of defence: a message, never a traceback, and never the token.
     """
+    from apto_release.hub.client import redact
+
     text = " ".join(str(exc).split()) or type(exc).__name__
     secrets = {os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")}
     try:
@@ -99,9 +96,7 @@ def _hub_error_line(exc: BaseException) -> tuple[str, str, int]:
         secrets.add(get_token())
     except Exception:  # noqa: BLE001 - a token we cannot read is one we cannot leak
         pass
-    for secret in filter(None, secrets):
-        text = text.replace(secret, "hf_***")
-    text = _TOKEN_SHAPE.sub("hf_***", text)
+    text = redact(text, secrets, token_shapes=True)
     if type(exc).__name__ == "HFValidationError":
         return f"the Hugging Face Hub client refused a value: {text}", "check the repo ids and the version in the manifest", 2
     return f"a Hugging Face Hub call failed ({type(exc).__name__}): {text}", "run again; APTO_DEBUG=1 shows the traceback", 1

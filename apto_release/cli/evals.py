@@ -40,6 +40,7 @@ def summarize_command(paths, output, model, before_id, after_id, chart, no_chart
     allowed), 1 when the judgements have errors (nothing is written), 2 for an unreadable file
     or a malformed line.
     """
+    from apto_release.cli.output import echo_error
     from apto_release.errors import UsageError
     from apto_release.evals.chart import CHART_NAME
     from apto_release.evals.summarize import summarize, write_results
@@ -52,7 +53,7 @@ def summarize_command(paths, output, model, before_id, after_id, chart, no_chart
         click.echo(f"{finding.severity}: {finding.message}", err=True)
     if not summary.ok:
         errors = sum(f.severity == "error" for f in summary.findings)
-        click.echo(f"Error: the judgements have {errors} error(s); nothing was written.", err=True)
+        echo_error(f"the judgements have {errors} error(s); nothing was written.")
         return 1
     chart = None if no_chart else chart or output.parent / CHART_NAME
     evaluation = write_results(summary, output, chart=chart)

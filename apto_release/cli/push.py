@@ -28,14 +28,9 @@ def push_command(manifest_path, only, dry_run, prune):
     $GITHUB_STEP_SUMMARY when it is set. Exit 2 for a problem with the inputs, 1 when a push fails.
     """
     from apto_release.release.manifest import load_manifest
-    from apto_release.hub.push import (
-        PushError,
-        append_step_summary,
-        plan_lines,
-        push,
-        step_summary,
-        summary_line,
-    )
+    from apto_release.cli.output import append_step_summary, echo_error, plan_lines, step_summary
+    from apto_release.hub.client import PushError
+    from apto_release.hub.push import push, summary_line
 
     manifest = load_manifest(manifest_path)
 
@@ -57,7 +52,7 @@ def push_command(manifest_path, only, dry_run, prune):
         conflicts = [r for r in results if r.error]
         click.echo(f"Dry run: {sum(r.plan.changed for r in results)} of {len(results)} repo(s) would get a commit; nothing was written.")
         if conflicts:
-            click.echo(f"Error: {len(conflicts)} repo(s) already have tag {manifest.tag} elsewhere; bump the version.", err=True)
+            echo_error(f"{len(conflicts)} repo(s) already have tag {manifest.tag} elsewhere; bump the version.")
             return 1
         return 0
     committed = sum(r.status == "committed" for r in results)

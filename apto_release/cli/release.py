@@ -77,7 +77,7 @@ def _echo_report(report) -> None:
 
 def _finish(result, error=None) -> None:
     """The table, and the step summary in GitHub Actions."""
-    from apto_release.hub.push import append_step_summary
+    from apto_release.cli.output import append_step_summary
 
     click.echo("")
     click.echo(render_table(result.reports))

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 SPLIT = "train"
 SHARD_NAME = "train-00000-of-00001.parquet"
 README = "README.md"
-#: The local provenance marker (hidden: never uploaded); ``hub.push`` reads it for its public-repo guard.
+#: The local provenance marker (hidden: never uploaded); ``hub.targets`` reads it for its guards.
 BUILD_MARKER = ".apto-build.json"
 
 

@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from apto_release.errors import UsageError
+from apto_release.errors import InputError, UsageError
 from apto_release.io import current_umask
 
 #: gguf-py's and llama.cpp's split file names (``gguf.constants.SHARD_NAME_FORMAT``, ``llama_split_path``).
 SPLIT_FORMAT = "{stem}-{no:05d}-of-{count:05d}.gguf"
+_SPLIT_COUNT = re.compile(r"-\d{5}-of-(\d{5})\.gguf$")  # a split file's name: the set's file count
 
 
 @dataclass
@@ -54,6 +55,31 @@ def existing_outputs(out_dir: Path, stem: str) -> list[Path]:
         return []
     split = re.compile(re.escape(stem) + r"-\d{5}-of-\d{5}\.gguf")
     return sorted(p for p in out_dir.iterdir() if p.name == f"{stem}.gguf" or split.fullmatch(p.name))
+
+
+def find_output(folder: Path, stem: str, type_: str) -> list[Path]:
+    """The files of the output ``stem`` (``<Model>-<TYPE>``, of the GGUF type ``type_``) in
+    ``folder``: the single file, or every file of its split set in order, the first first.
+
+    Raises ``InputError`` when there is none, more than one (a single file beside a split set, or
+    split sets of two counts), or an incomplete split set.
+    """
+    found = existing_outputs(folder, stem)
+    if not found:
+        raise InputError(
+            f"no GGUF file for {type_}: expected {stem}.gguf or a split set {stem}-00001-of-0000N.gguf", path=folder,
+            hint=f"convert it with 'apto-release gguf convert', or remove {type_} from the manifest's gguf list",
+        )
+    counts = {int(m.group(1)) for p in found if (m := _SPLIT_COUNT.search(p.name))}
+    if folder / f"{stem}.gguf" in found and counts or len(counts) > 1:
+        raise InputError(f"more than one output for {type_} ({', '.join(p.name for p in found)}); remove the stale ones", path=folder)
+    if counts:
+        expected = split_names(stem, counts.pop())
+        missing = [n for n in expected if not (folder / n).is_file()]
+        if missing:
+            raise InputError(f"the split set of {type_} is incomplete: {', '.join(missing)} missing", path=folder)
+        found = [folder / n for n in expected]
+    return found
 
 
 def check_free(out_dir: Path, stem: str, *, overwrite: bool) -> None:

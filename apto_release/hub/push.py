@@ -1,82 +1,42 @@
 """``apto-release push``: publish a release's folders to their Hub repos, one atomic commit each.
 
-The repos come from the release manifest (``release.toml``): the dataset sample (public, gated)
-and the full dataset (private); per model, the merged model repo, the GGUF repo (the manifest's
-GGUF types and the card) and, with ``push_adapter``, the adapter repo. ``only`` narrows them to
-``dataset.sample``, ``dataset.full`` or a model's name (its model, GGUF and adapter repos).
-
-How a push goes:
-
-1. **Local checks, before any request**: every folder exists and holds its files (hidden files and
-   folders, names starting with ``.``, and caches are never uploaded); each GGUF type listed has
-   its file; each card's YAML is checked (``cards.model.check_card`` for model repos; a dataset
-   card must parse and have ``configs``); every dataset folder, private ones included, must carry
-   ``dataset build``'s marker ``.apto-build.json`` naming the SHA-256 of a records file that passed
-   validation, and hold the rows it counted; the **public-repo guard**: a folder pushed to a
-   public dataset repo must be the sample, and its Parquet files (counted from their metadata)
-   must hold no more rows than the manifest's ``max_rows``; a model or adapter folder must hold a
-   model (``check_model_folder``); no file may exceed the Hub's ``MAX_FILE_SIZE``. Only regular
-   files inside the folder, or links to them, are published (``hub.filerules``: a link out of
-   the folder, a folder link, a FIFO, socket or device is refused by name, never opened); every
-   file to publish passes the credential scan (``hub.secrets``; the manifest's
-   ``allow_secrets_in`` lists fixtures holding fake keys). Every local file gets its SHA-256 (and,
-   under 10 MB, its git blob SHA-1).
-2. **Plan** (read only: repo info, the recursive tree at the head, the refs): each local file is
-   *add*, *change* or *keep* by comparing checksums with the remote's (``lfs.sha256`` of LFS
-   files, ``blob_id`` of regular ones). A remote file the folder lacks is *delete* only when a
-   release of ours published it, unchanged since: our commits list the release's files (path,
-   SHA-256, git blob SHA-1) in their description, and the plan reads them back from the branch's
-   history (``list_repo_commits``). Anything else (a maintainer's ``NOTICE.md``, a file committed
-   while the push ran) is *kept* and reported (``kept: NOTICE.md, not ours``), unless ``prune``
-   is set. Hidden remote files such as ``.gitattributes`` are left alone. The history, not the
-   state file, decides: a fresh CI machine has no state file, and the history is what the repo
-   really holds (including commits another machine made). A tag ``v<version>`` that already exists must
-   point at the head and the head must match the folder; otherwise the release is refused before
-   anything is written (bump the version).
-   **Pre-flight** (a real push, before the plan): ``whoami``, then the token's write access to every
-   repo (``check_write_access``); after the plan, the tag conflicts above and every card to be
-   committed, sent to the Hub's validator (``check_cards_on_hub``). Whatever can refuse a repo is
-   thus checked on every repo before the first is written: a push publishes the whole release or
-   writes nothing, save for network and server failures, which the next run completes.
-3. **Publish**, repo after repo: create the repo with the manifest's visibility, set its gating,
-   then one ``create_commit`` with every addition and deletion, on top of the head it planned
-   against (``parent_commit``). On 429, 5xx and 412 (someone pushed meanwhile) it re-reads the
-   head, re-plans (so a file another writer committed meanwhile is kept, not deleted) and tries
-   again (bounded, short backoff, ``Retry-After`` honoured but capped);
-   a re-plan that finds nothing left to do means the earlier commit went through, so there is
-   never a duplicate commit. The new tree is then compared with the local files, and the tag is
-   created (or kept, when it already points at that commit).
-
-A second push of an unchanged release makes no commit and uploads nothing. The token (``HF_TOKEN``
-or the local login) is redacted from every message this module raises.
+Local checks first, then a read-only plan per repo (add, change, keep, delete: a remote file is
+deleted only when a release of ours published it), then the pre-flight on every repo (write
+access, tags, cards), and only then one commit per repo, verified and tagged. How and why:
+docs/push.md. The repos and their guards are in ``hub.targets``; the client, its retries and the
+token's redaction in ``hub.client``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
 import re
-import sys
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apto_release.cards.check import check_card_text
 from apto_release.errors import AptoError, InputError, UsageError
-from apto_release.io import human_size
+from apto_release.hub.client import (
+    DEFAULT_ATTEMPTS,
+    RETRYABLE,
+    PushError,
+    Session,
+    check_write_access,
+    http_status,
+    make_api,
+    progress_bars,
+    transport_errors,
+)
+from apto_release.hub.targets import Target, check_model_folder, check_public_dataset, read_build_marker, targets
+from apto_release.io import hash_file, human_size
 
 if TYPE_CHECKING:  # the release hands the push its manifest; the hub never imports the release
     from apto_release.release.manifest import Manifest
 
-#: Files under this size also get their git blob SHA-1 (regular, non-LFS files on the Hub are smaller).
-GIT_SHA1_LIMIT = 10_000_000
 #: Folder names never uploaded, besides hidden ones.
 CACHE_DIRS = frozenset({"__pycache__"})
-BUILD_MARKER = ".apto-build.json"  # written by ``dataset build`` (``dataset.build.BUILD_MARKER``)
 README = "README.md"
 #: Our commits list the release's files in their description, after this line (one
 #: ``<sha256> <git blob sha1 or -> <path>`` a line): the Hub's history then says which files a
@@ -84,38 +44,10 @@ README = "README.md"
 FILES_HEADER = "apto-release files (sha256, git blob sha1, path):"
 #: The Hub's limit on one file (https://huggingface.co/docs/hub/storage-limits: 50 GB a file, 20 GB recommended).
 MAX_FILE_SIZE = 50 * 1000**3
-RETRYABLE = frozenset({408, 412, 429, 500, 502, 503, 504})
-RETRY_AFTER_CAP = 10.0  # seconds: a longer Retry-After is cut to this
-DEFAULT_ATTEMPTS = 4
-
-
-class PushError(AptoError, RuntimeError):
-    """A push failed. ``results`` says which repos were published and which were not."""
-
-    def __init__(self, message: str, *, results: Sequence[RepoResult] = (), **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.results = list(results)
 
 
 # ---------------------------------------------------------------------------------------------
-# Targets and local files
-
-
-@dataclass(frozen=True)
-class Target:
-    """One repo of the release and the local folder (or files) that go into it."""
-
-    name: str  # the --only name it belongs to: dataset.sample, dataset.full or a model name
-    role: str  # "dataset sample", "dataset full", "model", "GGUF", "adapter"
-    repo_id: str
-    repo_type: str  # "dataset" or "model"
-    folder: Path
-    private: bool
-    gated: str | bool = False
-    max_rows: int | None = None
-    card_kind: str = "model"  # "dataset", "model", "gguf", "adapter"
-    gguf_types: tuple[str, ...] = ()
-    model_name: str | None = None
+# Local files
 
 
 @dataclass(frozen=True)
@@ -124,55 +56,11 @@ class LocalFile:
     local: Path
     size: int
     sha256: str
-    git_sha1: str | None  # None at GIT_SHA1_LIMIT bytes and above
-
-
-def targets(manifest: Manifest, only: Iterable[str] | None = None) -> list[Target]:
-    """The repos of the release, narrowed to the ``only`` names (see ``Manifest.target_names``)."""
-    names = manifest.target_names()
-    wanted = list(dict.fromkeys(only or []))
-    unknown = [n for n in wanted if n not in names]
-    if unknown:
-        raise UsageError(
-            f"--only {', '.join(unknown)}: not in the manifest; choose from {', '.join(names) or 'nothing'}",
-            path=manifest.path,
-        )
-    out: list[Target] = []
-    for key in ("sample", "full"):
-        ds = manifest.datasets.get(key)
-        if ds is None or wanted and f"dataset.{key}" not in wanted:
-            continue
-        out.append(Target(f"dataset.{key}", f"dataset {key}", ds.repo, "dataset", ds.folder, ds.private,
-                          ds.gated, ds.max_rows, "dataset"))
-    for model in manifest.models:
-        if wanted and model.name not in wanted:
-            continue
-        out.append(Target(model.name, "model", model.repo, "model", model.merged, model.private, card_kind="model",
-                          model_name=model.name))
-        if model.gguf:
-            out.append(Target(model.name, "GGUF", model.gguf_repo, "model", model.gguf_folder, model.private,
-                              card_kind="gguf", gguf_types=model.gguf, model_name=model.name))
-        if model.adapter_repo:
-            out.append(Target(model.name, "adapter", model.adapter_repo, "model", model.adapter, model.private,
-                              card_kind="adapter", model_name=model.name))
-    return out
+    git_sha1: str | None  # None at io.GIT_SHA1_LIMIT bytes and above
 
 
 def _hidden_or_cache(name: str) -> bool:
     return name.startswith(".") or name in CACHE_DIRS
-
-
-def hash_file(path: Path) -> LocalFile:
-    """SHA-256 and (under ``GIT_SHA1_LIMIT``) git blob SHA-1 of a file, in one read."""
-    size = path.stat().st_size
-    sha256 = hashlib.sha256()
-    sha1 = hashlib.sha1(b"blob %d\0" % size) if size < GIT_SHA1_LIMIT else None
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            sha256.update(chunk)
-            if sha1 is not None:
-                sha1.update(chunk)
-    return LocalFile("", path, size, sha256.hexdigest(), sha1.hexdigest() if sha1 else None)
 
 
 def folder_files(folder: Path) -> list[Path]:
@@ -187,139 +75,14 @@ def folder_files(folder: Path) -> list[Path]:
 
 
 def _gguf_files(target: Target) -> list[Path]:
-    from apto_release.gguf.output import existing_outputs, split_names
+    from apto_release.gguf.output import find_output
 
     files = []
     for type_ in target.gguf_types:
-        stem = f"{target.model_name}-{type_}"
-        found = existing_outputs(target.folder, stem)
-        if not found:
-            raise InputError(
-                f"no GGUF file for {type_}: expected {stem}.gguf or a split set {stem}-00001-of-0000N.gguf",
-                path=target.folder, hint=f"convert it with 'apto-release gguf convert', or remove {type_} from the manifest's gguf list",
-            )
-        counts = {int(m.group(1)) for p in found if (m := re.search(r"-\d{5}-of-(\d{5})\.gguf$", p.name))}
-        if counts:
-            if len(counts) > 1 or target.folder / f"{stem}.gguf" in found:
-                raise InputError(f"more than one output for {type_} ({', '.join(p.name for p in found)}); remove the stale ones", path=target.folder)
-            expected = split_names(stem, counts.pop())
-            missing = [n for n in expected if not (target.folder / n).is_file()]
-            if missing:
-                raise InputError(f"the split set of {type_} is incomplete: {', '.join(missing)} missing", path=target.folder)
-            found = [target.folder / n for n in expected]
-        files += found
+        files += find_output(target.folder, f"{target.model_name}-{type_}", type_)
     return [target.folder / README, *files]
 
 
-def count_parquet_rows(files: Iterable[Path]) -> int:
-    """Rows of the Parquet files, from their footers (no data is read)."""
-    import pyarrow.parquet as pq
-
-    total = 0
-    for path in files:
-        try:
-            total += pq.read_metadata(path).num_rows
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad footer
-            raise InputError(f"not a readable Parquet file: {exc}", path=path) from None
-    return total
-
-
-def read_build_marker(target: Target, files: Sequence[Path]) -> tuple[dict[str, Any], int]:
-    """The provenance guard of every dataset repo, private full set included: the folder must carry
-    ``dataset build``'s marker naming the SHA-256 of a records file that passed validation, and its
-    Parquet files must hold the rows the marker counted. Returns (the marker, the row count).
-
-    The marker's ``records`` entry is written only by a build that took its records from
-    ``load_valid_records`` (``dataset build``, the release's dataset jobs), after they passed; a
-    folder built otherwise, or by a version of apto-release before the entry existed, is refused.
-    Raises ``UsageError`` (before any request) otherwise.
-    """
-    where = f"refusing to push {target.folder} to the dataset repo {target.repo_id}"
-    hint = "build it with 'apto-release dataset build' (or the release's dataset stage), which validates the records first"
-    marker_path = target.folder / BUILD_MARKER
-    if os.path.lexists(marker_path):
-        from apto_release.hub.filerules import check_file
-
-        # Never opened unless it is a regular file of the folder: a FIFO would hang the read.
-        check_file(target.folder, marker_path)
-    try:
-        marker = json.loads(marker_path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{where}: it has no {BUILD_MARKER}, so nothing says its records were validated", hint=hint) from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{where}: {BUILD_MARKER} cannot be read ({exc})", hint=hint) from None
-    if not isinstance(marker, dict):
-        raise UsageError(f"{where}: {BUILD_MARKER} is not a JSON object", hint=hint)
-    records = marker.get("records")
-    sha = records.get("sha256") if isinstance(records, dict) else None
-    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
-        raise UsageError(f"{where}: {BUILD_MARKER} names no records file SHA-256, so it was not built from validated records",
-                         hint=hint)
-    verdict = records.get("validation")
-    if verdict not in ("PASSED", "PASSED with warnings"):
-        raise UsageError(f"{where}: {BUILD_MARKER} says its records file {str(records.get('file') or '')!r} "
-                         f"(SHA-256 {sha[:12]}…) did not pass validation ({verdict!r})", hint=hint)
-    rows = count_parquet_rows(p for p in files if p.suffix == ".parquet")
-    if marker.get("rows") != rows:
-        raise UsageError(f"{where}: its Parquet files hold {rows:,} rows but {BUILD_MARKER} says {marker.get('rows')}: "
-                         "the folder changed after it was built", hint="build it again")
-    return marker, rows
-
-
-def check_public_dataset(target: Target, files: Sequence[Path]) -> int:
-    """The public-repo guard: only the validated sample, with at most ``max_rows`` rows, goes public.
-
-    Returns the row count. Raises ``UsageError`` (before any request) otherwise.
-    """
-    where = f"refusing to push {target.folder} to the public dataset repo {target.repo_id}"
-    build_hint = ("publish only the sample built with 'apto-release dataset build SAMPLE.jsonl --report distribution.json'; "
-                  "the full set belongs in a private repo")
-    if not (target.folder / BUILD_MARKER).is_file():
-        raise UsageError(f"{where}: it has no {BUILD_MARKER}, so it is not a validated sample", hint=build_hint)
-    marker, rows = read_build_marker(target, files)
-    if marker.get("kind") != "sample":
-        raise UsageError(f"{where}: it was built as the {marker.get('kind') or 'unknown'} set, not as the sample (no distribution report)",
-                         hint=build_hint)
-    limit = target.max_rows
-    if limit is not None and rows > limit:
-        raise UsageError(f"{where}: its Parquet files hold {rows:,} rows, more than max_rows = {limit:,}", hint=build_hint)
-    return rows
-
-
-def check_model_folder(target: Target, files: Sequence[Path]) -> None:
-    """A model repo's folder must hold a model, not only a card: a merged model needs ``config.json``
-    and its weights (``model.safetensors``, or ``model.safetensors.index.json`` and every shard its
-    ``weight_map`` names); an adapter ``adapter_config.json`` and ``adapter_model.safetensors``. (A
-    GGUF repo's files are the manifest's types, which ``_gguf_files`` already requires.)
-
-    Raises ``InputError`` naming the folder and what is missing; dataset and GGUF targets pass.
-    """
-    if target.card_kind not in ("model", "adapter"):
-        return
-    names = {p.relative_to(target.folder).as_posix() for p in files}
-    if target.card_kind == "adapter":
-        missing = [n for n in ("adapter_config.json", "adapter_model.safetensors") if n not in names]
-        hint = "train it with 'apto-release train', or fix the adapter folder in the manifest"
-    else:
-        missing = [] if "config.json" in names else ["config.json"]
-        index_name = "model.safetensors.index.json"
-        if index_name in names:
-            index_path = target.folder / index_name
-            try:
-                weight_map = json.loads(index_path.read_text("utf-8")).get("weight_map")
-            except (OSError, ValueError, AttributeError) as exc:
-                raise InputError(f"refusing to push the model folder to {target.repo_id}: {index_name} cannot be read "
-                                 f"({' '.join(str(exc).split())})", path=index_path) from None
-            if not isinstance(weight_map, dict) or not weight_map:
-                missing.append(f"the weight_map of {index_name}")
-            else:
-                missing += sorted({str(s) for s in weight_map.values()} - names)
-        elif "model.safetensors" not in names:
-            missing.append(f"model.safetensors (or {index_name} and its shards)")
-        hint = "merge it with 'apto-release merge', or fix the merged folder in the manifest"
-    if missing:
-        raise InputError(f"refusing to push the {target.role} folder to {target.repo_id}: it holds no {target.role}, "
-                         f"{', '.join(missing)} missing", path=target.folder, hint=hint)
 
 
 @dataclass
@@ -331,7 +94,7 @@ class Prepared:
     rows: int | None = None
 
 
-Hasher = Callable[[Path], Any]  # a file -> an object with size, sha256 and git_sha1 (``hash_file``)
+Hasher = Callable[[Path], Any]  # a file -> an object with size, sha256 and git_sha1 (``io.hash_file``)
 
 
 def prepare(target: Target, hasher: Hasher = hash_file, allow_secrets: Mapping[Path, str] | None = None) -> Prepared:
@@ -465,89 +228,7 @@ class RepoResult:
         return self.plan.tag if self.tag_action else None
 
 
-# ---------------------------------------------------------------------------------------------
-# Talking to the Hub
-
-
-class _Session:
-    """The api, the secrets to redact, and the retry policy."""
-
-    def __init__(self, api, *, attempts: int, backoff: float, sleep: Callable[[float], None] = time.sleep) -> None:
-        from huggingface_hub import get_token
-
-        self.api = api
-        self.token = api.token if isinstance(api.token, str) else (None if api.token is False else get_token())
-        self.secrets = [s for s in {self.token, api.token if isinstance(api.token, str) else None, get_token()} if s]
-        self.attempts = max(1, attempts)
-        self.backoff = backoff
-        self.sleep = sleep
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "hf_***")
-        return text
-
-    def describe(self, exc: BaseException) -> str:
-        """One line for an error from the client, without the token."""
-        status = _status(exc)
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        if status is not None and str(status) not in text[:20]:
-            text = f"HTTP {status}: {text}"
-        return self.redact(text)
-
-    def wait(self, exc: BaseException, attempt: int) -> float:
-        retry_after = None
-        response = getattr(exc, "response", None)
-        if response is not None:
-            with contextlib.suppress(TypeError, ValueError):
-                retry_after = float(response.headers.get("Retry-After"))
-        delay = retry_after if retry_after is not None else self.backoff * 2 ** (attempt - 1)
-        return max(0.0, min(delay, RETRY_AFTER_CAP))
-
-    def call(self, what: str, repo_id: str, fn: Callable[[], Any], *, passthrough: tuple[type, ...] = (),
-             pass_status: Iterable[int] = ()) -> Any:
-        """``fn()``, tried again on 429/5xx (idempotent calls only); other failures: PushError.
-
-        Errors of the ``passthrough`` types or with a status in ``pass_status`` are raised as they are.
-        """
-        from huggingface_hub.errors import HfHubHTTPError
-
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return fn()
-            except passthrough:
-                raise
-            except HfHubHTTPError as exc:
-                status = _status(exc)
-                if status in pass_status:
-                    raise
-                if status in RETRYABLE and status != 412 and attempt < self.attempts:
-                    self.sleep(self.wait(exc, attempt))
-                    continue
-                raise PushError(f"{what} failed: {self.describe(exc)}", repo=repo_id) from None
-            except _transport_errors() as exc:  # connection errors
-                if attempt < self.attempts:
-                    self.sleep(self.wait(exc, attempt))
-                    continue
-                raise PushError(f"{what} failed: {self.describe(exc)}", repo=repo_id) from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """Connection errors: OSError and the client's HTTP library's transport errors."""
-    errors: list[type[BaseException]] = [OSError]
-    for name in ("httpx2", "httpx"):
-        with contextlib.suppress(ImportError):
-            errors.append(__import__(name).TransportError)
-    return tuple(errors)
-
-
-def _status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _remote_files(session: _Session, target: Target, head: str) -> dict[str, Any]:
+def _remote_files(session: Session, target: Target, head: str) -> dict[str, Any]:
     api = session.api
     entries = session.call("listing the files", target.repo_id, lambda: list(
         api.list_repo_tree(target.repo_id, repo_type=target.repo_type, revision=head, recursive=True)))
@@ -593,7 +274,7 @@ def parse_files_description(message: str) -> set[tuple[str, str]]:
     return found
 
 
-def _published_by_us(session: _Session, target: Target, head: str) -> set[tuple[str, str]]:
+def _published_by_us(session: Session, target: Target, head: str) -> set[tuple[str, str]]:
     """(path, content id) of every file a release of ours published on the branch up to ``head``,
     read from our commits' descriptions (``list_repo_commits``)."""
     api = session.api
@@ -605,7 +286,7 @@ def _published_by_us(session: _Session, target: Target, head: str) -> set[tuple[
     return ours
 
 
-def _plan(session: _Session, prepared: Prepared, tag: str, prune: bool = False) -> RepoPlan:
+def _plan(session: Session, prepared: Prepared, tag: str, prune: bool = False) -> RepoPlan:
     from huggingface_hub.errors import RepositoryNotFoundError
 
     target, api = prepared.target, session.api
@@ -644,68 +325,7 @@ def _plan(session: _Session, prepared: Prepared, tag: str, prune: bool = False) 
     return plan
 
 
-#: Roles in an organisation that cannot write its repos (whoami's ``orgs[].roleInOrg``).
-READ_ONLY_ORG_ROLES = frozenset({"read"})
-
-
-def write_access_problems(whoami: dict[str, Any], selected: Sequence[Target]) -> list[str]:
-    """Why the token of ``whoami`` (the Hub's ``/api/whoami-v2`` answer) cannot write each target
-    (empty: it can, as far as the answer tells).
-
-    A ``read`` token writes nothing; a fine-grained token writes a repo when one of its scoped
-    entries grants ``repo.write`` on the repo itself or on its namespace (the user or the org); in
-    an organisation the user must not be a mere ``read`` member. When the release spans several
-    namespaces, each must be the user or one of their orgs; in a release within one namespace that
-    is left to the Hub, whose 403 then comes on the first repo's first write, before anything is
-    published.
-    """
-    user = whoami.get("name")
-    token = ((whoami.get("auth") or {}).get("accessToken")) or {}
-    role = token.get("role")
-    orgs = {o.get("name"): o.get("roleInOrg") for o in whoami.get("orgs") or [] if isinstance(o, dict)}
-    scoped = ((token.get("fineGrained") or {}).get("scoped")) or []
-    several_namespaces = len({t.repo_id.split("/")[0] for t in selected}) > 1
-    problems = []
-    for target in selected:
-        namespace = target.repo_id.split("/")[0]
-        if role == "read":
-            problems.append(f"{target.repo_id}: the token is read-only")
-            continue
-        if several_namespaces and namespace != user and namespace not in orgs:
-            problems.append(f"{target.repo_id}: {user} is not a member of {namespace}")
-            continue
-        if orgs.get(namespace) in READ_ONLY_ORG_ROLES:
-            problems.append(f"{target.repo_id}: {user} has the role {orgs[namespace]!r} in {namespace}, which cannot write")
-            continue
-        if role == "fineGrained" and not any(
-            "repo.write" in (entry.get("permissions") or [])
-            and ((e := entry.get("entity") or {}).get("type") in ("user", "org") and e.get("name") == namespace
-                 or e.get("type") == target.repo_type and e.get("name") == target.repo_id)
-            for entry in scoped if isinstance(entry, dict)
-        ):
-            problems.append(f"{target.repo_id}: the fine-grained token has no repo.write on it or on {namespace}")
-    return problems
-
-
-def check_write_access(session: _Session, selected: Sequence[Target]) -> None:
-    """Pre-flight: ``whoami`` first, then every target's write access; raises ``UsageError`` naming
-    every repo the token cannot write, before anything is written."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        whoami = session.call("checking the token", "", lambda: session.api.whoami(token=session.token),
-                              pass_status=(401,))
-    except HfHubHTTPError:
-        raise UsageError("the Hugging Face token is not valid (whoami answered 401)",
-                         hint="set HF_TOKEN to a token with write access, or log in with 'hf auth login'") from None
-    problems = write_access_problems(whoami, selected)
-    if problems:
-        raise UsageError(f"the token of {whoami.get('name')} cannot write every repo of the release: " + "; ".join(problems),
-                         hint="use a token with write access to each repo (https://huggingface.co/settings/tokens), "
-                              "or fix the organisation in the manifest")
-
-
-def check_cards_on_hub(session: _Session, plans: Sequence[RepoPlan]) -> None:
+def check_cards_on_hub(session: Session, plans: Sequence[RepoPlan]) -> None:
     """Pre-flight: every card this push will commit is sent to the Hub's own validator
     (``POST /api/validate-yaml``, what ``RepoCard.validate`` calls), which also judges the commit:
     a card it rejects would fail that repo's commit after the earlier repos were published."""
@@ -757,34 +377,9 @@ def check_file_sizes(prepared: Sequence[Prepared]) -> None:
 def plan_push(manifest: Manifest, *, only: Iterable[str] | None = None, api=None, hasher: Hasher = hash_file,
               prune: bool = False) -> list[RepoPlan]:
     """Check the local folders and compare them with the remote repos; read-only (dry run)."""
-    session = _Session(_api(api), attempts=DEFAULT_ATTEMPTS, backoff=1.0)
+    session = Session(make_api(api), attempts=DEFAULT_ATTEMPTS, backoff=1.0)
     prepared = _prepare_all(manifest, only, hasher)
     return [_plan(session, p, manifest.tag, prune) for p in prepared]
-
-
-def _api(api):
-    if api is not None:
-        return api
-    from huggingface_hub import HfApi
-
-    return HfApi()  # HF_ENDPOINT and HF_TOKEN / the local login, as the client reads them
-
-
-@contextlib.contextmanager
-def progress_bars(enabled: bool | None) -> Iterator[None]:
-    """The client's tqdm bars on (``None``: only when stderr is a terminal) or off, for the block."""
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    turn_off = not enabled and not are_progress_bars_disabled()
-    if turn_off:
-        disable_progress_bars()
-    try:
-        yield
-    finally:
-        if turn_off:
-            enable_progress_bars()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -800,7 +395,7 @@ def _operations(plan: RepoPlan) -> list:
     return ops
 
 
-def _ensure_repo(session: _Session, plan: RepoPlan) -> None:
+def _ensure_repo(session: Session, plan: RepoPlan) -> None:
     target, api = plan.target, session.api
     if not plan.exists:
         session.call("creating the repo", target.repo_id, lambda: api.create_repo(
@@ -815,7 +410,7 @@ def _ensure_repo(session: _Session, plan: RepoPlan) -> None:
             target.repo_id, repo_type=target.repo_type, gated=target.gated))
 
 
-def _verify(session: _Session, plan: RepoPlan, commit: str) -> None:
+def _verify(session: Session, plan: RepoPlan, commit: str) -> None:
     remote = _remote_files(session, plan.target, commit)
     problems = [p for p, f in plan.local.items() if p not in remote or not _same(f, remote[p])]
     kept = {f.path for f in plan.kept}
@@ -825,7 +420,7 @@ def _verify(session: _Session, plan: RepoPlan, commit: str) -> None:
                         repo=plan.repo_id)
 
 
-def _tag(session: _Session, plan: RepoPlan, commit: str) -> str:
+def _tag(session: Session, plan: RepoPlan, commit: str) -> str:
     from huggingface_hub.errors import HfHubHTTPError
 
     target, api, tag = plan.target, session.api, plan.tag
@@ -841,7 +436,7 @@ def _tag(session: _Session, plan: RepoPlan, commit: str) -> str:
             pass_status=(409,))
         return "created"
     except HfHubHTTPError as exc:
-        if _status(exc) != 409:
+        if http_status(exc) != 409:
             raise PushError(f"creating the tag failed: {session.describe(exc)}", repo=target.repo_id) from None
     # 409: it exists (an earlier try went through, or someone else made it): where does it point?
     refs = session.call("reading the tags", target.repo_id, lambda: api.list_repo_refs(target.repo_id, repo_type=target.repo_type))
@@ -852,7 +447,7 @@ def _tag(session: _Session, plan: RepoPlan, commit: str) -> str:
                     repo=target.repo_id, hint=hint)
 
 
-def _publish(session: _Session, prepared: Prepared, plan: RepoPlan, version_tag: str, prune: bool = False) -> RepoResult:
+def _publish(session: Session, prepared: Prepared, plan: RepoPlan, version_tag: str, prune: bool = False) -> RepoResult:
     """Create/configure the repo, commit (retrying safely), verify, tag."""
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -884,12 +479,12 @@ def _publish(session: _Session, prepared: Prepared, plan: RepoPlan, version_tag:
             result = RepoResult(plan, "committed", commit=commit, attempts=attempt)
             break
         except HfHubHTTPError as exc:
-            status = _status(exc)
+            status = http_status(exc)
             if status not in RETRYABLE or attempt >= session.attempts:
                 tries = f" (after {attempt} attempts)" if attempt > 1 else ""
                 raise PushError(f"the commit failed{tries}: {session.describe(exc)}", repo=target.repo_id) from None
             session.sleep(0 if status == 412 else session.wait(exc, attempt))
-        except (*_transport_errors(), ValueError) as exc:  # connection errors; the client's own checks (e.g. the card)
+        except (*transport_errors(), ValueError) as exc:  # connection errors; the client's own checks (e.g. the card)
             if not isinstance(exc, ValueError) and attempt < session.attempts:
                 session.sleep(session.wait(exc, attempt))
             else:
@@ -932,7 +527,7 @@ def push(
         InputError: a missing folder, file or GGUF type; an invalid card.
         PushError: a repo failed; ``results`` says which repos were done and which were not.
     """
-    session = _Session(_api(api), attempts=attempts, backoff=backoff)
+    session = Session(make_api(api), attempts=attempts, backoff=backoff)
     if not dry_run and not session.token:
         raise UsageError("no Hugging Face token: a push needs one with write access",
                          hint="set HF_TOKEN, or log in with 'hf auth login'")
@@ -974,19 +569,12 @@ def push(
                     on_result(result)
             return results
     except AptoError as exc:
-        _redact_error(exc, session)
+        session.redact_error(exc)
         raise
 
 
-def _redact_error(exc: AptoError, session: _Session) -> None:
-    exc.message = session.redact(exc.message)
-    exc.args = (exc.message,)
-    if exc.hint:
-        exc.hint = session.redact(exc.hint)
-
-
 # ---------------------------------------------------------------------------------------------
-# Reporting
+# A result in one line (the release's stage summary, the CLI's line per repo)
 
 
 def summary_line(result: RepoResult) -> str:
@@ -1012,41 +600,3 @@ def summary_line(result: RepoResult) -> str:
 def kept_text(plan: RepoPlan) -> str:
     """``; kept: NOTICE.md, not ours`` for the remote files the push leaves in place (or nothing)."""
     return "".join(f"; kept: {f.path}, {f.reason}" for f in plan.kept)
-
-
-def plan_lines(plan: RepoPlan) -> list[str]:
-    """The dry run's file list of one repo: action, path, size."""
-    rows = [(action, f) for action, files in (("add", plan.add), ("change", plan.change), ("delete", plan.delete),
-                                                ("keep", plan.keep)) for f in files]
-    rows += [("kept", f) for f in plan.kept]
-    width = max((len(f.path) for _, f in rows), default=0)
-    return [f"  {action:<7} {f.path:<{width}}  {human_size(f.size)}" + (f"  ({f.reason}; --prune deletes it)" if f.reason else "")
-            for action, f in rows]
-
-
-def step_summary(results: Sequence[RepoResult], *, tag: str, error: str | None = None, dry_run: bool = False) -> str:
-    """The Markdown summary for ``$GITHUB_STEP_SUMMARY``."""
-    title = f"### apto-release push {tag}" + (" (dry run)" if dry_run else "")
-    lines = [title, "", "| Repo | Status | Commit | Added | Changed | Deleted | Uploaded | Tag |",
-             "|---|---|---|---:|---:|---:|---:|---|"]
-    for r in results:
-        commit = f"`{r.commit[:12]}`" if r.commit else ""
-        tag_cell = f"{r.plan.tag} ({r.tag_action})" if r.tag_action else ""
-        lines.append(f"| `{r.repo_id}` ({r.plan.target.role}) | {r.status} | {commit} | {r.added} | {r.changed} | "
-                     f"{r.deleted} | {human_size(r.bytes_uploaded)} | {tag_cell} |")
-    kept = [f"- `{r.repo_id}`: kept `{f.path}` ({f.reason})" for r in results for f in r.plan.kept]
-    if kept:
-        lines += ["", "Remote files left in place (not published by a release of ours; `--prune` deletes them):", *kept]
-    if error:
-        lines += ["", f"**Push failed:** {error.replace(chr(10), ' ')}"]
-    return "\n".join(lines) + "\n\n"
-
-
-def append_step_summary(text: str, path: str | os.PathLike | None = None) -> bool:
-    """Append to ``$GITHUB_STEP_SUMMARY`` (or ``path``); False when there is none."""
-    path = path or os.environ.get("GITHUB_STEP_SUMMARY")
-    if not path:
-        return False
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(text)
-    return True

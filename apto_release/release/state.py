@@ -32,18 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from apto_release.errors import InputError
+from apto_release.io import FileHash, hash_file
 
 FORMAT = 1
 RACY_SECONDS = 2.0
-
-
-@dataclass(frozen=True)
-class FileHash:
-    """A file's content hashes: SHA-256, and git's blob SHA-1 under the push's limit (else None)."""
-
-    size: int
-    sha256: str
-    git_sha1: str | None
 
 
 @dataclass
@@ -128,8 +120,6 @@ class ReleaseState:
 
     def hash_file(self, path: str | Path) -> FileHash:
         """The file's hashes, from the cache when size, modification time and inode still match."""
-        from apto_release.hub.push import hash_file
-
         path = Path(path)
         st = path.stat()
         key = str(path.resolve())

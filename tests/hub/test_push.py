@@ -1,16 +1,14 @@
-"""release.push against LocalHub with the real huggingface_hub client: publish, idempotence, dry run,
-the public-repo guard, faults around the commit, tags and the token."""
+"""hub.push against LocalHub with the real huggingface_hub client: publish, idempotence, dry run,
+faults around the commit, tags, what a push deletes, the pre-flight and what is published."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,136 +18,24 @@ pytest.importorskip("huggingface_hub")
 
 from huggingface_hub import HfApi, snapshot_download  # noqa: E402
 
-from apto_release.dataset.build import BUILD_MARKER, build_dataset  # noqa: E402
-from apto_release.dataset.example import write_example_data  # noqa: E402
-from apto_release.dataset.sample import SampleOptions, sample_file  # noqa: E402
-from apto_release.dataset.validate import ValidateOptions, load_valid_records  # noqa: E402
+from apto_release.cli.output import append_step_summary, plan_lines, step_summary  # noqa: E402
 from apto_release.errors import InputError, UsageError  # noqa: E402
-from apto_release.io import sha256_file  # noqa: E402
+from apto_release.hub.client import PushError  # noqa: E402
+from apto_release.hub.push import plan_push, push, summary_line  # noqa: E402
 from apto_release.release.manifest import load_manifest  # noqa: E402
-from apto_release.hub.push import (  # noqa: E402
-    PushError,
-    append_step_summary,
-    plan_lines,
-    plan_push,
-    push,
-    step_summary,
-    summary_line,
+from tests.hub.releases import (  # noqa: E402
+    BIG,
+    MODEL,
+    _assert_nothing_written,
+    _blobs,
+    _head_tree,
+    _not_a_model,
+    _refused,
+    _refused_writing_nothing,
+    _writes,
 )
-from apto_release.testing.hub import LFS_THRESHOLD, LocalHub  # noqa: E402
 
-MODEL = "Tiny-Safety"
-BIG = bytes(range(256)) * (LFS_THRESHOLD // 256 + 9)  # a little over 1 MiB: goes through LFS
-
-
-def _card(kind: str) -> str:
-    meta = {
-        "model": "base_model_relation: finetune\nlibrary_name: transformers\n",
-        "gguf": "base_model_relation: quantized\n",
-        "adapter": "base_model_relation: adapter\nlibrary_name: peft\n",
-    }[kind]
-    return (
-        "---\nbase_model: Qwen/Qwen3.5-9B\n" + meta
-        + "pipeline_tag: text-generation\nlanguage:\n- ja\n- en\nlicense: apache-2.0\ntags:\n- safety\n---\n"
-        + f"# {MODEL} ({kind})\n\nA test card.\n"
-    )
-
-
-BUILD_CHECKS = ValidateOptions(near_duplicates=False)  # what 'dataset build' checks
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    with LocalHub(tmp_path_factory.mktemp("hub")) as hub:
-        yield hub
-
-
-@pytest.fixture(autouse=True)
-def _no_xet(hub, monkeypatch):
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    with hub.patch_client(monkeypatch):
-        yield
-
-
-@pytest.fixture
-def api(hub) -> HfApi:
-    return HfApi(endpoint=hub.url, token=hub.token)
-
-
-@pytest.fixture(scope="module")
-def datasets_src(tmp_path_factory) -> Path:
-    """The sample (sampler + build with the distribution) and the full set (build without), built once."""
-    root = tmp_path_factory.mktemp("datasets")
-    data = root / "all.jsonl"
-    write_example_data(data, n=240, seed=3)
-    sampled = sample_file(data, root / "sample", SampleOptions(n=40, seed=1))
-    sample = load_valid_records(root / "sample" / "sample.jsonl", BUILD_CHECKS, purpose="building")
-    build_dataset(sample.values, root / "dataset-sample", distribution=sampled.report, marker=True, verify=False, source=sample)
-    full = load_valid_records(data, BUILD_CHECKS, purpose="building")
-    build_dataset(full.values, root / "dataset-full", marker=True, verify=False, source=full)
-    return root
-
-
-_orgs = itertools.count()
-
-
-def make_release(root: Path, datasets_src: Path, *, adapter: bool = True, **dataset_overrides) -> Path:
-    """A release in ``root``: both dataset folders, a merged model, its GGUF files and adapter; returns the manifest."""
-    for name in ("dataset-sample", "dataset-full"):
-        shutil.copytree(datasets_src / name, root / name)
-    merged = root / "merged"
-    merged.mkdir()
-    (merged / "config.json").write_text('{"model_type": "qwen3"}\n')
-    (merged / "model.safetensors").write_bytes(BIG)
-    (merged / "README.md").write_text(_card("model"))
-    (merged / ".cache").mkdir()  # hidden: never uploaded
-    (merged / ".cache" / "x.lock").write_text("lock")
-    (merged / "__pycache__").mkdir()
-    (merged / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\0")
-    gguf = root / "gguf"
-    gguf.mkdir()
-    (gguf / f"{MODEL}-Q4_K_M.gguf").write_bytes(b"GGUF" + bytes(3000))
-    (gguf / f"{MODEL}-Q8_0.gguf").write_bytes(b"GGUF" + bytes(range(256)) * 20)
-    (gguf / f"{MODEL}-F16.gguf").write_bytes(b"GGUF not listed")  # not in the manifest: not uploaded
-    (gguf / "README.md").write_text(_card("gguf"))
-    lora = root / "adapter"
-    lora.mkdir()
-    (lora / "adapter_config.json").write_text('{"r": 8}\n')
-    (lora / "adapter_model.safetensors").write_bytes(b"\1" * 5000)
-    (lora / "README.md").write_text(_card("adapter"))
-    org = f"org{next(_orgs)}"
-    sample = {"repo": "ja-safety-sft-40", "folder": "dataset-sample", "private": False, "gated": "auto", "max_rows": 50}
-    sample.update(dataset_overrides)
-    table = "\n".join(f"{k} = {json.dumps(v)}" for k, v in sample.items())
-    manifest = root / "release.toml"
-    manifest.write_text(textwrap.dedent(f"""\
-        organisation = "{org}"
-        version = "1.0.0"
-        license = "apache-2.0"
-
-        [dataset.sample]
-        {{sample}}
-
-        [dataset.full]
-        repo = "ja-safety-sft"
-        folder = "dataset-full"
-        private = true
-
-        [[model]]
-        name = "{MODEL}"
-        base_model = "Qwen/Qwen3.5-9B"
-        preset = "tiny"
-        adapter = "adapter"
-        merged = "merged"
-        gguf = ["Q4_K_M", "Q8_0"]
-        gguf_folder = "gguf"
-        push_adapter = {"true" if adapter else "false"}
-        """).replace("{sample}", table))
-    return manifest
-
-
-@pytest.fixture
-def release(tmp_path, datasets_src):
-    return load_manifest(make_release(tmp_path / "release", datasets_src))
+pytestmark = pytest.mark.usefixtures("_no_xet")
 
 
 def _local_tree(folder: Path) -> dict[str, bytes]:
@@ -162,13 +48,6 @@ def _local_tree(folder: Path) -> dict[str, bytes]:
 
 def _commits(hub, repo_id, repo_type="model") -> int:
     return len(hub.repo_state(repo_id, repo_type)["commits"])
-
-
-WRITES = r"/commit/|/preupload/|/repos/create|/settings|/tag/|/branch/|/_lfs/|info/lfs"
-
-
-def _writes(hub):
-    return [r for r in hub.requests if r.method in ("PUT", "DELETE") or (r.method == "POST" and re.search(WRITES, r.path))]
 
 
 # --- publishing ---------------------------------------------------------------------------------
@@ -318,13 +197,6 @@ def test_tag_pointing_elsewhere_is_an_error(hub, api, release):
     assert _writes(hub) == []
 
 
-def test_only_selects_targets_and_rejects_unknown_names(hub, api, release):
-    results = push(release, api=api, only=["dataset.full"], backoff=0)
-    assert [r.repo_id for r in results] == [f"{release.organisation}/ja-safety-sft"]
-    with pytest.raises(UsageError, match=r"--only nope: not in the manifest; choose from dataset\.sample, dataset\.full, Tiny-Safety"):
-        push(release, api=api, only=["nope"])
-
-
 def test_a_model_card_with_bad_yaml_is_refused_before_any_request(hub, api, release):
     card = release.models[0].gguf_folder / "README.md"
     card.write_text("---\nlicense: [unclosed\n---\n# Card\n")
@@ -335,70 +207,6 @@ def test_a_model_card_with_bad_yaml_is_refused_before_any_request(hub, api, rele
 
 
 # --- the public-repo guard --------------------------------------------------------------------
-
-
-def test_the_full_set_is_never_pushed_to_a_public_repo(hub, api, tmp_path, datasets_src):
-    manifest = load_manifest(make_release(tmp_path, datasets_src, folder="dataset-full", max_rows=100000))
-    hub.clear_requests()
-    with pytest.raises(UsageError, match=r"refusing to push .*dataset-full to the public dataset repo .*built as the full set"):
-        push(manifest, api=api)
-    with pytest.raises(UsageError, match="built as the full set"):
-        plan_push(manifest, api=api)  # the dry run says so too
-    assert hub.requests == []
-
-
-def test_public_guard_row_limit_and_missing_marker(hub, api, tmp_path, datasets_src):
-    manifest = load_manifest(make_release(tmp_path / "a", datasets_src, max_rows=10))
-    with pytest.raises(UsageError, match=r"hold 40 rows, more than max_rows = 10"):
-        push(manifest, api=api)
-    manifest = load_manifest(make_release(tmp_path / "b", datasets_src))
-    (manifest.datasets["sample"].folder / BUILD_MARKER).unlink()
-    with pytest.raises(UsageError, match=f"has no {BUILD_MARKER}, so it is not a validated sample"):
-        push(manifest, api=api)
-    assert _writes(hub) == []
-
-
-def test_build_marker_says_sample_or_full(datasets_src):
-    sample = json.loads((datasets_src / "dataset-sample" / BUILD_MARKER).read_text())
-    distribution = json.loads((datasets_src / "sample" / "distribution.json").read_text())
-    assert sample["kind"] == "sample" and sample["rows"] == 40 and sample["sample_of"] == distribution["input_sha256"]
-    full = json.loads((datasets_src / "dataset-full" / BUILD_MARKER).read_text())
-    assert full["kind"] == "full" and full["rows"] == 240 and full["sample_of"] is None and full["toolkit"]
-    # Each names the bytes it was built from, which passed validation.
-    assert sample["records"] == {"file": "sample.jsonl", "sha256": sha256_file(datasets_src / "sample" / "sample.jsonl"),
-                                 "validation": "PASSED"}
-    assert full["records"]["sha256"] == sha256_file(datasets_src / "all.jsonl") == distribution["input_sha256"]
-    assert full["records"]["validation"] in ("PASSED", "PASSED with warnings")
-
-
-@pytest.mark.parametrize("key", ["full", "sample"])
-@pytest.mark.parametrize("damage", ["no marker", "no records hash", "failed validation", "rows changed"])
-def test_a_dataset_folder_whose_marker_names_no_validated_records_is_refused(hub, api, tmp_path, datasets_src, key, damage):
-    """Every dataset repo, the private full set included, must come from records that passed validation."""
-    manifest = load_manifest(make_release(tmp_path, datasets_src))
-    folder = manifest.datasets[key].folder
-    marker_path = folder / BUILD_MARKER
-    marker = json.loads(marker_path.read_text())
-    if damage == "no marker":
-        marker_path.unlink()
-        expected = f"has no {BUILD_MARKER}"
-    else:
-        if damage == "no records hash":  # a folder built by build_dataset without the loader, or by an older version
-            marker["records"] = None
-            expected = "names no records file SHA-256, so it was not built from validated records"
-        elif damage == "failed validation":
-            marker["records"]["validation"] = "FAILED"
-            expected = "did not pass validation"
-        else:
-            marker["rows"] += 1
-            expected = "the folder changed after it was built"
-        marker_path.write_text(json.dumps(marker))
-    hub.clear_requests()
-    for attempt in (lambda: push(manifest, api=api, only=[f"dataset.{key}"]), lambda: plan_push(manifest, api=api)):
-        with pytest.raises(UsageError, match=re.escape(expected)) as info:
-            attempt()
-        assert manifest.datasets[key].repo in str(info.value)
-    assert hub.requests == []  # refused before any request
 
 
 # --- faults -----------------------------------------------------------------------------------
@@ -504,29 +312,6 @@ def test_a_client_error_on_commit_is_not_retried(hub, api, release):
 # --- token, visibility, summary -----------------------------------------------------------------
 
 
-def test_no_token_is_an_error_for_a_push_but_not_for_a_dry_run(hub, release, monkeypatch):
-    anonymous = HfApi(endpoint=hub.url, token=False)
-    with pytest.raises(UsageError, match="no Hugging Face token"):
-        push(release, api=anonymous)
-    results = push(release, api=anonymous, dry_run=True, only=["dataset.sample"])
-    assert results[0].status == "planned"
-
-
-def test_token_is_redacted_from_errors(hub, api, release, monkeypatch):
-    from huggingface_hub.errors import HfHubHTTPError
-
-    def leaky(self, *args, **kwargs):
-        import httpx2
-
-        response = httpx2.Response(400, request=httpx2.Request("POST", "http://x/commit/main"))
-        raise HfHubHTTPError(f"bad request with Authorization: Bearer {hub.token}", response=response)
-
-    monkeypatch.setattr(HfApi, "create_commit", leaky)
-    with pytest.raises(PushError) as exc:
-        push(release, api=api, only=["dataset.full"], backoff=0)
-    assert hub.token not in str(exc.value) and "hf_***" in str(exc.value)
-
-
 def test_a_public_repo_is_made_private_when_the_manifest_says_so(hub, api, release):
     repo = f"{release.organisation}/ja-safety-sft"
     api.create_repo(repo, repo_type="dataset", private=False)
@@ -545,11 +330,6 @@ def test_step_summary_is_a_markdown_table(hub, api, release, tmp_path):
 
 
 # --- what a push deletes ------------------------------------------------------------------------
-
-
-def _head_tree(hub, repo_id, repo_type="model") -> dict[str, dict]:
-    state = hub.repo_state(repo_id, repo_type)
-    return state["commits"][state["branches"]["main"]]["tree"]
 
 
 def _version(manifest, version: str):
@@ -627,125 +407,11 @@ def test_a_file_our_previous_release_published_and_this_one_drops_is_deleted(hub
 # --- pre-flight: a model folder holds a model; the token can write every repo (issue 13) ----------
 
 
-def _blobs(hub) -> set[str]:
-    return {p.name for p in (hub.root / "blobs").rglob("*") if p.is_file()}
-
-
-def _not_a_model(release, case):
-    merged, adapter = release.models[0].merged, release.models[0].adapter
-    if case == "no config.json":
-        (merged / "config.json").unlink()
-    elif case == "no weights":
-        (merged / "model.safetensors").unlink()
-    elif case == "a shard the index names is missing":
-        (merged / "model.safetensors").rename(merged / "model-00001-of-00002.safetensors")
-        (merged / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {
-            "a.weight": "model-00001-of-00002.safetensors", "b.weight": "model-00002-of-00002.safetensors"}}))
-    elif case == "only a card":
-        for p in merged.iterdir():
-            if p.is_file() and p.name != "README.md":
-                p.unlink()
-    elif case == "an adapter without weights":
-        (adapter / "adapter_model.safetensors").unlink()
-    elif case == "an adapter without its config":
-        (adapter / "adapter_config.json").unlink()
-
-
-@pytest.mark.parametrize("case, missing", [
-    ("no config.json", "merged.*config.json missing"),
-    ("no weights", r"merged.*model.safetensors \(or model.safetensors.index.json and its shards\) missing"),
-    ("a shard the index names is missing", "merged.*model-00002-of-00002.safetensors missing"),
-    ("only a card", "merged.*config.json, model.safetensors"),
-    ("an adapter without weights", "adapter.*adapter_model.safetensors missing"),
-    ("an adapter without its config", "adapter.*adapter_config.json missing"),
-])
-def test_a_model_folder_without_a_model_is_refused_before_any_request(hub, api, release, case, missing):
-    _not_a_model(release, case)
-    hub.clear_requests()
-    before = _blobs(hub)
-    with pytest.raises(InputError, match=missing) as exc:
-        push(release, api=api, backoff=0)
-    assert "\n" not in str(exc.value) and "holds no" in str(exc.value)
-    assert hub.requests == [] and _blobs(hub) == before
-
-
-def test_a_sharded_model_with_every_shard_is_pushed(hub, api, release):
-    merged = release.models[0].merged
-    (merged / "model.safetensors").rename(merged / "model-00001-of-00001.safetensors")
-    (merged / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00001-of-00001.safetensors"}}))
-    [result] = [r for r in push(release, api=api, only=[MODEL], backoff=0) if r.plan.target.role == "model"]
-    assert result.status == "committed" and "model-00001-of-00001.safetensors" in _head_tree(hub, result.repo_id)
-
-
-def _assert_nothing_written(hub, release, before_blobs):
-    org = release.organisation
-    assert _writes(hub) == [] and _blobs(hub) == before_blobs
-    for repo_id, repo_type in ((f"{org}/ja-safety-sft-40", "dataset"), (f"{org}/ja-safety-sft", "dataset"),
-                               (f"{org}/{MODEL}", "model")):
-        with pytest.raises(KeyError):
-            hub.repo_state(repo_id, repo_type)  # the first three repos were never created
-
-
-def _refused_writing_nothing(hub, api, release, match: str | None = None, *, manifest=None) -> UsageError:
-    """Push ``manifest`` (default: ``release``): refused (with ``match``) before the first write."""
-    hub.clear_requests()
-    before = _blobs(hub)
-    with pytest.raises(UsageError, match=match) as exc:
-        push(manifest or release, api=api, backoff=0)
-    _assert_nothing_written(hub, release, before)
-    return exc.value
-
-
 def test_a_release_whose_fourth_repo_has_a_tag_elsewhere_writes_nothing_to_the_first_three(hub, api, release):
     gguf = f"{release.organisation}/{MODEL}-GGUF"  # the fourth repo of the release
     api.create_repo(gguf)
     api.create_tag(gguf, tag="v1.0.0")
     _refused_writing_nothing(hub, api, release, f"{gguf}: tag v1.0.0 already points at commit")
-
-
-def test_a_release_whose_fourth_repo_is_not_writable_writes_nothing_to_the_first_three(hub, api, release, monkeypatch):
-    org = release.organisation
-    gguf = f"{org}/{MODEL}-GGUF"
-    scoped = [{"entity": {"type": "model" if "sft" not in r else "dataset", "name": f"{org}/{r}"}, "permissions": ["repo.write"]}
-              for r in ("ja-safety-sft-40", "ja-safety-sft", MODEL, f"{MODEL}-LoRA")]
-    scoped.append({"entity": {"type": "model", "name": gguf}, "permissions": ["repo.content.read"]})
-    monkeypatch.setattr(hub, "token_role", "fineGrained")
-    monkeypatch.setattr(hub, "fine_grained", scoped)
-    error = _refused_writing_nothing(hub, api, release)
-    assert str(error) == (f"the token of {hub.user} cannot write every repo of the release: "
-                          f"{gguf}: the fine-grained token has no repo.write on it or on {org}")
-    # the same token with write on the namespace publishes the whole release
-    monkeypatch.setattr(hub, "fine_grained", [{"entity": {"type": "org", "name": org}, "permissions": ["repo.write"]}])
-    assert {r.status for r in push(release, api=api, backoff=0)} == {"committed"}
-
-
-def test_a_repo_in_an_org_where_the_user_only_reads_is_refused_before_any_write(hub, api, release, monkeypatch):
-    org = release.organisation
-    lora = f"{org}/{MODEL}-LoRA"
-    api.create_repo(lora)  # it exists, made while the user could still write there
-    monkeypatch.setattr(hub, "org_roles", {org: "read"})
-    _refused_writing_nothing(hub, api, release, f"{lora}: {hub.user} has the role 'read' in {org}, which cannot write")
-
-
-def test_a_read_only_token_is_refused_before_any_write(hub, api, release, monkeypatch):
-    monkeypatch.setattr(hub, "token_role", "read")
-    _refused_writing_nothing(hub, api, release, f"{release.organisation}/ja-safety-sft-40: the token is read-only")
-
-
-def test_an_invalid_token_is_one_clear_error(hub, release):
-    bad = HfApi(endpoint=hub.url, token="hf_" + "x" * 30)
-    with pytest.raises(UsageError, match=r"the Hugging Face token is not valid \(whoami answered 401\)") as exc:
-        push(release, api=bad, backoff=0)
-    assert "hf_xxx" not in str(exc.value)
-
-
-def test_a_release_across_namespaces_needs_membership_of_each(hub, api, release, monkeypatch):
-    lora = f"elsewhere/{MODEL}-LoRA"
-    text = release.path.read_text().replace("push_adapter = true", f'push_adapter = true\nadapter_repo = "{lora}"')
-    release.path.write_text(text)
-    moved = load_manifest(release.path)
-    monkeypatch.setattr(hub, "namespaces", {release.organisation})  # a member of the release's org only
-    _refused_writing_nothing(hub, api, release, f"{lora}: {hub.user} is not a member of elsewhere$", manifest=moved)
 
 
 def test_a_card_the_hub_rejects_is_found_before_the_first_commit(hub, api, release, monkeypatch):
@@ -793,7 +459,8 @@ def test_a_file_larger_than_the_hub_takes_is_refused_before_any_request(hub, api
     """The Hub refuses a file over 50 GB at upload time, i.e. after the earlier repos' commits."""
     import dataclasses
 
-    from apto_release.hub.push import MAX_FILE_SIZE, hash_file
+    from apto_release.hub.push import MAX_FILE_SIZE
+    from apto_release.io import hash_file
 
     def hasher(path):  # the Q4_K_M file "is" 60 GB: writing one is not needed to test the rule
         info = hash_file(path)
@@ -817,16 +484,6 @@ FAKE_HF = "hf" + "_" + "Zq8rT3vLm0pXw9YbC2dE5fG7hJ1kN4sUaQ"
 def _stored_anywhere(hub, needle: bytes) -> bool:
     """Whether the server holds ``needle`` in any file it stores (blobs, state)."""
     return any(needle in p.read_bytes() for p in Path(hub.root).rglob("*") if p.is_file())
-
-
-def _refused(hub, manifest, match: str, **kwargs) -> InputError:
-    """The push (and its dry run) fail with ``match`` before any request."""
-    for dry_run in (True, False):
-        hub.clear_requests()
-        with pytest.raises(InputError, match=match) as info:
-            push(manifest, api=HfApi(endpoint=hub.url, token=hub.token), dry_run=dry_run, backoff=0, **kwargs)
-        assert hub.requests == []  # no repo created, no byte uploaded: not even a read
-    return info.value
 
 
 def test_a_symlink_to_a_key_outside_the_folder_is_refused_and_its_bytes_never_reach_the_server(hub, release, tmp_path):
@@ -1065,10 +722,3 @@ def test_the_cards_gguf_table_and_the_release_digests_follow_the_same_rule(relea
     assert model.merged / "shared.bin" in _files(model.merged, published=False)
 
 
-def test_a_build_marker_that_is_a_fifo_is_refused_never_opened(hub, release):
-    """The hidden marker is read, never published: it must still be a regular file, or the read would hang."""
-    folder = release.datasets["full"].folder
-    marker = folder / ".apto-build.json"
-    marker.unlink()
-    os.mkfifo(marker)
-    _refused(hub, release, r"\.apto-build\.json: refusing to publish it: it is a FIFO")

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from apto_release.errors import InputError
-from apto_release.hub import push
+from apto_release.release import state as state_module
 from apto_release.release.state import ReleaseState, StageRecord, changed_inputs, changed_outputs, digest
 
 
@@ -17,13 +17,13 @@ from apto_release.release.state import ReleaseState, StageRecord, changed_inputs
 def counted(monkeypatch):
     """Count the real hashing the state does (the cache answers without it)."""
     calls = []
-    real = push.hash_file
+    real = state_module.hash_file
 
     def hash_file(path):
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(push, "hash_file", hash_file)
+    monkeypatch.setattr(state_module, "hash_file", hash_file)
     return calls
 
 
