@@ -22,7 +22,7 @@ LAYERS = {
     "demo": 4,
     "release": 3,
     **dict.fromkeys(["cards", "hub", "evals", "gguf", "merge", "train", "dataset", "testing"], 2),
-    **dict.fromkeys(["errors", "io", "schema", "schemas", "templates", "progress", "__init__"], 1),
+    **dict.fromkeys(["errors", "io", "schema", "schemas", "progress", "__init__"], 1),
 }
 
 

@@ -41,7 +41,7 @@ def test_installed_wheel_renders_the_card_away_from_the_checkout(wheel, tmp_path
         capture_output=True,
     )
     code = (
-        "import apto_release, apto_release.templates as t\n"
+        "import apto_release, apto_release.cards.templates as t\n"
         "from apto_release.cards.dataset import render_dataset_card\n"
         "from apto_release.schema import published_schema\n"
         "print(apto_release.__file__)\n"

@@ -372,6 +372,6 @@ def render_dataset_card(
         "year": options.citation_year or datetime.datetime.now(datetime.timezone.utc).year,
         "gated": bool(options.gated_prompt or options.gated_fields),
     }
-    from apto_release.templates import render
+    from apto_release.cards.templates import render
 
     return render("dataset_cards", TEMPLATE_NAME, context, _FILTERS)

@@ -193,7 +193,7 @@ def _card_data(kind: str, *, base_model: str, license_: str, tags: Iterable[str]
 
 def _finish(kind: str, model: ModelTarget, data, context: dict[str, Any], *, dest: Path, strict: bool,
             assets: dict[str, Path] | None = None, repo: str) -> RenderedCard:
-    from apto_release.templates import render
+    from apto_release.cards.templates import render
 
     text = render("model_cards", TEMPLATES[kind], {"card_data": data.to_yaml(), **context}, _FILTERS)
     problems = check_card(text, kind)

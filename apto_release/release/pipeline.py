@@ -167,7 +167,7 @@ def _templates_digest() -> str:
     """The card templates' digest: a changed template re-renders the cards."""
     import hashlib
 
-    from apto_release.templates import template_dir
+    from apto_release.cards.templates import template_dir
 
     folder = Path(template_dir("model_cards"))
     return hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in sorted(folder.glob("*.j2")))).hexdigest()
