@@ -10,6 +10,7 @@ the release.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,18 @@ def test_the_rules_see_an_upward_import(tmp_path):
         "if TYPE_CHECKING:\n    from apto_release.cli import main\n"
     )
     assert _runtime_imports(source) == {"release.manifest"}
+
+
+def test_the_readme_layout_names_every_part_of_the_package():
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    parts = {p.name + ("/" if p.is_dir() else "") for p in PACKAGE.iterdir()
+             if not p.name.startswith(("_", ".")) and (p.is_dir() or p.suffix == ".py")}
+    missing = sorted(part for part in parts if part.removesuffix(".py").rstrip("/") not in layout)
+    assert not missing, f"README's Layout does not name {missing}"
+    for package in (p for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()):
+        modules = {m.stem for m in package.glob("*.py") if not m.stem.startswith("_")}
+        found = re.search(rf"^  {package.name}/(.*?)(?=^  \S|^\S|\Z)", layout, re.M | re.S)
+        section = found.group(1) if found else ""
+        unnamed = sorted(m for m in modules if m not in section and package.name != "schemas")
+        assert not unnamed, f"README's Layout line for {package.name}/ does not name {unnamed}"
