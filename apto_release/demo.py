@@ -9,7 +9,7 @@ The demo writes a release of its own into one folder and cuts it with the ``rele
   adapter repo and F16, Q8_0 and Q4_K_M files;
 
 then validate → sample → dataset build → train → merge → GGUF convert and verify → cards → push,
-the push going to a local server that speaks the Hub's API (``apto_release.testing.LocalHub``),
+the push going to a local server that speaks the Hub's API (``apto_release.testing.hub.LocalHub``),
 started for the demo in ``hub/``. Run it again and every stage is up to date.
 """
 
