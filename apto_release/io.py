@@ -1,6 +1,6 @@
-"""Writing outputs so that an interrupted command never leaves a file that looks finished.
+"""The house's file helpers, each once: atomic outputs, hashing, folder walking, sizes.
 
-Everything is written beside its destination under a hidden temporary name, flushed, and renamed
+Outputs so that an interrupted command never leaves a file that looks finished: everything is written beside its destination under a hidden temporary name, flushed, and renamed
 into place only when complete (``os.replace`` is atomic on one file system). The temporary name
 says which process writes it, so that the next write of the same destination removes what a
 killed process left (``remove_stale_temps``) and never what a live one is writing.
@@ -17,7 +17,7 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,6 +193,32 @@ def atomic_dir(dest: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def folder_files(folder: Path, *, skip: Callable[[str], bool] = lambda name: False,
+                 check: Callable[[Path], None] | None = None) -> list[Path]:
+    """The files under ``folder``, sorted by their path in it; names for which ``skip`` is true are
+    left out without a look, folders included. A link to a folder is never followed: with ``check``,
+    every entry that is not a folder goes through it first (and it may refuse the entry by raising);
+    without, a link to a folder is left out."""
+    found: list[Path] = []
+
+    def walk(current: Path) -> None:
+        with os.scandir(current) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if skip(entry.name):
+                    continue
+                path = Path(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    walk(path)
+                elif check is not None:
+                    check(path)
+                    found.append(path)
+                elif not entry.is_dir():
+                    found.append(path)
+
+    walk(folder)
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
 def human_size(n: int) -> str:

@@ -155,3 +155,21 @@ def test_hash_file_gives_the_sha256_and_under_the_limit_the_git_blob_id(tmp_path
     assert info.sha256 == io.sha256_file(small)
     monkeypatch.setattr(io, "GIT_SHA1_LIMIT", 6)  # at the limit and above: LFS on the Hub, no blob id
     assert io.hash_file(small) == io.FileHash(6, info.sha256, None)
+
+
+def test_folder_files_walks_once_in_path_order_and_never_follows_a_folder_link(tmp_path):
+    from apto_release.io import folder_files
+
+    (tmp_path / "b" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "b" / "__pycache__" / "x.pyc").write_bytes(b"")
+    for name in ("b/z.txt", "a.txt", "b/a.txt"):
+        (tmp_path / name).write_text(name)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("no")
+    (tmp_path / "link").symlink_to(outside, target_is_directory=True)
+    names = lambda paths: [p.relative_to(tmp_path).as_posix() for p in paths]  # noqa: E731
+    assert names(folder_files(tmp_path, skip=lambda n: n == "__pycache__")) == ["a.txt", "b/a.txt", "b/z.txt"]
+    seen = []
+    assert names(folder_files(tmp_path, skip=lambda n: n == "__pycache__", check=seen.append)) == ["a.txt", "b/a.txt", "b/z.txt", "link"]
+    assert tmp_path / "link" in seen  # the check sees the folder link and may refuse it; it is never walked

@@ -98,20 +98,7 @@ def publishable_files(folder: Path, skip: Callable[[str], bool] = lambda name: F
     on every entry (``InputError`` on the first refused one). Names for which ``skip`` is true
     (hidden files, caches) are left out without a look, folders included; folder symlinks are
     refused, never followed."""
+    from apto_release.io import folder_files
+
     root = folder.resolve()
-    found: list[Path] = []
-
-    def walk(current: Path) -> None:
-        with os.scandir(current) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                if skip(entry.name):
-                    continue
-                path = Path(entry.path)
-                if entry.is_dir(follow_symlinks=False):
-                    walk(path)
-                else:
-                    check_file(folder, path, root=root)
-                    found.append(path)
-
-    walk(folder)
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    return folder_files(folder, skip=skip, check=lambda path: check_file(folder, path, root=root))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -19,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from apto_release import __version__
-from apto_release.errors import AptoError, UsageError
 from apto_release.cards.model import CARD_ASSETS, CARD_NAME
+from apto_release.errors import AptoError, UsageError
+from apto_release.io import folder_files
 from apto_release.release.manifest import Manifest, ModelTarget
 from apto_release.release.state import ReleaseState, changed_inputs, changed_outputs, digest
 
@@ -118,11 +118,8 @@ def _files(folder: Path, *, exclude: Iterable[str] = (), published: bool = True)
 
         found = publishable_files(folder, lambda name: name in _CACHES)
     else:
-        found = []
-        for root, dirs, names in os.walk(folder):
-            dirs[:] = [d for d in dirs if d not in _CACHES]
-            found += [Path(root) / n for n in names]
-    return sorted((p for p in found if not (p.parent == folder and p.name in skip)), key=lambda p: p.relative_to(folder).as_posix())
+        found = folder_files(folder, skip=lambda name: name in _CACHES)
+    return [p for p in found if not (p.parent == folder and p.name in skip)]
 
 
 #: Folders that no output digest counts.
