@@ -1,5 +1,5 @@
 """Formatting of results and step summaries: the ``Error:``/``Hint:`` lines, the push's plan lines
-and its Markdown table, and the one place that appends to GitHub Actions' ``$GITHUB_STEP_SUMMARY``."""
+and the push's and the release's Markdown tables, and the one place that appends to GitHub Actions' ``$GITHUB_STEP_SUMMARY``."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def plan_lines(plan: RepoPlan) -> list[str]:
             for action, f in rows]
 
 
-def step_summary(results: Sequence[RepoResult], *, tag: str, error: str | None = None, dry_run: bool = False) -> str:
+def push_step_summary(results: Sequence[RepoResult], *, tag: str, error: str | None = None, dry_run: bool = False) -> str:
     """The push's Markdown summary for ``$GITHUB_STEP_SUMMARY``."""
     from apto_release.io import human_size
 
@@ -50,6 +50,22 @@ def step_summary(results: Sequence[RepoResult], *, tag: str, error: str | None =
     if error:
         lines += ["", f"**Push failed:** {error.replace(chr(10), ' ')}"]
     return "\n".join(lines) + "\n\n"
+
+
+def release_step_summary(result) -> str:
+    """The release's Markdown summary for ``$GITHUB_STEP_SUMMARY``: one row a job."""
+    from apto_release.io import human_size
+    from apto_release.progress import human_duration
+    from apto_release.release.pipeline import STAGE_TITLES
+
+    title = f"### apto-release release {result.manifest.tag}" + (" (dry run)" if result.dry_run else "")
+    lines = [title, "", "| Stage | Target | Status | Time | Output | Note |", "|---|---|---|---:|---:|---|"]
+    for r in result.reports:
+        note = (r.summary or r.reason).replace("|", "\\|")
+        time_ = human_duration(r.seconds) if r.status in ("done", "planned") else ""
+        lines.append(f"| {STAGE_TITLES[r.stage]} | {r.target} | {r.status} | {time_} | "
+                     f"{human_size(r.output_bytes) if r.output_bytes else ''} | {note} |")
+    return "\n".join(lines) + "\n"
 
 
 def append_step_summary(text: str, path: str | os.PathLike | None = None) -> bool:

@@ -28,7 +28,7 @@ def push_command(manifest_path, only, dry_run, prune):
     $GITHUB_STEP_SUMMARY when it is set. Exit 2 for a problem with the inputs, 1 when a push fails.
     """
     from apto_release.release.manifest import load_manifest
-    from apto_release.cli.output import append_step_summary, echo_error, plan_lines, step_summary
+    from apto_release.cli.output import append_step_summary, echo_error, plan_lines, push_step_summary
     from apto_release.hub.client import PushError
     from apto_release.hub.push import push, summary_line
 
@@ -44,10 +44,10 @@ def push_command(manifest_path, only, dry_run, prune):
         results = push(manifest, only=only or None, dry_run=dry_run, on_result=show, prune=prune)
     except PushError as exc:
         if os.environ.get("GITHUB_STEP_SUMMARY"):
-            append_step_summary(step_summary(exc.results, tag=manifest.tag, error=str(exc)))
+            append_step_summary(push_step_summary(exc.results, tag=manifest.tag, error=str(exc)))
         raise
     if os.environ.get("GITHUB_STEP_SUMMARY"):
-        append_step_summary(step_summary(results, tag=manifest.tag, dry_run=dry_run))
+        append_step_summary(push_step_summary(results, tag=manifest.tag, dry_run=dry_run))
     if dry_run:
         conflicts = [r for r in results if r.error]
         click.echo(f"Dry run: {sum(r.plan.changed for r in results)} of {len(results)} repo(s) would get a commit; nothing was written.")

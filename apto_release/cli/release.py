@@ -37,22 +37,6 @@ def render_table(reports) -> str:
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
 
 
-def markdown_table(result) -> str:
-    """The summary for ``$GITHUB_STEP_SUMMARY``."""
-    from apto_release.progress import human_duration
-    from apto_release.io import human_size
-    from apto_release.release.pipeline import STAGE_TITLES
-
-    title = f"### apto-release release {result.manifest.tag}" + (" (dry run)" if result.dry_run else "")
-    lines = [title, "", "| Stage | Target | Status | Time | Output | Note |", "|---|---|---|---:|---:|---|"]
-    for r in result.reports:
-        note = (r.summary or r.reason).replace("|", "\\|")
-        time_ = human_duration(r.seconds) if r.status in ("done", "planned") else ""
-        lines.append(f"| {STAGE_TITLES[r.stage]} | {r.target} | {r.status} | {time_} | "
-                     f"{human_size(r.output_bytes) if r.output_bytes else ''} | {note} |")
-    return "\n".join(lines) + "\n"
-
-
 def _progress(mode: str | None):
     from apto_release.progress import Progress
 
@@ -77,11 +61,11 @@ def _echo_report(report) -> None:
 
 def _finish(result, error=None) -> None:
     """The table, and the step summary in GitHub Actions."""
-    from apto_release.cli.output import append_step_summary
+    from apto_release.cli.output import append_step_summary, release_step_summary
 
     click.echo("")
     click.echo(render_table(result.reports))
-    append_step_summary(markdown_table(result) + (f"\n**Failed:** {error}\n" if error else ""))
+    append_step_summary(release_step_summary(result) + (f"\n**Failed:** {error}\n" if error else ""))
 
 
 @click.command("release", epilog="Example: apto-release release --manifest release.toml --stages train,merge --only Apto-Qwen3.5-9B-Safety")

@@ -18,7 +18,7 @@ pytest.importorskip("huggingface_hub")
 
 from huggingface_hub import HfApi, snapshot_download  # noqa: E402
 
-from apto_release.cli.output import append_step_summary, plan_lines, step_summary  # noqa: E402
+from apto_release.cli.output import append_step_summary, plan_lines, push_step_summary  # noqa: E402
 from apto_release.errors import InputError, UsageError  # noqa: E402
 from apto_release.hub.client import PushError  # noqa: E402
 from apto_release.hub.push import plan_push, push, summary_line  # noqa: E402
@@ -296,7 +296,7 @@ def test_a_persistent_500_stops_cleanly_without_a_commit(hub, api, release):
     assert _commits(hub, f"{org}/ja-safety-sft", "dataset") == 1
     assert hub.repo_state(f"{org}/ja-safety-sft", "dataset")["tags"] == {}
     assert hub.token not in message
-    summary = step_summary(exc.value.results, tag="v1.0.0", error=message)
+    summary = push_step_summary(exc.value.results, tag="v1.0.0", error=message)
     assert "| failed |" in summary and "**Push failed:**" in summary
 
 
@@ -322,7 +322,7 @@ def test_a_public_repo_is_made_private_when_the_manifest_says_so(hub, api, relea
 def test_step_summary_is_a_markdown_table(hub, api, release, tmp_path):
     results = push(release, api=api, only=["dataset.sample"], backoff=0)
     path = tmp_path / "summary.md"
-    assert append_step_summary(step_summary(results, tag="v1.0.0"), path)
+    assert append_step_summary(push_step_summary(results, tag="v1.0.0"), path)
     text = path.read_text()
     assert "| Repo | Status | Commit | Added | Changed | Deleted | Uploaded | Tag |" in text
     assert f"| `{results[0].repo_id}` (dataset sample) | committed | `{results[0].commit[:12]}` |" in text
@@ -374,7 +374,7 @@ def test_a_hand_added_file_is_kept_and_reported_unless_pruned(hub, api, release)
     result = next(r for r in push(v2, api=api, only=[MODEL], backoff=0) if r.repo_id == repo)
     assert result.status == "committed" and result.changed == 1 and result.deleted == 0
     assert "NOTICE.md" in _head_tree(hub, repo) and "kept: NOTICE.md, not ours" in summary_line(result)
-    assert "kept `NOTICE.md` (not ours)" in step_summary([result], tag=v2.tag)
+    assert "kept `NOTICE.md` (not ours)" in push_step_summary([result], tag=v2.tag)
 
     (release.models[0].merged / "config.json").write_text('{"model_type": "qwen3", "v": 3}\n')
     v3 = _version(release, "1.0.2")
