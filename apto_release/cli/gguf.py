@@ -110,7 +110,7 @@ spread, NMSE = mean Δ² / var(reference), KL in nats):
   Q3_K_*   NMSE <= 0.2   KL <= 0.5
   Q2_K     NMSE <= 0.4   KL <= 1.0
 and for every type the argmax agrees wherever the reference's top-two margin is over 8 times
-the rms of Δ. (Why these: apto_release.gguf.verify.)
+the rms of Δ. (Why these: docs/verify.md.)
 
 Exit 0 when every check passes, 1 when one fails, 2 for a missing file or a bad reference folder.
 """
@@ -129,19 +129,10 @@ Exit 0 when every check passes, 1 when one fails, 2 for a missing file or a bad 
 def verify_command(files, reference, threads, timeout, as_json):
     import json
 
-    from apto_release.errors import InputError
-    from apto_release.gguf.verify import file_type_name, load_reference, require_llama_cpp, verify
+    from apto_release.gguf.verify import verify_files
 
-    require_llama_cpp()
-    for path in files:  # every file is looked at before the (slow) reference is computed
-        if not path.is_file():
-            what = "is a folder, not a GGUF file" if path.is_dir() else "does not exist"
-            raise InputError(f"the GGUF file {what}", path=path, hint="check the path")
-        file_type_name(path)
-    ref = load_reference(reference, threads=threads)
     reports = []
-    for path in files:
-        report = verify(path, ref, threads=threads, timeout=timeout)
+    for report in verify_files(files, reference, threads=threads, timeout=timeout):
         reports.append(report)
         if not as_json:
             click.echo(report.to_text())

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -429,10 +430,7 @@ def verify(
     A failed check is not an exception: it is a ``Check`` with ``passed`` false.
     """
     started = time.monotonic()
-    gguf_path = Path(gguf_path)
-    if not gguf_path.is_file():
-        what = "is a folder, not a GGUF file" if gguf_path.is_dir() else "does not exist"
-        raise InputError(f"the GGUF file {what}", path=gguf_path, hint="check the path")
+    gguf_path = _existing_file(gguf_path)
     if threads is not None and threads < 1:
         raise UsageError("threads must be at least 1", field="threads")
     require_llama_cpp()
@@ -463,6 +461,31 @@ def verify(
             _check_generation_stops(reference, run),
         ]
     return VerifyReport(gguf_path, reference.path, file_type, checks, time.monotonic() - started)
+
+
+def verify_files(
+    paths: Sequence[str | Path], reference: str | Path, *, threads: int | None = None, timeout: float | None = None,
+) -> Iterator[VerifyReport]:
+    """``verify`` each file in turn against one reference, computed once. Every file is looked at
+    (exists, names a file type) before the slow reference is, so a typo fails at once.
+
+    Raises:
+        InputError: a missing or unreadable GGUF file; a bad reference folder.
+    """
+    require_llama_cpp()
+    for path in paths:
+        file_type_name(_existing_file(path))
+    ref = load_reference(reference, threads=threads)
+    for path in paths:
+        yield verify(path, ref, threads=threads, timeout=timeout)
+
+
+def _existing_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a GGUF file" if path.is_dir() else "does not exist"
+        raise InputError(f"the GGUF file {what}", path=path, hint="check the path")
+    return path
 
 
 def _preview(text: str, width: int = 40) -> str:

@@ -315,6 +315,10 @@ def test_cli_user_errors_exit_2(models, run_cli, tmp_path):
     code, _, err = run_cli("gguf", "verify", models["F16"], "-r", tmp_path / "no-model")
     assert code == 2 and "reference model folder does not exist" in err.splitlines()[0]
 
+    # every file is looked at before the (slow) reference: a missing second file is named first
+    code, _, err = run_cli("gguf", "verify", models["F16"], tmp_path / "missing.gguf", "-r", tmp_path / "no-model")
+    assert code == 2 and err.splitlines()[0] == f"Error: {tmp_path / 'missing.gguf'}: the GGUF file does not exist"
+
 
 # -- the official Qwen3.5 template: multi-turn conversations rendered by llama.cpp's side too -----
 
