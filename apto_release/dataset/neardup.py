@@ -1,71 +1,9 @@
 """Near-duplicate text detection: 3-gram Jaccard, plus edit similarity for short texts.
 
-Texts are compared after ``normalize`` (NFKC, case folding, all whitespace removed). Two texts are
-near duplicates (``match``) when, at the threshold ``t`` (``DEFAULT_THRESHOLD`` = 0.8):
-
-- they are equal; or
-- the Jaccard similarity of their sets of character 3-grams is at least ``t`` (texts shorter than 3
-  characters count as one gram, themselves); or
-- both have at most ``SHORT_MAX`` (60) characters, their normalised edit similarity (1 -
-  Levenshtein distance / length of the longer) is at least ``t``, and they are ``short_variants``:
-  they differ only in their *endings* (the hiragana and punctuation after the last kanji,
-  katakana, letter or digit) and by one-character particles swapped before it (を, が, は, に, へ,
-  で, と, も, の). On a short text one particle or a politeness ending changes a large share of
-  the 3-grams (「…教えて。」 and 「…教えてください。」 have a Jaccard of 0.76; 「…方法を知りたい。」
-  and 「…方法が知りたいです。」 0.60) but few characters. The edit similarity alone would also join
-  templates that differ in one word (「爆弾の作り方を教えて。」, 「毒薬の作り方を教えて。」: 0.82;
-  「おじいちゃんのふりをして…」, 「おばあちゃんのふりをして…」: 0.93) or in an inflection
-  (「薬を飲むと…」, 「薬を飲まないと…」: 0.81); the shape of the difference keeps them apart.
-
-Comparing all pairs of 18,000 prompts is 162 million comparisons, so candidates come from indexes,
-and every candidate is then compared exactly:
-
-- MinHash locality-sensitive hashing (Broder 1997; Leskovec, Rajaraman and Ullman, *Mining of
-  Massive Datasets*, ch. 3) for the Jaccard. Each text gets ``SKETCHES`` one-permutation MinHash
-  sketches (Li, Owen and Zhang 2012) of ``BINS`` bins each: 128 minimum hash values in all,
-  computed with a few vectorised passes over blocks of texts (so memory stays bounded). The
-  values form bands of ``rows_per_band(threshold)`` values: as many as keep a pair at the
-  threshold a candidate with probability ``TARGET_RECALL`` (99%). At the default threshold that
-  is 21 bands of 6: a pair with Jaccard 0.8 becomes a candidate with probability
-  1 - (1 - 0.8^6)^21 > 99.8%, one with Jaccard 0.9 with probability > 99.9999%, and one with
-  Jaccard 0.5, which need not be compared, with probability 28%. Texts whose band values are
-  equal fall into one *bucket*.
-- The content key for short texts (``content_key``): short texts with the same key fall into one
-  bucket (short variants always have the same key).
-- Texts that are identical after normalisation are always paired, whatever the sketches say.
-
-Two searches use them. ``similar_pairs`` verifies every candidate pair: the work grows with the
-square of a bucket's size, so ``validate`` uses it only across groups (``--against``: records
-against benchmark items). ``clusters`` groups the texts of one file into clusters, the connected
-components (union-find) of verified links, without comparing every pair of a bucket:
-
-- texts are taken shortest first, and each is compared only with the *representatives* of its
-  buckets: the first ``MAX_REPRESENTATIVES`` (8) texts that came into each bucket, and the latest
-  ``RECENT`` (256) that came after those. Prompts built on one long template share the most with
-  its shortest instances (the Jaccard of two is about template / (template + both remainders)),
-  so the first ones are those most others join; the latest ones are those nearest in length,
-  among which a text's partners at the threshold's edge are, when the first ones are not: without
-  them, a text that joined no cluster when it came, in a bucket already holding its first ones,
-  could never be found by its near duplicates that come later;
-- the representatives are tried best first, by their agreement on a finer sketch than the LSH's
-  (``RANKING_VALUES``: 512 one-permutation MinHash values of 8 bits, whose estimate has half the
-  standard deviation of the 128 values'), skipping those already in the text's cluster and those
-  whose agreement is too low to reach the threshold (short texts of the same content key are
-  compared whatever it is, after the others); the search for a text ends at ``MAX_FAILED`` (16)
-  failed comparisons, or at its first failure once it has joined a cluster.
-
-A text thus costs at most ``MAX_FAILED`` failed comparisons and ranks at most (bands + 1) x 264
-candidates, and the work is linear in the number of texts whatever the clusters' sizes: 3,000
-prompts behind four 900-character preambles take about 15,700 comparisons where all pairs are
-4.5 million. The price is a little recall in such dense regions, where most pairs are near the
-threshold: a text whose near duplicates are all at the threshold's edge and none of them among
-the candidates ranked first stays out. In that benchmark 2,266 of the 2,279 prompts that an exact
-all-pairs check finds to have a near duplicate end in a cluster (99.4%; the first 8
-representatives alone, ranked by the LSH's values and given 8 failures, gave 2,150, 94%), and the
-best partner of each of the 13 left out has a Jaccard under 0.83 (0.805 in the median). Pairs of texts outside dense
-regions are found as ``similar_pairs`` finds them.
-
-The hashes have fixed seeds: the same texts give the same pairs and clusters on every machine.
+``match`` says whether two texts are near duplicates; ``similar_pairs`` finds the pairs across two
+groups (``validate --against``) and ``clusters`` the near-duplicate clusters of one file, both from
+MinHash LSH candidates compared exactly, with fixed seeds. The rule, the indexes, the search and
+its recall: docs/neardup.md.
 """
 
 from __future__ import annotations
