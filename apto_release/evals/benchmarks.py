@@ -161,14 +161,15 @@ def load_spec(name: str) -> BenchmarkSpec:
 
 
 def load_items(benchmark: str | BenchmarkSpec, bench_dir: str | Path | None = None, *,
-               endpoint: str | None = None, token: str | None = None) -> list[Item]:
+               endpoint: str | None = None, token: str | bool | None = None, cache_dir: str | Path | None = None) -> list[Item]:
     """The benchmark's items, from ``bench_dir`` (a local copy in the source's layout) or the Hub.
 
     Args:
         benchmark: a benchmark name or a loaded spec.
         bench_dir: a folder holding the files of the source repository (``--bench-dir``); None
             downloads them from the Hub at the data file's revision.
-        endpoint, token: the Hub to download from (default: huggingface.co and the stored login).
+        endpoint, token, cache_dir: the Hub to download from and where to cache it (defaults:
+            huggingface.co, the stored login, huggingface_hub's cache).
 
     Raises:
         InputError: a missing file, column or malformed row (file, row and column named); a gated,
@@ -176,7 +177,7 @@ def load_items(benchmark: str | BenchmarkSpec, bench_dir: str | Path | None = No
         UsageError: an unknown benchmark.
     """
     spec = benchmark if isinstance(benchmark, BenchmarkSpec) else load_spec(benchmark)
-    root = Path(bench_dir) if bench_dir is not None else download(spec, endpoint=endpoint, token=token)
+    root = Path(bench_dir) if bench_dir is not None else download(spec, endpoint=endpoint, token=token, cache_dir=cache_dir)
     if not root.is_dir():
         raise InputError("the benchmark folder does not exist", path=root, hint="--bench-dir takes a folder in the source repository's layout")
     references = _references(spec, root)
@@ -201,7 +202,8 @@ def load_items(benchmark: str | BenchmarkSpec, bench_dir: str | Path | None = No
     return items
 
 
-def download(spec: BenchmarkSpec, *, endpoint: str | None = None, token: str | None = None) -> Path:
+def download(spec: BenchmarkSpec, *, endpoint: str | None = None, token: str | bool | None = None,
+             cache_dir: str | Path | None = None) -> Path:
     """The benchmark's files from the Hub at the spec's revision (cached by huggingface_hub); their folder.
 
     Raises:
@@ -216,7 +218,7 @@ def download(spec: BenchmarkSpec, *, endpoint: str | None = None, token: str | N
     where = f"{spec.hub_id}@{spec.revision}"
     try:
         return Path(snapshot_download(spec.hub_id, repo_type="dataset", revision=spec.revision, allow_patterns=patterns,
-                                      endpoint=endpoint, token=token))
+                                      endpoint=endpoint, token=token, cache_dir=cache_dir))
     except GatedRepoError:
         raise InputError(f"{where} is gated and this account has no access", repo=spec.hub_id,
                          hint=f"{spec.source['access']}; or pass --bench-dir with a local copy") from None
