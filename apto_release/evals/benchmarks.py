@@ -183,11 +183,11 @@ def load_items(benchmark: str | BenchmarkSpec, bench_dir: str | Path | None = No
     references = _references(spec, root)
     items: list[Item] = []
     seen: dict[str, str] = {}
-    for path, row, record in _records(root, spec.source["files"], spec):
+    for path, row, number, record in _records(root, spec.source["files"], spec):
         if any(str(_get(record, key, path, row)) != value for key, value in spec.filter.items()):
             continue
         try:
-            item = _item(spec, record, path, row, references)
+            item = _item(spec, record, path, row, number, references)
         except InputError as exc:
             if exc.hint is None:  # MultiJail: the released file has no Japanese column
                 exc.hint = spec.source.get("column_hint")
@@ -238,15 +238,16 @@ def _references(spec: BenchmarkSpec, root: Path) -> dict[str, tuple[str, ...]]:
     if ref is None:
         return {}
     found = {}
-    for path, row, record in _records(root, ref["files"], spec):
+    for path, row, _, record in _records(root, ref["files"], spec):
         found[_text(_get(record, ref["id"], path, row), path, row, ref["id"])] = _texts(_get(record, ref["turns"], path, row), path, row, ref["turns"])
     return found
 
 
-def _item(spec: BenchmarkSpec, record: dict, path: Path, row: int, references: dict[str, tuple[str, ...]]) -> Item:
+def _item(spec: BenchmarkSpec, record: dict, path: Path, row: int, number: int, references: dict[str, tuple[str, ...]]) -> Item:
+    """One item; ``row`` is the line errors name, ``number`` the record's place in its file (1-based)."""
     columns = spec.columns
-    item_id = _field(columns["id"], record, path, row)
-    category = _field(columns["category"], record, path, row, optional=True) if "category" in columns else None
+    item_id = _field(columns["id"], record, path, row, number)
+    category = _field(columns["category"], record, path, row, number, optional=True) if "category" in columns else None
     if category is not None and columns.get("category_is_list"):
         category = _first_tag(category, path, row, columns["category"])
     if "turns" in columns:
@@ -291,10 +292,11 @@ def _first_tag(text: str, path: Path, row: int, column: str) -> str:
     return tags[0].strip()
 
 
-def _field(template: str, record: dict, path: Path, row: int, *, optional: bool = False) -> str | None:
-    """A column's value as text, or a ``{file}``/``{row}`` template (for files without an id column)."""
+def _field(template: str, record: dict, path: Path, row: int, number: int, *, optional: bool = False) -> str | None:
+    """A column's value as text, or a ``{file}``/``{row}`` template (files without an id column: the
+    file name and the record's number, 1 for the first record after any header)."""
     if _FIELD.search(template):
-        return _FIELD.sub(lambda m: path.stem if m.group(1) == "file" else str(row), template)
+        return _FIELD.sub(lambda m: path.stem if m.group(1) == "file" else str(number), template)
     value = _get(record, template, path, row, optional=optional)
     if value is None and optional:
         return None
@@ -336,7 +338,8 @@ def _texts(value: Any, path: Path, row: int, column: str) -> tuple[str, ...]:
 # Files: JSON (a list of objects), JSON Lines, CSV and Parquet, each row with its file and number
 
 
-def _records(root: Path, patterns: list[str], spec: BenchmarkSpec) -> Iterator[tuple[Path, int, dict]]:
+def _records(root: Path, patterns: list[str], spec: BenchmarkSpec) -> Iterator[tuple[Path, int, int, dict]]:
+    """Every record of the matching files: its file, the line errors name, its number in the file, the record."""
     paths = sorted({p for pattern in patterns for p in root.glob(pattern) if p.is_file()})
     if not paths:
         raise InputError(f"no {spec.name} file matches {', '.join(patterns)}", path=root,
@@ -347,7 +350,7 @@ def _records(root: Path, patterns: list[str], spec: BenchmarkSpec) -> Iterator[t
         yield from _READERS[path.suffix](path, spec)
 
 
-def _read_json(path: Path, spec: BenchmarkSpec) -> Iterator[tuple[Path, int, dict]]:
+def _read_json(path: Path, spec: BenchmarkSpec) -> Iterator[tuple[Path, int, int, dict]]:
     try:
         data = json.loads(path.read_text("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -355,10 +358,11 @@ def _read_json(path: Path, spec: BenchmarkSpec) -> Iterator[tuple[Path, int, dic
     if not isinstance(data, list):
         raise InputError(f"expected a JSON list of objects, found {type(data).__name__}", path=path)
     for number, record in enumerate(data, 1):
-        yield path, number, _object(record, path, number)
+        yield path, number, number, _object(record, path, number)
 
 
-def _read_jsonl(path: Path, spec: BenchmarkSpec) -> Iterator[tuple[Path, int, dict]]:
+def _read_jsonl(path: Path, spec: BenchmarkSpec) -> Iterator[tuple[Path, int, int, dict]]:
+    count = 0
     for number, raw in enumerate(path.read_bytes().splitlines(), 1):
         try:
             text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
@@ -369,11 +373,12 @@ def _read_jsonl(path: Path, spec: BenchmarkSpec) -> Iterator[tuple[Path, int, di
             raise InputError("the line is not valid UTF-8", path=path, line=number) from None
         except json.JSONDecodeError as exc:
             raise InputError(f"not valid JSON: {exc.msg} at column {exc.colno}", path=path, line=number) from None
-        yield path, number, _object(record, path, number)
+        count += 1
+        yield path, number, count, _object(record, path, number)
 
 
-def _read_csv(path: Path, spec: BenchmarkSpec) -> Iterator[tuple[Path, int, dict]]:
-    """CSV rows numbered by data row (1 = the first row after any header)."""
+def _read_csv(path: Path, spec: BenchmarkSpec) -> Iterator[tuple[Path, int, int, dict]]:
+    """CSV records, named in errors by the file's line (where the record ends; the header is line 1)."""
     header = spec.source.get("csv_header", True)
     names = None if header else list(spec.source["csv_columns"])
     try:
@@ -383,19 +388,22 @@ def _read_csv(path: Path, spec: BenchmarkSpec) -> Iterator[tuple[Path, int, dict
                 names = next(reader, None)
                 if not names:
                     raise InputError("the CSV file has no header row", path=path)
-            for number, values in enumerate(reader, 1):
+            count = 0
+            for values in reader:
                 if not values:
                     continue
                 if len(values) != len(names):
-                    raise InputError(f"expected {len(names)} columns ({', '.join(names)}), found {len(values)}", path=path, line=number)
-                yield path, number, dict(zip(names, values))
+                    raise InputError(f"expected {len(names)} columns ({', '.join(names)}), found {len(values)}", path=path, line=reader.line_num)
+                count += 1
+                yield path, reader.line_num, count, dict(zip(names, values))
     except UnicodeDecodeError:
         raise InputError("the CSV file is not valid UTF-8", path=path) from None
     except csv.Error as exc:
         raise InputError(f"not valid CSV: {exc}", path=path) from None
 
 
-def _read_parquet(path: Path, spec: BenchmarkSpec) -> Iterator[tuple[Path, int, dict]]:
+def _read_parquet(path: Path, spec: BenchmarkSpec) -> Iterator[tuple[Path, int, int, dict]]:
+    """Parquet rows; errors name the row (1-based) as the line."""
     import pyarrow as pa  # lazy: only Parquet copies need it
     import pyarrow.parquet as pq
 
@@ -404,7 +412,7 @@ def _read_parquet(path: Path, spec: BenchmarkSpec) -> Iterator[tuple[Path, int, 
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"not a readable Parquet file: {exc}", path=path) from None
     for number, record in enumerate(table.to_pylist(), 1):
-        yield path, number, record
+        yield path, number, number, record
 
 
 def _object(record: Any, path: Path, number: int) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -20,8 +21,11 @@ def test_every_benchmark_has_a_data_file_that_cites_its_source():
         assert spec.name == name
         assert spec.source["license"] and spec.source["access"] and spec.source["revision"]
         assert spec.hub_id or spec.source.get("github")
-        assert spec.pinned is False  # no SHA could be confirmed: every file says so instead of inventing one
-        assert "UNPINNED" in spec.path.read_text("utf-8") or "not a commit" in spec.path.read_text("utf-8")
+        text = spec.path.read_text("utf-8")
+        if spec.pinned:  # a commit seen in the source's history, cited in the file
+            assert re.fullmatch(r"[0-9a-f]{40}", spec.revision) and "seen in the Hub's history" in text
+        else:  # no commit could be confirmed: the file says so instead of inventing one
+            assert "UNPINNED" in text or "not a commit" in text
         assert spec.benchmark.judged == (spec.judge_prompt is not None)
         sampling = spec.sampling
         assert 0 <= sampling.temperature <= 2 and 0 < sampling.top_p <= 1 and sampling.max_tokens > 0
@@ -66,7 +70,7 @@ def test_multijail_without_a_japanese_column_says_how_to_add_one(tmp_path):
     write_multijail(tmp_path, japanese=False)
     with pytest.raises(InputError) as info:
         load_items("MultiJail", tmp_path)
-    assert str(info.value) == f"{tmp_path / 'MultiJail.csv'}:1: column 'ja' is missing"
+    assert str(info.value) == f"{tmp_path / 'MultiJail.csv'}:2: column 'ja' is missing"  # line 1 is the header
     assert "no Japanese column" in info.value.hint and "--bench-dir" in info.value.hint
 
 
@@ -191,7 +195,13 @@ def test_items_from_the_hub_and_a_gated_set(hub, monkeypatch, tmp_path):
     assert hub.token not in str(info.value) + info.value.hint
 
 
-def test_an_unreachable_hub_says_to_use_bench_dir(tmp_path):
+def test_a_missing_or_unreachable_hub_dataset_says_to_use_bench_dir(hub, monkeypatch, tmp_path):
+    with pytest.raises(InputError) as info:  # LocalHub has no nlp-waseda/JMMLU
+        load_items("JMMLU", endpoint=hub.url, token=hub.token, cache_dir=tmp_path)
+    assert str(info.value).startswith("nlp-waseda/JMMLU: nlp-waseda/JMMLU@7b786def") and "--bench-dir" in info.value.hint
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(InputError) as info:
-        load_items("JMMLU", endpoint="http://127.0.0.1:9", token=False, cache_dir=tmp_path)
-    assert "nlp-waseda/JMMLU" in str(info.value) and "--bench-dir" in info.value.hint
+        load_items("SORRY-Bench", endpoint=hub.url, token=hub.token, cache_dir=tmp_path)
+    assert "cannot download sorry-bench/sorry-bench-202406@main" in str(info.value) and "--bench-dir" in info.value.hint
