@@ -63,12 +63,12 @@ def write_multijail(root: Path, *, japanese: bool = True) -> Path:
 
 
 def write_mt_bench_ja(root: Path) -> Path:
-    _jsonl(root / "question.jsonl", [
-        {"question_id": 81, "category": "writing", "turns": ["京都旅行のブログ記事を書いてください。", "すべての文を「あ」で始めて書き直してください。"]},
-        {"question_id": 111, "category": "math", "turns": ["三角形の頂点が(0,0)、(-1,1)、(3,3)のとき面積は？", "外接円の面積は？"]},
+    _jsonl(root / "question_full.jsonl", [
+        {"question_id": 71, "category": "writing", "turns": ["京都旅行のブログ記事を書いてください。", "すべての文を「あ」で始めて書き直してください。"]},
+        {"question_id": 11, "category": "math", "turns": ["三角形の頂点が(0,0)、(-1,1)、(3,3)のとき面積は？", "外接円の面積は？"]},
     ])
     _jsonl(root / "reference_answer" / "gpt-4.jsonl", [
-        {"question_id": 111, "answer_id": "x", "model_id": "gpt-4",
+        {"question_id": 11, "answer_id": "x", "model_id": "gpt-4",
          "choices": [{"index": 0, "turns": ["面積は3です。", "外接円の面積は5πです。"]}], "tstamp": 0},
     ])
     return root

@@ -23,7 +23,7 @@ def test_every_benchmark_has_a_data_file_that_cites_its_source():
         assert spec.hub_id or spec.source.get("github")
         text = spec.path.read_text("utf-8")
         if spec.pinned:  # a commit seen in the source's history, cited in the file
-            assert re.fullmatch(r"[0-9a-f]{40}", spec.revision) and "seen in the Hub's history" in text
+            assert re.fullmatch(r"[0-9a-f]{40}", spec.revision) and "seen in " in text
         else:  # no commit could be confirmed: the file says so instead of inventing one
             assert "UNPINNED" in text or "not a commit" in text
         assert spec.benchmark.judged == (spec.judge_prompt is not None)
@@ -84,14 +84,14 @@ def test_mt_bench_has_two_turns_and_references_for_maths(tmp_path):
     ]
     with pytest.raises(ValueError, match="needs 1 earlier answers"):
         maths.messages_for_turn(2, [])
-    assert load_spec("MT-Bench-ja").sampling.for_item(maths)["temperature"] == 0.0
-    assert load_spec("MT-Bench-ja").sampling.for_item(writing)["temperature"] == 0.7
+    assert load_spec("MT-Bench-ja").sampling.for_item(maths)["temperature"] == 0.1  # jp-stable's temperature_config
+    assert load_spec("MT-Bench-ja").sampling.for_item(writing)["temperature"] == 0.5
 
 
 def test_mt_bench_maths_item_without_a_reference_is_an_error(tmp_path):
     write_mt_bench_ja(tmp_path)
     (tmp_path / "reference_answer" / "gpt-4.jsonl").write_text("", "utf-8")
-    with pytest.raises(InputError, match=r"question.jsonl:2: MT-Bench-ja item 111 \(math\) has no reference answer"):
+    with pytest.raises(InputError, match=r"question_full.jsonl:2: MT-Bench-ja item 11 \(math\) has no reference answer"):
         load_items("MT-Bench-ja", tmp_path)
 
 
@@ -146,8 +146,8 @@ def test_malformed_files(tmp_path):
     with pytest.raises(InputError, match=r"virology.csv:1: the answer key is 'E', not one of A, B, C, D \(field 'answer'\)"):
         load_items("JMMLU", tmp_path)
     write_mt_bench_ja(tmp_path / "mt")
-    (tmp_path / "mt" / "question.jsonl").write_text('{"question_id": 81, "category": "writing", "turns": []}\n{oops\n', "utf-8")
-    with pytest.raises(InputError, match=r"question.jsonl:1: 'turns' must be a non-empty list of texts, found \[\]"):
+    (tmp_path / "mt" / "question_full.jsonl").write_text('{"question_id": 71, "category": "writing", "turns": []}\n{oops\n', "utf-8")
+    with pytest.raises(InputError, match=r"question_full.jsonl:1: 'turns' must be a non-empty list of texts, found \[\]"):
         load_items("MT-Bench-ja", tmp_path / "mt")
 
 
