@@ -108,7 +108,7 @@ def test_a_parquet_copy_reads_like_the_csv(tmp_path):
 
     write_multijail(tmp_path / "csv")
     import csv
-    rows = list(csv.DictReader((tmp_path / "csv" / "MultiJail.csv").open(encoding="utf-8")))
+    rows = list(csv.DictReader((tmp_path / "csv" / "MultiJail.csv").open(encoding="utf-8-sig")))
     (tmp_path / "pq" / "default" / "train").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pq" / "default" / "train" / "0000.parquet")
     spec = load_spec("MultiJail")
