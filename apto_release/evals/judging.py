@@ -20,6 +20,8 @@ from apto_release.evals.benchmarks import Item, load_spec
 from apto_release.evals.metrics import Benchmark, find_benchmark
 
 PROMPT_FOLDER = "prompts"
+#: How many times ``eval judge`` asks a judge before it records the output as unparseable.
+JUDGE_ATTEMPTS = 3
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _SECTION = re.compile(r"^## ([a-z0-9-]+)[ \t]*$", re.MULTILINE)
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
