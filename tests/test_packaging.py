@@ -30,6 +30,12 @@ def test_wheel_contents(wheel):
     assert "apto_release/_templates/dataset_cards/README.md.j2" in names
     assert "apto_release/schemas/record-v1.schema.json" in names
     assert "apto_release/dataset/example_pools/prompts.json" in names
+    from apto_release.evals.metrics import BENCHMARK_NAMES
+
+    for name in BENCHMARK_NAMES:  # the benchmarks' data files and the judge prompts (JMMLU has none)
+        assert f"apto_release/evals/benchmark_data/{name.lower()}.toml" in names
+    assert {n for n in names if n.startswith("apto_release/evals/prompts/")} == {
+        f"apto_release/evals/prompts/{p}.md" for p in ("answercarefully", "sorry-bench", "multijail", "mt-bench-ja")}
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
@@ -51,6 +57,10 @@ def test_installed_wheel_renders_the_card_away_from_the_checkout(wheel, tmp_path
         "assert published_schema()['title']\n"
         "from apto_release.dataset.example import generate_records\n"
         "assert next(generate_records(1))['id'] == 'synth-000001'\n"
+        "from apto_release.evals.benchmarks import load_spec\n"
+        "from apto_release.evals.judging import load_prompt\n"
+        "assert load_spec('JMMLU').hub_id == 'nlp-waseda/JMMLU'\n"
+        "assert '[[' in load_prompt(load_spec('AC').judge_prompt)['user']\n"
     )
     env = dict(os.environ, PYTHONPATH=str(target))
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)

@@ -13,7 +13,10 @@ The output fields per benchmark are in ``metrics.BENCHMARKS``: ``score`` (Answer
 integer 1-5; MT-Bench-ja: a number 1-10, with ``turn``), ``verdict`` (SORRY-Bench: fulfilled or
 refused; MultiJail: safe, unsafe or invalid; any case), ``chosen`` and ``correct`` (JMMLU:
 letters A-D; ``chosen`` may be null when no answer could be read, which counts as wrong). JMMLU
-needs no judge; its lines are scored against the answer key. Benchmark names are matched without
+needs no judge; its lines are scored against the answer key. A judge output that could not be
+parsed (after the retries of ``eval judge``) is a line with ``"unparseable": "<the judge's raw
+text>"`` instead of the output field: it is counted (a warning per benchmark and judge) and left
+out of the values (docs/eval-judging.md). Benchmark names are matched without
 case or punctuation (``mt_bench_ja``, ``AC``). Other keys (a judge's rationale, say) are ignored,
 except near misses of the known ones (``categroy``), which are errors.
 
@@ -40,7 +43,9 @@ from apto_release.evals.metrics import ANSWER_CHOICES, BENCHMARK_NAMES, BENCHMAR
 SIDES = ("before", "after")
 COMMON_FIELDS = ("benchmark", "item", "model", "judge", "category")
 OUTPUT_FIELDS = ("score", "verdict", "chosen", "correct", "turn")
-KNOWN_FIELDS = COMMON_FIELDS + OUTPUT_FIELDS
+#: Written instead of the output field when the judge's output could not be parsed; holds the raw text.
+UNPARSEABLE = "unparseable"
+KNOWN_FIELDS = COMMON_FIELDS + OUTPUT_FIELDS + (UNPARSEABLE,)
 #: The judge of a JMMLU line that names none: the benchmark's answer key.
 ANSWER_KEY = "answer key"
 #: Examples listed in a finding before "and N more".
@@ -57,7 +62,7 @@ class Judgement:
     judge: str
     turn: int | None
     category: str | None
-    value: Value  # a score, a lower-case verdict, or (JMMLU) whether the chosen answer is correct
+    value: Value | None  # a score, a lower-case verdict, (JMMLU) whether the chosen answer is correct; None: unparseable
     path: Path
     line: int
 
@@ -190,10 +195,23 @@ def parse_judgement(obj: Any, ids: dict[str, str], *, path: Path, line: int) -> 
         turn = obj.get("turn")
         if not isinstance(turn, int) or isinstance(turn, bool) or turn < 1:
             raise fail(f"{benchmark.name} judgements need 'turn', the turn number (1, 2, ...), found {turn!r}", "turn")
-    return Judgement(
-        benchmark, item.strip(), side, judge, turn, category.strip() if category else None,
-        _output(benchmark, obj, fail), path, line,
-    )
+    if UNPARSEABLE in obj:
+        value = _unparseable(benchmark, obj, fail)
+    else:
+        value = _output(benchmark, obj, fail)
+    return Judgement(benchmark, item.strip(), side, judge, turn, category.strip() if category else None, value, path, line)
+
+
+def _unparseable(benchmark: Benchmark, obj: dict, fail) -> None:
+    """A judged line whose judge output could not be parsed: the raw text, and no output field."""
+    if not benchmark.judged:
+        raise fail(f"{benchmark.name} is scored against its answer key; write 'chosen': null when no answer could be read", UNPARSEABLE)
+    if not isinstance(obj[UNPARSEABLE], str):
+        raise fail(f"'{UNPARSEABLE}' must be the judge's raw output (a string), found {obj[UNPARSEABLE]!r}", UNPARSEABLE)
+    given = [key for key in benchmark.fields if key != "turn" and key in obj]
+    if given:
+        raise fail(f"a line is either judged ('{given[0]}') or '{UNPARSEABLE}', not both", UNPARSEABLE)
+    return None
 
 
 def _text(obj: dict, key: str, fail) -> str:
@@ -280,6 +298,7 @@ def collate(judgements: Iterable[Judgement]) -> tuple[list[BenchmarkJudgements],
     """
     judgements = list(judgements)
     findings: list[Finding] = []
+    judgements = _parsed(judgements, findings)
     categories = _categories(judgements, findings)
     unique = _unique(judgements, findings)
     grouped: dict[str, dict[str, dict[str, dict[str, dict[int | None, Value]]]]] = {}
@@ -311,6 +330,24 @@ def collate(judgements: Iterable[Judgement]) -> tuple[list[BenchmarkJudgements],
                                                f"overall results only: {_examples(uncategorised)}"))
         collated.append(data)
     return collated, findings
+
+
+def _parsed(judgements: list[Judgement], findings: list[Finding]) -> list[Judgement]:
+    """The judgements with a value; the unparseable ones are counted per benchmark and judge (a warning)."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    totals: dict[str, int] = defaultdict(int)
+    for j in judgements:
+        totals[j.benchmark.name] += 1
+        if j.value is None:
+            counts[j.benchmark.name][j.judge] += 1
+    for benchmark in BENCHMARKS:
+        judges = counts.get(benchmark.name)
+        if judges:
+            n = sum(judges.values())
+            per_judge = ", ".join(f"{judge} {count}" for judge, count in sorted(judges.items()))
+            findings.append(Finding("warning", f"{benchmark.name}: {n} of {totals[benchmark.name]} judgements are unparseable "
+                                               f"(the judge's output could not be read; {per_judge}) and are left out"))
+    return [j for j in judgements if j.value is not None]
 
 
 def _unique(judgements: Iterable[Judgement], findings: list[Finding]) -> list[Judgement]:
