@@ -59,7 +59,7 @@ class ScriptedServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.answered = 0
-        self._faults: list[tuple[int, float | None]] = []
+        self._faults: list[tuple[int, float | None, str]] = []
         self._die_after: int | None = None
         self._lock = threading.Lock()
         self._httpd: http.server.ThreadingHTTPServer | None = None
@@ -73,10 +73,11 @@ class ScriptedServer:
         assert self._httpd is not None, "start the server first"
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
-    def fail(self, status: int, times: int = 1, *, retry_after: float | None = None) -> None:
-        """Answer the next ``times`` chat completions with ``status`` (and ``Retry-After``)."""
+    def fail(self, status: int, times: int = 1, *, retry_after: float | None = None, message: str | None = None) -> None:
+        """Answer the next ``times`` chat completions with ``status`` (and ``Retry-After``; the
+        error's ``message``, default ``injected HTTP <status>``)."""
         with self._lock:
-            self._faults.extend([(status, retry_after)] * times)
+            self._faults.extend([(status, retry_after, message or f"injected HTTP {status}")] * times)
 
     def die_after(self, answered: int) -> None:
         """Once ``answered`` completions have been answered, drop the next request's connection
@@ -187,7 +188,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             with owner._lock:
                 owner.in_flight -= 1
 
-    def _complete(self, body: dict[str, Any], entry: LoggedRequest, fault: tuple[int, float | None] | None) -> int:
+    def _complete(self, body: dict[str, Any], entry: LoggedRequest, fault: tuple[int, float | None, str] | None) -> int:
         owner = self.owner
         if self.path.rstrip("/") != "/v1/chat/completions":
             self._send(404, {"detail": "Not Found"})
@@ -201,10 +202,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if owner.delay:
             time.sleep(owner.delay)
         if fault is not None:
-            status, retry_after = fault
+            status, retry_after, text = fault
             headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
             kind = "RateLimitError" if status == 429 else "InternalServerError"
-            self._send(status, _error(f"injected HTTP {status}", kind, status), headers)
+            self._send(status, _error(text, kind, status), headers)
             return status
         answer = owner.answer(entry.messages)
         if answer is None:
