@@ -3,8 +3,10 @@ the one-line errors, bounded concurrency, an engine dying mid-run, and the key k
 
 from __future__ import annotations
 
+import http.server
 import logging
 import socket
+import threading
 
 import pytest
 
@@ -179,3 +181,32 @@ def test_parallel_must_be_positive(waits):
     with ScriptedServer(echo) as server, client_for(server, waits) as client:
         with pytest.raises(UsageError):
             list(client.complete_many([(USER, Sampling())], parallel=0))
+
+
+
+@pytest.mark.parametrize("body, error", [
+    (b'{"object": "chat.completion", "choices": []}', r"without choices\[0\]\.message"),
+    (b"<html>proxy error</html>", r"not JSON: <html>proxy error</html>"),
+])
+def test_a_malformed_answer_is_a_clear_error(waits, body, error):
+    class Odd(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Odd)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = ChatClient(Endpoint(f"http://127.0.0.1:{server.server_address[1]}/v1", "m"), sleep=waits.append)
+        with pytest.raises(EngineError, match=error):
+            client.complete(USER)
+    finally:
+        server.shutdown()
+        server.server_close()
