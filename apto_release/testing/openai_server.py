@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from apto_release.testing.threaded import serve_in_thread
+
 #: A script: from the request's messages (or the last user message) to the answer.
 Script = Callable[[list[dict[str, Any]]], Any] | Mapping[str, Any]
 
@@ -86,10 +88,7 @@ class ScriptedServer:
 
     def start(self) -> ScriptedServer:
         handler = type("Handler", (_Handler,), {"owner": self})
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-openai", daemon=True)
-        self._thread.start()
+        self._httpd, self._thread = serve_in_thread(handler, "scripted-openai")
         return self
 
     def stop(self) -> None:
