@@ -56,6 +56,21 @@ def test_a_gguf_is_served_by_llama_cpp_answers_and_is_stopped(gguf, tmp_path):
     assert log.stat().st_size > 0  # the engine's own output, kept where asked
 
 
+def test_the_real_engine_dying_mid_run_is_a_clear_error_and_keeps_what_came(gguf):
+    requests = [([{"role": "user", "content": f"質問{i}"}], Sampling(max_tokens=4, seed=i)) for i in range(6)]
+    kept = {}
+    with serve(gguf, n_ctx=256, threads=1) as endpoint:
+        with ChatClient(endpoint, attempts=2, sleep=lambda s: None) as client:
+            with pytest.raises(EngineError, match=r"is not answering .*2 answers had been received and were kept"):
+                for index, answer in client.complete_many(requests, parallel=1):
+                    kept[index] = answer
+                    if len(kept) == 2:  # between two requests: nothing is in flight
+                        for process in engines():
+                            process.kill()
+    assert sorted(kept) == [0, 1] and all(a.text for a in kept.values())
+    assert not engines()
+
+
 @pytest.mark.parametrize("raised", [RuntimeError, KeyboardInterrupt])
 def test_the_engine_is_stopped_on_errors_and_ctrl_c(gguf, raised):
     with pytest.raises(raised):
