@@ -10,7 +10,19 @@ next. Like huggingface_hub's errors, each also inherits a standard type so calle
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from pathlib import Path
+
+
+def redact(text: str, secrets: Iterable[str | None], *, mask: str = "***", shape: re.Pattern[str] | None = None) -> str:
+    """``text`` with every secret (empty ones skipped) replaced by ``mask``; with ``shape`` also
+    anything that matches it (what a token looks like). The one redaction helper: the Hub's token
+    (``hub.client``) and the engines' API keys (``evals.client``) both go through it."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, mask)
+    return shape.sub(mask, text) if shape is not None else text
 
 
 class AptoError(Exception):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from apto_release.errors import AptoError, UsageError
+from apto_release.errors import redact as _redact
 
 if TYPE_CHECKING:
     from apto_release.hub.push import RepoResult
@@ -37,10 +38,7 @@ class PushError(AptoError, RuntimeError):
 def redact(text: str, secrets: Iterable[str | None], *, token_shapes: bool = False) -> str:
     """``text`` with every secret (empty ones skipped) replaced by ``hf_***``; with ``token_shapes``
     also anything that looks like a token (``TOKEN_SHAPE``)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return TOKEN_SHAPE.sub(REDACTED, text) if token_shapes else text
+    return _redact(text, secrets, mask=REDACTED, shape=TOKEN_SHAPE if token_shapes else None)
 
 
 class Session:

@@ -14,6 +14,7 @@ import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+from apto_release.testing.threaded import serve_in_thread
 from apto_release.testing.hub.protocol import RequestRecord, _Handler, _Hook, _Injection
 from apto_release.testing.hub.routes import _Routes
 
@@ -79,10 +80,7 @@ class LocalHub(_Routes):
     def start(self) -> LocalHub:
         if self._server is None:
             handler = type("LocalHubHandler", (_Handler,), {"hub": self})
-            self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-            self._server.daemon_threads = True
-            self._thread = threading.Thread(target=self._server.serve_forever, name="LocalHub", daemon=True)
-            self._thread.start()
+            self._server, self._thread = serve_in_thread(handler, "LocalHub")
         return self
 
     def stop(self) -> None:

@@ -1,0 +1,169 @@
+"""Starting an engine for a local model: llama.cpp's server (llama-cpp-python) for a ``.gguf``
+file, ``vllm serve`` for a checkpoint folder. ``serve()`` waits until it answers, yields its
+``Endpoint`` and stops it (its whole process group) on exit, on errors and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from apto_release.errors import InputError, UsageError
+from apto_release.evals.client import Endpoint, EngineError
+
+STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+TAIL_LINES = 15
+
+
+@dataclass(frozen=True)
+class EngineCommand:
+    """What would be run: ``argv``, the ``model`` name it serves, the ``engine`` in words."""
+
+    argv: list[str]
+    model: str
+    engine: str
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the OS's pick; the engine binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def engine_command(path: str | Path, port: int, *, n_ctx: int = 4096, threads: int | None = None,
+                   tensor_parallel_size: int = 1, extra_args: Sequence[str] = ()) -> EngineCommand:
+    """The command line that serves ``path`` on ``127.0.0.1:port``.
+
+    A ``.gguf`` file: ``python -m llama_cpp.server`` with ``--n_ctx`` and no ``--chat_format``,
+    so that the chat template embedded in the file is the one used (Qwen3.5's GGUFs carry it).
+    A checkpoint folder (``config.json``): ``vllm serve PATH --tensor-parallel-size N``. The model
+    is served under the file's or folder's name.
+
+    Raises:
+        InputError: ``path`` is neither a ``.gguf`` file nor a checkpoint folder.
+        UsageError: a folder, but vLLM is not installed here.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix == ".gguf":
+        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--model_alias", path.stem,
+                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)]
+        if threads:
+            argv += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
+        return EngineCommand(argv + list(extra_args), path.stem, "llama.cpp's server")
+    if path.is_dir() and (path / "config.json").is_file():
+        if tensor_parallel_size < 1:
+            raise UsageError(f"the tensor-parallel size must be at least 1, not {tensor_parallel_size}")
+        vllm = shutil.which("vllm")
+        if importlib.util.find_spec("vllm") is None or vllm is None:
+            raise UsageError(f"{path} is a checkpoint folder, which vLLM serves, and vLLM is not installed here",
+                             hint="install vllm on a GPU machine (pip install vllm), or start any "
+                                  "OpenAI-compatible engine yourself and pass its URL")
+        argv = [vllm, "serve", str(path), "--served-model-name", path.name, "--host", "127.0.0.1",
+                "--port", str(port), "--tensor-parallel-size", str(tensor_parallel_size)]
+        return EngineCommand(argv + list(extra_args), path.name, "vLLM")
+    if not path.exists():
+        raise InputError("no such model file or folder", path=path)
+    raise InputError("not a model this can serve: give a .gguf file or a checkpoint folder with config.json",
+                     path=path, hint="or pass the URL of an engine that serves it")
+
+
+def _health(base_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(base_url + "/models", timeout=2) as response:
+            return response.status == 200 and "data" in json.loads(response.read())
+    except (OSError, ValueError, urllib.error.URLError):
+        return False
+
+
+def _tail(log: Path) -> str:
+    try:
+        lines = log.read_text("utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in lines[-TAIL_LINES:] if line.strip())
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child, between fork and exec
+    """Linux: the engine gets SIGTERM if the process that started it dies (even by SIGKILL)."""
+    os.setsid()
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def stop(process: subprocess.Popen, grace: float = STOP_GRACE) -> None:
+    """Stop the engine and everything it started: SIGTERM to its process group, SIGKILL after
+    ``grace`` seconds, then reap it."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # the group's stragglers (vLLM's workers), if any
+    process.wait()
+
+
+@contextlib.contextmanager
+def serve(path: str | Path, *, n_ctx: int = 4096, threads: int | None = None, tensor_parallel_size: int = 1,
+          startup_timeout: float = 600.0, log: str | Path | None = None, extra_args: Sequence[str] = ()
+          ) -> Iterator[Endpoint]:
+    """Serve a local model for the ``with`` block and yield its ``Endpoint``.
+
+    Args:
+        path: a ``.gguf`` file or a checkpoint folder (see ``engine_command``).
+        n_ctx: llama.cpp's context size.
+        threads: llama.cpp's CPU threads (None: its default).
+        tensor_parallel_size: vLLM's GPUs per model.
+        startup_timeout: seconds to wait for ``GET /v1/models`` to answer.
+        log: where the engine's output goes (None: a temporary file, removed afterwards).
+        extra_args: more arguments for the engine.
+
+    Raises:
+        InputError / UsageError: see ``engine_command``.
+        EngineError: the engine exited or did not answer in time (with the tail of its log).
+    """
+    port = free_port()
+    command = engine_command(path, port, n_ctx=n_ctx, threads=threads, tensor_parallel_size=tensor_parallel_size,
+                             extra_args=extra_args)
+    temporary = log is None
+    log_path = Path(tempfile.mkstemp(prefix="apto-engine-", suffix=".log")[1]) if temporary else Path(log)
+    endpoint = Endpoint(f"http://127.0.0.1:{port}/v1", command.model)
+    process = None
+    try:
+        with open(log_path, "wb") as out:
+            process = subprocess.Popen(command.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                       preexec_fn=_die_with_parent if sys.platform == "linux" else os.setsid)
+        deadline = time.monotonic() + startup_timeout
+        while not _health(endpoint.base_url):
+            if process.poll() is not None:
+                raise EngineError(f"{command.engine} exited with code {process.returncode} before answering "
+                                  f"(serving {path}): {_tail(log_path)}", hint="see the engine's log above")
+            if time.monotonic() > deadline:
+                raise EngineError(f"{command.engine} did not answer within {startup_timeout:g} s "
+                                  f"(serving {path}): {_tail(log_path)}", hint="raise the start-up timeout")
+            time.sleep(0.2)
+        yield endpoint
+    finally:
+        if process is not None:
+            stop(process)
+        if temporary:
+            log_path.unlink(missing_ok=True)
