@@ -108,6 +108,8 @@ def engine_options(role: str, name_option: str, name_help: str):
         click.option(name_option, "name", help=name_help),
         click.option("--api-key-env", metavar="VAR", help="The environment variable holding the endpoint's API key (never written anywhere)."),
         click.option("--parallel", type=click.IntRange(1), default=4, show_default=True, help="Requests in flight at most."),
+        click.option("--attempts", type=click.IntRange(1), default=5, show_default=True,
+                     help="Tries per request on 429/5xx/timeouts/connection errors (backoff 0.5 s, doubled; Retry-After honoured)."),
         click.option("--bench-dir", type=click.Path(file_okay=False, path_type=Path),
                      help="Local copies of the benchmarks: a folder per benchmark (answercarefully, sorry-bench, multijail, "
                           "mt-bench-ja, jmmlu) in its source's layout, or one benchmark's folder [default: the Hub]."),
@@ -147,10 +149,10 @@ def _engine(target: str, serve_flag: bool, name: str | None, api_key_env: str | 
         yield endpoint, {"engine": kind, "path": Path(target).name}
 
 
-def _client(endpoint):
+def _client(endpoint, attempts: int):
     from apto_release.evals.client import ChatClient
 
-    client = ChatClient(endpoint)
+    client = ChatClient(endpoint, attempts=attempts)
     client.check()
     return client
 
@@ -173,7 +175,7 @@ def _resume_hint(exc, output: Path) -> None:
 @click.option("--max-tokens", type=click.IntRange(1), help="Cap the benchmarks' max_tokens (recorded with each response).")
 @click.option("--label", required=True, help='The model side: "before", "after", or a GGUF type such as Q4_K_M.')
 @output_file_option("The responses file (JSON Lines).", required=True)
-def generate_command(target, serve_flag, name, api_key_env, parallel, bench_dir, benches, limit, max_tokens, label, output):
+def generate_command(target, serve_flag, name, api_key_env, parallel, attempts, bench_dir, benches, limit, max_tokens, label, output):
     """Ask a model every item of the benchmarks; write one response line per item and turn.
 
     Resumable: answers gather in OUTPUT.partial as they arrive, and a rerun asks only for the
@@ -187,7 +189,7 @@ def generate_command(target, serve_flag, name, api_key_env, parallel, bench_dir,
     items = load_benchmarks(benches, bench_dir, limit=limit)
     with _engine(target, serve_flag, name, api_key_env, "--model-name") as (endpoint, engine):
         try:
-            with _client(endpoint) as client:
+            with _client(endpoint, attempts) as client:
                 result = generate(client, items, output, model=name or endpoint.model, label=label, engine=engine,
                                   parallel=parallel, max_tokens=max_tokens, progress=lambda m: click.echo(m, err=True))
         except EngineError as exc:
@@ -204,7 +206,7 @@ def generate_command(target, serve_flag, name, api_key_env, parallel, bench_dir,
                                           "[default with --serve: the file's or folder's name]; written in every line.")
 @click.option("--max-tokens", type=click.IntRange(1), default=2048, show_default=True, help="The judge's max_tokens.")
 @output_file_option("The judgement file (JSON Lines, as eval summarize reads it).", required=True)
-def judge_command(responses, target, serve_flag, name, api_key_env, parallel, bench_dir, max_tokens, output):
+def judge_command(responses, target, serve_flag, name, api_key_env, parallel, attempts, bench_dir, max_tokens, output):
     """Judge a responses file and write the judgement file that eval summarize reads.
 
     An answer the rule cannot read is asked again (3 attempts in all), then written as
@@ -217,7 +219,7 @@ def judge_command(responses, target, serve_flag, name, api_key_env, parallel, be
     read_responses(responses)  # a bad file fails before an engine starts
     with _engine(target, serve_flag, name, api_key_env, "--judge-model") as (endpoint, _):
         try:
-            with _client(endpoint) as client:
+            with _client(endpoint, attempts) as client:
                 result = judge(client, responses, output, judge_name=name or endpoint.model, bench_dir=bench_dir,
                                parallel=parallel, max_tokens=max_tokens, progress=lambda m: click.echo(m, err=True))
         except EngineError as exc:
