@@ -106,6 +106,7 @@ def engine_options(role: str, name_option: str, name_help: str):
         click.option("--serve", "serve_flag", is_flag=True,
                      help="Start an engine for the PATH (llama.cpp's server for .gguf, vLLM for a folder) and stop it afterwards."),
         click.option(name_option, "name", help=name_help),
+        click.option("--threads", type=click.IntRange(1), help="CPU threads of llama.cpp's server (with --serve)."),
         click.option("--api-key-env", metavar="VAR", help="The environment variable holding the endpoint's API key (never written anywhere)."),
         click.option("--parallel", type=click.IntRange(1), default=4, show_default=True, help="Requests in flight at most."),
         click.option("--attempts", type=click.IntRange(1), default=5, show_default=True,
@@ -124,7 +125,8 @@ def engine_options(role: str, name_option: str, name_help: str):
 
 
 @contextlib.contextmanager
-def _engine(target: str, serve_flag: bool, name: str | None, api_key_env: str | None, name_option: str):
+def _engine(target: str, serve_flag: bool, name: str | None, api_key_env: str | None, name_option: str,
+            threads: int | None = None):
     """The endpoint to ask (started for a local PATH with --serve) and what to record about it."""
     from apto_release.errors import UsageError
     from apto_release.evals.client import Endpoint
@@ -144,7 +146,7 @@ def _engine(target: str, serve_flag: bool, name: str | None, api_key_env: str | 
         raise UsageError("--api-key-env is for a URL; an engine started with --serve needs no key")
     from apto_release.evals.serve import serve
 
-    with serve(target) as endpoint:
+    with serve(target, threads=threads) as endpoint:
         kind = "llama.cpp's server" if target.endswith(".gguf") else "vLLM"
         yield endpoint, {"engine": kind, "path": Path(target).name}
 
@@ -175,7 +177,7 @@ def _resume_hint(exc, output: Path) -> None:
 @click.option("--max-tokens", type=click.IntRange(1), help="Cap the benchmarks' max_tokens (recorded with each response).")
 @click.option("--label", required=True, help='The model side: "before", "after", or a GGUF type such as Q4_K_M.')
 @output_file_option("The responses file (JSON Lines).", required=True)
-def generate_command(target, serve_flag, name, api_key_env, parallel, attempts, bench_dir, benches, limit, max_tokens, label, output):
+def generate_command(target, serve_flag, name, threads, api_key_env, parallel, attempts, bench_dir, benches, limit, max_tokens, label, output):
     """Ask a model every item of the benchmarks; write one response line per item and turn.
 
     Resumable: answers gather in OUTPUT.partial as they arrive, and a rerun asks only for the
@@ -187,7 +189,7 @@ def generate_command(target, serve_flag, name, api_key_env, parallel, attempts, 
     from apto_release.evals.generate import generate, load_benchmarks
 
     items = load_benchmarks(benches, bench_dir, limit=limit)
-    with _engine(target, serve_flag, name, api_key_env, "--model-name") as (endpoint, engine):
+    with _engine(target, serve_flag, name, api_key_env, "--model-name", threads) as (endpoint, engine):
         try:
             with _client(endpoint, attempts) as client:
                 result = generate(client, items, output, model=name or endpoint.model, label=label, engine=engine,
@@ -206,7 +208,7 @@ def generate_command(target, serve_flag, name, api_key_env, parallel, attempts, 
                                           "[default with --serve: the file's or folder's name]; written in every line.")
 @click.option("--max-tokens", type=click.IntRange(1), default=2048, show_default=True, help="The judge's max_tokens.")
 @output_file_option("The judgement file (JSON Lines, as eval summarize reads it).", required=True)
-def judge_command(responses, target, serve_flag, name, api_key_env, parallel, attempts, bench_dir, max_tokens, output):
+def judge_command(responses, target, serve_flag, name, threads, api_key_env, parallel, attempts, bench_dir, max_tokens, output):
     """Judge a responses file and write the judgement file that eval summarize reads.
 
     An answer the rule cannot read is asked again (3 attempts in all), then written as
@@ -217,7 +219,7 @@ def judge_command(responses, target, serve_flag, name, api_key_env, parallel, at
     from apto_release.evals.judge import count_unparseable, judge, read_responses
 
     read_responses(responses)  # a bad file fails before an engine starts
-    with _engine(target, serve_flag, name, api_key_env, "--judge-model") as (endpoint, _):
+    with _engine(target, serve_flag, name, api_key_env, "--judge-model", threads) as (endpoint, _):
         try:
             with _client(endpoint, attempts) as client:
                 result = judge(client, responses, output, judge_name=name or endpoint.model, bench_dir=bench_dir,
