@@ -1,7 +1,9 @@
-"""The eval commands: from raw judgements to the evaluation results file the model cards read."""
+"""The eval commands: generate answers, judge them, and summarize the judgements into the
+evaluation results file the model cards read."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -83,6 +85,152 @@ def _table(evaluation) -> list[str]:
         value = "not defined (every judgement the same)" if a.value is None else f"{a.value:.3f}"
         lines.append(f"Agreement of {len(a.judges)} judges on {a.benchmark} (Krippendorff's alpha, {a.level}): {value}")
     return lines
+
+
+GENERATE_EXAMPLE = (
+    "Example: apto-release eval generate --model http://127.0.0.1:8000/v1 --model-name Qwen/Qwen3.5-27B "
+    "--bench AnswerCarefully --bench MT-Bench-ja --bench-dir benchmarks/ --label before -o eval/responses-before.jsonl"
+)
+JUDGE_EXAMPLE = (
+    "Example: apto-release eval judge --responses eval/responses-before.jsonl --judge http://gpu01:8000/v1 "
+    "--judge-model Qwen/Qwen3-235B-A22B --bench-dir benchmarks/ -o eval/judgements-before-qwen.jsonl"
+)
+
+
+def engine_options(role: str, name_option: str, name_help: str):
+    """The options that say where an engine is: ``--<role> URL|PATH``, ``--serve``, the model's
+    name, ``--api-key-env``, ``--parallel``."""
+    options = [
+        click.option(f"--{role}", "target", required=True, metavar="URL|PATH",
+                     help="An OpenAI-compatible endpoint's URL, or (with --serve) a .gguf file or checkpoint folder."),
+        click.option("--serve", "serve_flag", is_flag=True,
+                     help="Start an engine for the PATH (llama.cpp's server for .gguf, vLLM for a folder) and stop it afterwards."),
+        click.option(name_option, "name", help=name_help),
+        click.option("--threads", type=click.IntRange(1), help="CPU threads of llama.cpp's server (with --serve)."),
+        click.option("--api-key-env", metavar="VAR", help="The environment variable holding the endpoint's API key (never written anywhere)."),
+        click.option("--parallel", type=click.IntRange(1), default=4, show_default=True, help="Requests in flight at most."),
+        click.option("--attempts", type=click.IntRange(1), default=5, show_default=True,
+                     help="Tries per request on 429/5xx/timeouts/connection errors (backoff 0.5 s, doubled; Retry-After honoured)."),
+        click.option("--bench-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Local copies of the benchmarks: a folder per benchmark (answercarefully, sorry-bench, multijail, "
+                          "mt-bench-ja, jmmlu) in its source's layout, or one benchmark's folder [default: the Hub]."),
+    ]
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+@contextlib.contextmanager
+def _engine(target: str, serve_flag: bool, name: str | None, api_key_env: str | None, name_option: str,
+            threads: int | None = None):
+    """The endpoint to ask (started for a local PATH with --serve) and what to record about it."""
+    from apto_release.errors import UsageError
+    from apto_release.evals.client import Endpoint
+
+    if target.startswith(("http://", "https://")):
+        if serve_flag:
+            raise UsageError(f"--serve starts an engine for a local file or folder, and {target} is a URL",
+                             hint="drop --serve to use the running engine")
+        if not name:
+            raise UsageError(f"{name_option} is required with a URL", hint="give the model name the engine serves")
+        endpoint = Endpoint(target, name, api_key_env)
+        yield endpoint, {"url": endpoint.base_url}
+        return
+    if not serve_flag:
+        raise UsageError(f"{target} is not a URL", hint="pass --serve to start an engine for it, or give a running engine's http(s) URL")
+    if api_key_env:
+        raise UsageError("--api-key-env is for a URL; an engine started with --serve needs no key")
+    from apto_release.evals.serve import serve
+
+    with serve(target, threads=threads) as endpoint:
+        kind = "llama.cpp's server" if target.endswith(".gguf") else "vLLM"
+        yield endpoint, {"engine": kind, "path": Path(target).name}
+
+
+def _client(endpoint, attempts: int):
+    from apto_release.evals.client import ChatClient
+
+    client = ChatClient(endpoint, attempts=attempts)
+    client.check()
+    return client
+
+
+def _resume_hint(exc, output: Path) -> None:
+    from apto_release.evals.records import partial_path
+
+    partial = partial_path(output)
+    if partial.exists():
+        exc.hint = (f"what was received is kept in {partial}; run the same command again to ask only for the rest"
+                    + (f" ({exc.hint})" if exc.hint else ""))
+
+
+@eval_group.command("generate", epilog=GENERATE_EXAMPLE)
+@engine_options("model", "--model-name", "The model's name: the one the engine serves (required with a URL) "
+                                         "[default with --serve: the file's or folder's name].")
+@click.option("--bench", "benches", multiple=True, required=True, metavar="NAME",
+              help="A benchmark: AnswerCarefully, SORRY-Bench, MultiJail, MT-Bench-ja, JMMLU (repeatable).")
+@click.option("--limit", type=click.IntRange(1), help="Only the first N items of each benchmark.")
+@click.option("--max-tokens", type=click.IntRange(1), help="Cap the benchmarks' max_tokens (recorded with each response).")
+@click.option("--label", required=True, help='The model side: "before", "after", or a GGUF type such as Q4_K_M.')
+@output_file_option("The responses file (JSON Lines).", required=True)
+def generate_command(target, serve_flag, name, threads, api_key_env, parallel, attempts, bench_dir, benches, limit, max_tokens, label, output):
+    """Ask a model every item of the benchmarks; write one response line per item and turn.
+
+    Resumable: answers gather in OUTPUT.partial as they arrive, and a rerun asks only for the
+    items (and turns) whose settings changed or that are missing; OUTPUT is written, in
+    (benchmark, item, turn) order, once every item is answered. Exit 0 when written, 1 when the
+    engine failed (what was received is kept), 2 for bad options or benchmark files.
+    """
+    from apto_release.evals.client import EngineError
+    from apto_release.evals.generate import generate, load_benchmarks
+
+    items = load_benchmarks(benches, bench_dir, limit=limit)
+    with _engine(target, serve_flag, name, api_key_env, "--model-name", threads) as (endpoint, engine):
+        try:
+            with _client(endpoint, attempts) as client:
+                result = generate(client, items, output, model=name or endpoint.model, label=label, engine=engine,
+                                  parallel=parallel, max_tokens=max_tokens, progress=lambda m: click.echo(m, err=True))
+        except EngineError as exc:
+            _resume_hint(exc, output)
+            raise
+    click.echo(f"Wrote {result.written:,} responses to {output} ({result.asked:,} asked, {result.kept:,} kept from an earlier run).")
+    return 0
+
+
+@eval_group.command("judge", epilog=JUDGE_EXAMPLE)
+@click.option("--responses", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The responses file of eval generate.")
+@engine_options("judge", "--judge-model", "The judge's name: the model the engine serves (required with a URL) "
+                                          "[default with --serve: the file's or folder's name]; written in every line.")
+@click.option("--max-tokens", type=click.IntRange(1), default=2048, show_default=True, help="The judge's max_tokens.")
+@output_file_option("The judgement file (JSON Lines, as eval summarize reads it).", required=True)
+def judge_command(responses, target, serve_flag, name, threads, api_key_env, parallel, attempts, bench_dir, max_tokens, output):
+    """Judge a responses file and write the judgement file that eval summarize reads.
+
+    An answer the rule cannot read is asked again (3 attempts in all), then written as
+    unparseable with the judge's raw text, and counted. JMMLU is scored against its key, without
+    the judge. Resume and exit codes as eval generate.
+    """
+    from apto_release.evals.client import EngineError
+    from apto_release.evals.judge import count_unparseable, judge, read_responses
+
+    read_responses(responses)  # a bad file fails before an engine starts
+    with _engine(target, serve_flag, name, api_key_env, "--judge-model", threads) as (endpoint, _):
+        try:
+            with _client(endpoint, attempts) as client:
+                result = judge(client, responses, output, judge_name=name or endpoint.model, bench_dir=bench_dir,
+                               parallel=parallel, max_tokens=max_tokens, progress=lambda m: click.echo(m, err=True))
+        except EngineError as exc:
+            _resume_hint(exc, output)
+            raise
+    unparseable = count_unparseable(output)
+    click.echo(f"Wrote {result.written:,} judgements to {output} ({result.asked:,} judge requests, "
+               f"{result.kept:,} kept from an earlier run, {unparseable:,} unparseable).")
+    return 0
 
 
 def register(cli: click.Group) -> None:

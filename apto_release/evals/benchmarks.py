@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from apto_release.errors import InputError, UsageError
+from apto_release.evals.client import Sampling
 from apto_release.evals.metrics import ANSWER_CHOICES, BENCHMARK_NAMES, Benchmark, find_benchmark
 
 try:  # Python 3.11+
@@ -33,8 +34,9 @@ _FIELD = re.compile(r"\{(file|row)\}")
 
 
 @dataclass(frozen=True)
-class Sampling:
-    """A benchmark's generation settings, recorded with every response."""
+class BenchmarkSampling:
+    """A benchmark's generation settings from its data file (``[sampling]``): the request
+    settings, and MT-Bench's temperature per category."""
 
     temperature: float
     top_p: float
@@ -43,11 +45,11 @@ class Sampling:
     enable_thinking: bool
     temperature_by_category: Mapping[str, float] = field(default_factory=dict)
 
-    def for_item(self, item: Item) -> dict[str, Any]:
-        """The settings of one item (MT-Bench's temperature depends on the category)."""
+    def for_item(self, item: Item) -> Sampling:
+        """The request settings of one item (the one type sent, and recorded with the response)."""
         temperature = self.temperature_by_category.get(item.category or "", self.temperature)
-        return {"temperature": temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
-                "seed": self.seed, "enable_thinking": self.enable_thinking}
+        return Sampling(temperature=temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                        seed=self.seed, enable_thinking=self.enable_thinking)
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class BenchmarkSpec:
     language: str
     source: Mapping[str, Any]
     columns: Mapping[str, Any]
-    sampling: Sampling
+    sampling: BenchmarkSampling
     judge_prompt: str | None
     filter: Mapping[str, str] = field(default_factory=dict)
     reference_file: Mapping[str, Any] | None = None
@@ -147,7 +149,7 @@ def load_spec(name: str) -> BenchmarkSpec:
         language=data["language"],
         source=data["source"],
         columns=data["columns"],
-        sampling=Sampling(temperature_by_category=sampling.pop("temperature_by_category", {}), **sampling),
+        sampling=BenchmarkSampling(temperature_by_category=sampling.pop("temperature_by_category", {}), **sampling),
         judge_prompt=data.get("judge", {}).get("prompt"),
         filter=data.get("filter", {}),
         reference_file=data.get("reference_file"),

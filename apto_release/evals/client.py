@@ -9,7 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,7 +24,7 @@ DEFAULT_ATTEMPTS = 5
 DEFAULT_BACKOFF = 0.5  # seconds, doubled each attempt: 0.5, 1, 2, 4
 #: Placeholder key for engines started without one (the client insists on some key).
 NO_KEY = "EMPTY"
-THINK = re.compile(r"^\s*(?:<think>)?(?P<reasoning>.*?)</think>\s*(?P<text>.*)$", re.DOTALL)
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 class EngineError(AptoError, RuntimeError):
@@ -111,16 +110,25 @@ class Completion:
 
 
 def split_reasoning(content: str) -> tuple[str, str | None]:
-    """``(text, reasoning)`` of an answer whose reasoning may be inline: ``<think>R</think>T``
-    (or ``R</think>T`` when the template opened the block) gives ``(T, R)``; an unclosed
-    ``<think>R`` (cut by ``max_tokens``) gives ``("", R)``; anything else ``(content, None)``."""
-    match = THINK.match(content)
-    if match:
-        return match["text"].strip(), match["reasoning"].strip()
-    stripped = content.lstrip()
-    if stripped.startswith("<think>"):
-        return "", stripped[len("<think>"):].strip()
-    return content, None
+    """``(answer, reasoning)`` of a thinking model's output (None: no reasoning).
+
+    The answer is the text after the LAST ``</think>``: Qwen3.5's template may open ``<think>``
+    in the prompt (so only ``</think>`` appears), and its reasoning may itself quote or mention
+    ``</think>``; the template closes the block exactly once before the answer, so whatever
+    follows the last closing tag is the answer. An opened block that never closes (cut by
+    ``max_tokens`` while thinking) gives an empty answer; text without a block is the answer,
+    stripped.
+    """
+    if THINK_CLOSE in content:
+        reasoning, answer = content.rsplit(THINK_CLOSE, 1)
+        reasoning = reasoning.strip()
+        if reasoning.startswith(THINK_OPEN):
+            reasoning = reasoning[len(THINK_OPEN):]
+        return answer.strip(), reasoning.strip()
+    stripped = content.strip()
+    if stripped.startswith(THINK_OPEN):
+        return "", stripped[len(THINK_OPEN):].strip()
+    return stripped, None
 
 
 Messages = Sequence[dict[str, Any]]

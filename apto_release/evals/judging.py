@@ -17,12 +17,12 @@ from importlib import resources
 from typing import Any
 
 from apto_release.evals.benchmarks import Item, load_spec
+from apto_release.evals.client import split_reasoning
 from apto_release.evals.metrics import Benchmark, find_benchmark
 
 PROMPT_FOLDER = "prompts"
 #: How many times ``eval judge`` asks a judge before it records the output as unparseable.
 JUDGE_ATTEMPTS = 3
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _SECTION = re.compile(r"^## ([a-z0-9-]+)[ \t]*$", re.MULTILINE)
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
 # The verdict: the text in double square brackets ([[4]], [[8.5]], [[refused]]), FastChat's format.
@@ -32,21 +32,6 @@ _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _LETTER = r"(?<![A-Za-z0-9])([A-D])(?![A-Za-z0-9])"
 _MARKED = re.compile(r"(?:答え|解答|回答|正解|answer)\s*(?:は|:|：|=|is)?\s*[「『(（\[【*]*\s*" + _LETTER, re.IGNORECASE)
 _STANDALONE = re.compile(_LETTER)
-
-
-def split_thinking(text: str) -> tuple[str, str | None]:
-    """A response's answer (the text after the reasoning) and its reasoning (None when there is none).
-
-    ``<think>…</think>`` (Qwen3.5's template, which may open the block in the prompt so that only
-    ``</think>`` appears): the answer is what follows the last ``</think>``. An opened block that
-    never closes (generation cut off while thinking) leaves an empty answer.
-    """
-    if THINK_CLOSE in text:
-        reasoning, answer = text.rsplit(THINK_CLOSE, 1)
-        return answer.strip(), reasoning.replace(THINK_OPEN, "", 1).strip()
-    if text.lstrip().startswith(THINK_OPEN):
-        return "", text.lstrip()[len(THINK_OPEN):].strip()
-    return text.strip(), None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,7 +67,7 @@ def judge_messages(item: Item, answers: str | Sequence[str], *, turn: int = 1) -
     answers = [answers] if isinstance(answers, str) else list(answers)
     if not 1 <= turn <= len(item.turns) or len(answers) < turn:
         raise ValueError(f"{item.benchmark} item {item.id}: judging turn {turn} needs {turn} answers, got {len(answers)}")
-    answers = [split_thinking(a)[0] for a in answers]
+    answers = [split_reasoning(a)[0] for a in answers]
     values = {"question": item.turns[0], "answer": answers[0], "reference": (item.reference or ("",))[0]}
     for number in range(1, turn + 1):
         values[f"question_{number}"] = item.turns[number - 1]
@@ -133,7 +118,7 @@ def parse_judgement_output(benchmark: str | Benchmark, text: str) -> Parsed:
     AnswerCarefully, a number 1-10 for MT-Bench-ja, one of the verdict words otherwise).
     """
     bench = _benchmark(benchmark)
-    answer, _ = split_thinking(text)
+    answer, _ = split_reasoning(text)
     found = {_value(bench, m) for m in _BRACKETS.findall(answer)}
     if len(found) != 1 or None in found:
         return Parsed(None, text)
@@ -170,7 +155,7 @@ def extract_answer(text: str) -> str | None:
     「答え」/「解答」/「回答」/「正解」/"Answer" marker; else the only distinct standalone A-D
     in the answer; else None (counted as wrong).
     """
-    answer = unicodedata.normalize("NFKC", split_thinking(text)[0])
+    answer = unicodedata.normalize("NFKC", split_reasoning(text)[0])
     marked = _MARKED.findall(answer)
     if marked:
         return marked[-1].upper()

@@ -84,8 +84,8 @@ def test_mt_bench_has_two_turns_and_references_for_maths(tmp_path):
     ]
     with pytest.raises(ValueError, match="needs 1 earlier answers"):
         maths.messages_for_turn(2, [])
-    assert load_spec("MT-Bench-ja").sampling.for_item(maths)["temperature"] == 0.1  # jp-stable's temperature_config
-    assert load_spec("MT-Bench-ja").sampling.for_item(writing)["temperature"] == 0.5
+    assert load_spec("MT-Bench-ja").sampling.for_item(maths).temperature == 0.1  # jp-stable's temperature_config
+    assert load_spec("MT-Bench-ja").sampling.for_item(writing).temperature == 0.5
 
 
 def test_mt_bench_maths_item_without_a_reference_is_an_error(tmp_path):

@@ -65,6 +65,11 @@ def test_split_reasoning_leaves_text_without_a_block_alone():
     assert split_reasoning("a <b> c") == ("a <b> c", None)
 
 
+def test_split_reasoning_takes_the_answer_after_the_last_closing_tag():
+    # reasoning that mentions the tag: the template closes the block once, before the answer
+    assert split_reasoning("<think>「</think>」で閉じる</think>\n答え") == ("答え", "「</think>」で閉じる")
+
+
 def test_429_then_success_honours_retry_after_capped(waits):
     with ScriptedServer(echo) as server, client_for(server, waits) as client:
         server.fail(429, 2, retry_after=120)

@@ -19,16 +19,8 @@ from apto_release.errors import InputError, UsageError
 from apto_release.evals import serve as serve_module
 from apto_release.evals.client import ChatClient, EngineError, Sampling
 from apto_release.evals.serve import engine_command, serve
-from apto_release.gguf.convert import convert
-from apto_release.testing.models import build_tiny_qwen3
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def gguf(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("serve")
-    return convert(build_tiny_qwen3(root / "TinyQwen3"), root / "gguf", quant="F16").path
 
 
 def engines() -> list[psutil.Process]:

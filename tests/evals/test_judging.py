@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apto_release.evals.benchmarks import load_items, load_spec
+from apto_release.evals.client import split_reasoning
 from apto_release.evals.judgements import collate, read_judgements
 from apto_release.evals.judging import (
     Parsed, extract_answer, fill, format_judgement_output, judge_messages, judgement_line, load_prompt,
-    parse_judgement_output, split_thinking,
+    parse_judgement_output,
 )
 from apto_release.evals.metrics import BENCHMARKS, find_benchmark
 from apto_release.evals.summarize import summarize
@@ -36,11 +37,11 @@ def _values(name: str):
 # Thinking
 
 
-def test_split_thinking():
-    assert split_thinking("<think>\n考える\n</think>\n\n答えです。") == ("答えです。", "考える")
-    assert split_thinking("考える</think>答え") == ("答え", "考える")  # the template opened <think> in the prompt
-    assert split_thinking("<think>終わらない考え") == ("", "終わらない考え")  # cut off while thinking
-    assert split_thinking("  ふつうの答え ") == ("ふつうの答え", None)
+def test_split_reasoning():
+    assert split_reasoning("<think>\n考える\n</think>\n\n答えです。") == ("答えです。", "考える")
+    assert split_reasoning("考える</think>答え") == ("答え", "考える")  # the template opened <think> in the prompt
+    assert split_reasoning("<think>終わらない考え") == ("", "終わらない考え")  # cut off while thinking
+    assert split_reasoning("  ふつうの答え ") == ("ふつうの答え", None)
 
 
 # ---------------------------------------------------------------------------------------------
