@@ -130,3 +130,20 @@ def test_a_bad_quants_entry_names_the_field(quants, field, message):
     with pytest.raises(EvaluationError, match=message.replace("[", r"\[").replace("]", r"\]")) as info:
         parse_evaluation(_results(quants), "r.json")
     assert info.value.field == field
+
+
+def test_the_cli_option(run_cli, paths, tmp_path):
+    out = tmp_path / "eval/tiny.json"
+    code, stdout, stderr = run_cli("eval", "summarize", *[a for p in paths[:3] for a in ("-j", p)], "--model", MODEL,
+                                   "-o", out, "--no-chart", "--bootstrap", "200", "--quant", "Q4_K_M")
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    start = lines.index("Q4_K_M against the tuned model (before: the merged model, after: Q4_K_M):")
+    assert lines[start + 1].split()[:2] == ["metric", "n"]
+    assert lines[start + 2].split()[:8] == ["AC", "acceptable", "rate", "(%)", "6", "66.7", "33.3", "-33.4"]
+    assert lines[start + 3].split()[:8] == ["AC", "violation", "rate", "(%)", "6", "33.3", "66.7", "+33.4"]
+    assert [q.type for q in load_evaluation(out).quants] == ["Q4_K_M"]
+    code, _, stderr = run_cli("eval", "summarize", *[a for p in paths[:3] for a in ("-j", p)], "--model", MODEL,
+                              "-o", tmp_path / "r.json", "--quant", "q4")
+    assert code == 2 and stderr.splitlines()[0] == "Error: --quant 'q4' is not a GGUF type"
+    assert not (tmp_path / "r.json").exists()
