@@ -66,11 +66,12 @@ def summarize(
 
     Raises:
         InputError: a file is missing or a line is malformed (see ``judgements.read_judgements``).
-        UsageError: ``before`` and ``after`` clash; a quant is not a GGUF type or is repeated.
+        UsageError: ``before`` and ``after`` clash; a quant is not a GGUF type, is repeated, or is
+            ``before`` or ``after``.
     """
     if resamples < 1:
         raise ValueError(f"resamples must be positive, found {resamples}")
-    _check_quants(quants)
+    _check_quants(quants, before, after)
     judgements = read_judgements(paths, before=before, after=after, quants=quants)
     benchmarks, findings = collate(j for j in judgements if j.side in SIDES)
     quant_benchmarks = {q: _collate_quant(judgements, q, findings) for q in quants}
@@ -99,8 +100,11 @@ def summarize(
     return Summary(findings, results, len(judgements), len(paths))
 
 
-def _check_quants(quants: Sequence[str]) -> None:
+def _check_quants(quants: Sequence[str], before: str | None, after: str | None) -> None:
     for q in quants:
+        if q in (before, after):
+            side = "before" if q == before else "after"
+            raise UsageError(f"--quant {q} is also --{side}", hint=f"a GGUF file's judgements are either the {side} model's or a quant's, not both")
         if q not in GGUF_TYPES:
             raise UsageError(f"--quant '{q}' is not a GGUF type", hint=f"one of {', '.join(GGUF_TYPES)} (as the judgement files' 'model')")
     if len(set(quants)) < len(quants):

@@ -98,6 +98,8 @@ def test_bad_quant_types_are_usage_errors(paths):
         summarize(paths, model=MODEL, quants=["Q4_K_X"])
     with pytest.raises(UsageError, match="given twice"):
         summarize(paths, model=MODEL, quants=["Q8_0", "Q8_0"])
+    with pytest.raises(UsageError, match="--quant Q8_0 is also --after"):
+        summarize(paths, model=MODEL, after="Q8_0", quants=["Q8_0"])
 
 
 def test_quant_lines_without_quant_say_how_to_read_them(paths):
