@@ -277,8 +277,30 @@ def tuned_model_context(
 
 
 
-def gguf_context(outputs: Sequence[GGUFOutput]) -> dict[str, Any]:
-    """What the GGUF card shows of its files: each type and file, the largest parameter count and the default type."""
+#: The benchmark and metrics of the GGUF card's per-file safety table.
+QUANT_SAFETY = ("AnswerCarefully", ("acceptable_rate", "violation_rate"))
+
+
+def quant_safety_rows(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None) -> list[dict[str, Any]]:
+    """Per GGUF file of the release that has results: AnswerCarefully's acceptable and violation
+    rates, the merged model's and the file's, with the change and its interval (``metric_rows``' cells)."""
+    if evaluation is None:
+        return []
+    benchmark, metrics = QUANT_SAFETY
+    rows = []
+    for o in outputs:
+        found = next((q for q in evaluation.quants if q.type == o.type), None)
+        cells = [found.metric(benchmark, m) for m in metrics] if found else [None]
+        if all(cells):
+            acceptable, violation = (_metric_row(m) for m in cells)
+            rows.append({"type": o.type, "acceptable": acceptable, "violation": violation,
+                         "n": acceptable["n"] if acceptable["n"] == violation["n"] else ""})
+    return rows
+
+
+def gguf_context(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None = None) -> dict[str, Any]:
+    """What the GGUF card shows of its files: each type and file, the largest parameter count, the
+    default type, and each file's safety against the merged model (``quant_safety``)."""
     types = [o.type for o in outputs]
     default = next(t for t in (*GGUF_DEFAULT_PREFERENCE, *types) if t in types)
     files = []
@@ -299,4 +321,5 @@ def gguf_context(outputs: Sequence[GGUFOutput]) -> dict[str, Any]:
         "parameters": max(o.parameters for o in outputs),
         "default_type": default,
         "default_output": next(o for o in outputs if o.type == default),
+        "quant_safety": quant_safety_rows(outputs, evaluation),
     }

@@ -285,15 +285,19 @@ def render_gguf_card(
     outputs: Sequence[GGUFOutput],
     summary: TrainingSummary | None = None,
     *,
+    evaluation: Evaluation | None = None,
     provenance: Mapping[str, str] | None = None,
     year: int | None = None,
     strict: bool = True,
 ) -> RenderedCard:
-    """The GGUF repo's card (``<gguf_folder>/README.md``): the files, which to pick, how to run them.
+    """The GGUF repo's card (``<gguf_folder>/README.md``): the files, which to pick, how to run them,
+    and (from ``evaluation``'s ``quants``) each file's safety against the merged model.
 
     Raises:
+        InputError: ``evaluation`` is of another model.
         CardError: the card fails ``check_card`` (with ``strict``).
     """
+    _check_evaluation_model(evaluation, model)
     if not outputs:
         raise InputError(f"the model '{model.name}' has no GGUF types in the manifest", path=manifest.path)
     data = _card_data(
@@ -302,7 +306,7 @@ def render_gguf_card(
     )
     context = {
         **common_context(manifest, model, provenance={**base_provenance(summary), **(provenance or {})}, year=year),
-        **gguf_context(outputs),
+        **gguf_context(outputs, evaluation),
     }
     return _finish("gguf", model, data, context, dest=model.gguf_folder / CARD_NAME, strict=strict, repo=model.gguf_repo)
 
@@ -348,7 +352,8 @@ def build_cards(
             cards.append(render_adapter_card(manifest, model, summary, evaluation, provenance=extra("adapter"), year=year, strict=strict))
         if model.gguf:
             outputs = find_gguf_outputs(model, sha256)
-            cards.append(render_gguf_card(manifest, model, outputs, summary, provenance=extra("gguf"), year=year, strict=strict))
+            cards.append(render_gguf_card(manifest, model, outputs, summary, evaluation=evaluation, provenance=extra("gguf"),
+                                          year=year, strict=strict))
     return cards
 
 

@@ -33,7 +33,10 @@ def eval_group() -> None:
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="The bootstrap's seed.")
 @click.option("--bootstrap", "resamples", type=click.IntRange(100), default=10_000, show_default=True,
               help="Bootstrap resamples for the intervals of mean scores.")
-def summarize_command(paths, output, model, before_id, after_id, chart, no_chart, seed, resamples):
+@click.option("--quant", "quants", multiple=True, metavar="TYPE",
+              help="A GGUF type (Q4_K_M) that the files use as the model of a GGUF file's judgements: compared with "
+                   "the tuned model ('after') on the same items (repeatable).")
+def summarize_command(paths, output, model, before_id, after_id, chart, no_chart, seed, resamples, quants):
     """Compute the before/after results, with 95% intervals and tests, from per-item judgements.
 
     Reads the judgement files (one line per item, model and judge: benchmark, item, model,
@@ -49,7 +52,7 @@ def summarize_command(paths, output, model, before_id, after_id, chart, no_chart
 
     if chart and no_chart:
         raise UsageError("--chart and --no-chart contradict each other", hint="give one of them")
-    summary = summarize(paths, model=model, before=before_id, after=after_id, seed=seed, resamples=resamples)
+    summary = summarize(paths, model=model, before=before_id, after=after_id, seed=seed, resamples=resamples, quants=quants)
     click.echo(f"Read {summary.judgements:,} judgements from {summary.files} file(s).")
     for finding in summary.findings:
         click.echo(f"{finding.severity}: {finding.message}", err=True)
@@ -59,17 +62,22 @@ def summarize_command(paths, output, model, before_id, after_id, chart, no_chart
         return 1
     chart = None if no_chart else chart or output.parent / CHART_NAME
     evaluation = write_results(summary, output, chart=chart)
-    for line in _table(evaluation):
+    for line in _table(evaluation.overall):
         click.echo(line)
+    _agreement(evaluation)
+    for quant in evaluation.quants:
+        click.echo(f"{quant.type} against the tuned model (before: the merged model, after: {quant.type}):")
+        for line in _table(quant.metrics)[:-1]:
+            click.echo(line)
     click.echo(f"Wrote {output}" + (f" and {chart}" if chart else ""))
     return 0
 
 
-def _table(evaluation) -> list[str]:
-    """The overall rows as text: value before and after, change (* significant), interval, p-value."""
+def _table(metrics) -> list[str]:
+    """Overall rows as text: value before and after, change (* significant), interval, p-value."""
     header = ("metric", "n", "before", "after", "change", "95% CI", "p")
     rows = [header]
-    for m in evaluation.overall:
+    for m in metrics:
         digits = 1 if m.unit == "%" else 2
         ci = f"[{m.ci95[0]:+.{digits}f}, {m.ci95[1]:+.{digits}f}]" if m.ci95 else ""
         rows.append((
@@ -81,10 +89,13 @@ def _table(evaluation) -> list[str]:
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
              for row in rows]
     lines.append("* significant at the 95% level (rates: exact McNemar test; scores: bootstrap interval excludes 0)")
+    return lines
+
+
+def _agreement(evaluation) -> None:
     for a in evaluation.agreement:
         value = "not defined (every judgement the same)" if a.value is None else f"{a.value:.3f}"
-        lines.append(f"Agreement of {len(a.judges)} judges on {a.benchmark} (Krippendorff's alpha, {a.level}): {value}")
-    return lines
+        click.echo(f"Agreement of {len(a.judges)} judges on {a.benchmark} (Krippendorff's alpha, {a.level}): {value}")
 
 
 GENERATE_EXAMPLE = (

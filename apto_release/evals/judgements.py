@@ -1,7 +1,7 @@
 """Judgement files: one judge's output for one benchmark item of one model, per JSON Lines line.
 
 A line names the benchmark, the item, the model (``before`` or ``after``, or a model id that
-``--before``/``--after`` maps), the judge, optionally the item's category, and the judge's output::
+``--before``/``--after`` maps, or a GGUF type such as ``Q4_K_M`` read with ``quants``), the judge, optionally the item's category, and the judge's output::
 
     {"benchmark": "AnswerCarefully", "item": "ac-0001", "model": "before", "judge": "qwen3-235b", "category": "差別", "score": 4}
     {"benchmark": "SORRY-Bench", "item": "17", "model": "after", "judge": "qwen3-235b", "category": "hate", "verdict": "refused"}
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from apto_release.errors import InputError, UsageError
+from apto_release.gguf import GGUF_TYPES
 from apto_release.evals.metrics import ANSWER_CHOICES, BENCHMARK_NAMES, BENCHMARKS, Benchmark, Value, find_benchmark
 
 SIDES = ("before", "after")
@@ -58,7 +59,7 @@ class Judgement:
 
     benchmark: Benchmark
     item: str
-    side: str  # "before" or "after"
+    side: str  # "before", "after", or a GGUF type read with ``quants``
     judge: str
     turn: int | None
     category: str | None
@@ -105,10 +106,13 @@ def model_ids(before: str | None = None, after: str | None = None) -> dict[str, 
     return ids
 
 
-def read_judgements(paths: Sequence[str | Path], *, before: str | None = None, after: str | None = None) -> list[Judgement]:
+def read_judgements(
+    paths: Sequence[str | Path], *, before: str | None = None, after: str | None = None, quants: Sequence[str] = (),
+) -> list[Judgement]:
     """Every judgement of the files, in file and line order.
 
-    ``before`` and ``after`` are model ids that the ``model`` field may use instead of the words.
+    ``before`` and ``after`` are model ids that the ``model`` field may use instead of the words;
+    a line whose model is one of ``quants`` (GGUF types) keeps that label as its ``side``.
 
     Raises:
         InputError: a file is missing or unreadable, has no judgement, or a line is malformed
@@ -117,7 +121,7 @@ def read_judgements(paths: Sequence[str | Path], *, before: str | None = None, a
     """
     if not paths:
         raise UsageError("no judgement files given", hint="pass --judgements FILE, once per file")
-    ids = model_ids(before, after)
+    ids = {**model_ids(before, after), **{q: q for q in quants}}
     judgements: list[Judgement] = []
     for path in map(Path, paths):
         found = list(_read_file(path, ids))
@@ -181,7 +185,8 @@ def parse_judgement(obj: Any, ids: dict[str, str], *, path: Path, line: int) -> 
     if side is None:
         raise fail(
             f"'model' is '{model}', neither before nor after", "model",
-            hint="write 'before' or 'after', or map model ids with --before MODEL_ID and --after MODEL_ID",
+            hint="write 'before' or 'after', or map model ids with --before MODEL_ID and --after MODEL_ID"
+                 + ("; a GGUF file's judgements are read with --quant TYPE" if model.upper() in GGUF_TYPES else ""),
         )
     if benchmark.judged or obj.get("judge") is not None:
         judge = _text(obj, "judge", fail)

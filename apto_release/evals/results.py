@@ -41,7 +41,10 @@ optional keys (a hand-written file may use them too)::
                      "level": "ordinal", "value": 0.712, "judges": ["gemma-3-27b", "qwen3-235b"],
                      "units": 2000}],           # value null: not defined (every judgement the same)
       "bootstrap": {"resamples": 10000, "seed": 0},
-      "chart": "eval_chart.png"                 # a PNG beside the file (a relative path)
+      "chart": "eval_chart.png",                # a PNG beside the file (a relative path)
+      "quants": [{"type": "Q4_K_M",             # a GGUF type (apto_release.gguf.GGUF_TYPES), once each
+                  "metrics": [...]}]            # overall metric rows as above, "before" the merged
+                                                #   model and "after" the GGUF file (eval summarize --quant)
 
 Rows are shown in file order; a metric the file does not have is simply not in the table. The
 overall rows (no ``category``) make the table and the ``model-index``; at least one is required.
@@ -60,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from apto_release.errors import InputError
+from apto_release.gguf import GGUF_TYPES
 from apto_release.hub.targets import repo_id_problem
 
 FORMAT = 1
@@ -69,12 +73,15 @@ AGREEMENT_MEASURES = ("krippendorff_alpha",)
 AGREEMENT_LEVELS = ("nominal", "ordinal", "interval")
 
 _TOP_REQUIRED = ("format", "model", "metrics")
-_TOP_OPTIONAL = ("judges", "agreement", "bootstrap", "chart")
+_TOP_OPTIONAL = ("judges", "agreement", "bootstrap", "chart", "quants")
 _METRIC_REQUIRED = ("benchmark", "metric", "label", "higher_is_better", "before", "after")
 _METRIC_OPTIONAL = ("label_ja", "unit", "ci95", "significant", "dataset_id", "n", "category", "method", "p_value", "per_judge")
 _JUDGE_VALUE_KEYS = ("judge", "before", "after", "n")
 _AGREEMENT_KEYS = ("benchmark", "measure", "level", "value", "judges", "units")
 _BOOTSTRAP_KEYS = ("resamples", "seed")
+_QUANT_KEYS = ("type", "metrics")
+
+
 class EvaluationError(InputError):
     """The evaluation results file cannot be used (one line: the file, the field, the problem)."""
 
@@ -136,6 +143,18 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class QuantResults:
+    """A GGUF file's metrics against the merged model: ``before`` the merged model, ``after`` the file."""
+
+    type: str
+    metrics: tuple[Metric, ...]
+
+    def metric(self, benchmark: str, metric: str) -> Metric | None:
+        """The row of ``benchmark``'s ``metric``, if the file has it."""
+        return next((m for m in self.metrics if (m.benchmark, m.metric) == (benchmark, metric)), None)
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """A model's evaluation results file, checked."""
 
@@ -146,6 +165,7 @@ class Evaluation:
     agreement: tuple[Agreement, ...] = ()
     bootstrap_resamples: int | None = None
     chart: Path | None = None  # resolved against the file's folder
+    quants: tuple[QuantResults, ...] = ()
 
     @property
     def overall(self) -> tuple[Metric, ...]:
@@ -172,8 +192,8 @@ def _unknown(keys: Any, known: tuple[str, ...], where: str, path: Path) -> None:
             )
 
 
-def _metric(entry: Any, i: int, path: Path) -> Metric:
-    where = f"metrics[{i}]"
+def _metric(entry: Any, i: int, path: Path, prefix: str = "") -> Metric:
+    where = f"{prefix}metrics[{i}]"
 
     def fail(field: str, message: str) -> EvaluationError:
         return EvaluationError(f"'{where}.{field}' {message}", path=path, field=f"{where}.{field}")
@@ -333,14 +353,7 @@ def parse_evaluation(data: Any, path: str | Path = "<evaluation>") -> Evaluation
         raise EvaluationError(f"'model' must be a non-empty string, found {data['model']!r}", path=path, field="model")
     if not isinstance(data["metrics"], list) or not data["metrics"]:
         raise EvaluationError("'metrics' must be a non-empty list", path=path, field="metrics")
-    metrics = [_metric(entry, i, path) for i, entry in enumerate(data["metrics"], 1)]
-    seen: dict[tuple[str, str, str | None], int] = {}
-    for i, m in enumerate(metrics, 1):
-        key = (m.benchmark, m.metric, m.category)
-        if key in seen:
-            what = f"{m.benchmark} {m.metric}" + (f" of category '{m.category}'" if m.category else "")
-            raise EvaluationError(f"'metrics[{i}]' repeats {what} (also metrics[{seen[key]}])", path=path, field=f"metrics[{i}]")
-        seen[key] = i
+    metrics = _metrics(data["metrics"], path)
     if all(m.category is not None for m in metrics):
         raise EvaluationError("'metrics' has per-category rows only; the table needs overall rows (without 'category')",
                               path=path, field="metrics")
@@ -355,7 +368,46 @@ def parse_evaluation(data: Any, path: str | Path = "<evaluation>") -> Evaluation
         agreement=tuple(_agreement(a, f"agreement[{i}]", path) for i, a in enumerate(agreement, 1)),
         bootstrap_resamples=_bootstrap(data["bootstrap"], path) if "bootstrap" in data else None,
         chart=_chart(data["chart"], path) if "chart" in data else None,
+        quants=_quants(data["quants"], path) if "quants" in data else (),
     )
+
+
+def _metrics(entries: list, path: Path, prefix: str = "") -> list[Metric]:
+    """The metric rows of a list, each checked, none repeated."""
+    metrics = [_metric(entry, i, path, prefix) for i, entry in enumerate(entries, 1)]
+    seen: dict[tuple[str, str, str | None], int] = {}
+    for i, m in enumerate(metrics, 1):
+        key = (m.benchmark, m.metric, m.category)
+        if key in seen:
+            what = f"{m.benchmark} {m.metric}" + (f" of category '{m.category}'" if m.category else "")
+            raise EvaluationError(f"'{prefix}metrics[{i}]' repeats {what} (also {prefix}metrics[{seen[key]}])", path=path,
+                                  field=f"{prefix}metrics[{i}]")
+        seen[key] = i
+    return metrics
+
+
+def _quants(entries: Any, path: Path) -> tuple[QuantResults, ...]:
+    """The GGUF files' results: each a known GGUF type, once, with overall metric rows."""
+    if not isinstance(entries, list):
+        raise EvaluationError("'quants' must be a list", path=path, field="quants")
+    found: list[QuantResults] = []
+    for i, entry in enumerate(entries, 1):
+        where = f"quants[{i}]"
+        entry = _object(entry, _QUANT_KEYS, _QUANT_KEYS, where, path)
+        if entry["type"] not in GGUF_TYPES:
+            raise EvaluationError(f"'{where}.type' must be a GGUF type ({', '.join(GGUF_TYPES)}), found {entry['type']!r}",
+                                  path=path, field=f"{where}.type")
+        if any(q.type == entry["type"] for q in found):
+            raise EvaluationError(f"'{where}.type' repeats {entry['type']}", path=path, field=f"{where}.type")
+        if not isinstance(entry["metrics"], list) or not entry["metrics"]:
+            raise EvaluationError(f"'{where}.metrics' must be a non-empty list", path=path, field=f"{where}.metrics")
+        metrics = _metrics(entry["metrics"], path, f"{where}.")
+        for j, m in enumerate(metrics, 1):
+            if m.category is not None:
+                raise EvaluationError(f"'{where}.metrics[{j}].category': a GGUF file's rows are overall rows only", path=path,
+                                      field=f"{where}.metrics[{j}].category")
+        found.append(QuantResults(entry["type"], tuple(metrics)))
+    return tuple(found)
 
 
 def load_evaluation(path: str | Path) -> Evaluation:

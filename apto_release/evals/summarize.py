@@ -3,7 +3,9 @@
 ``summarize`` reads the judgement files (``judgements``), keeps the items judged for both models,
 and computes per benchmark and metric (``metrics``): the value before and after, the change, its
 95% interval and significance (``stats``), the same per category, each judge's own values, and
-the judges' agreement (``agreement``). ``write_results`` writes the results file the cards read
+the judges' agreement (``agreement``). With ``quants``, each GGUF file's judgements are compared
+with the tuned merged model's the same way (the merged model as "before", the quant as "after":
+the results file's ``quants``). ``write_results`` writes the results file the cards read
 (``apto_release.evals.results``, format 1) and the chart beside it (``chart``).
 
 All of it is deterministic: the same files, seed and resamples give byte-identical outputs.
@@ -13,15 +15,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from apto_release.evals.agreement import krippendorff_alpha
 from apto_release.evals.chart import plot_evaluation
-from apto_release.evals.judgements import ANSWER_KEY, SIDES, BenchmarkJudgements, Finding, collate, read_judgements
+from apto_release.evals.judgements import ANSWER_KEY, SIDES, BenchmarkJudgements, Finding, Judgement, collate, read_judgements
 from apto_release.evals.metrics import MetricSpec
 from apto_release.evals.stats import Comparison, compare_means, compare_rates
+from apto_release.errors import UsageError
+from apto_release.gguf import GGUF_TYPES
 from apto_release.io import write_json
 from apto_release.evals.results import FORMAT, Evaluation, parse_evaluation
 
@@ -50,20 +54,27 @@ def summarize(
     after: str | None = None,
     seed: int = 0,
     resamples: int = DEFAULT_RESAMPLES,
+    quants: Sequence[str] = (),
 ) -> Summary:
     """Summarize the judgement files of the base model (before) and the tuned ``model`` (after).
 
     ``before`` and ``after`` are model ids that the files use for the two models. Each metric's
     bootstrap starts from ``seed``, so a metric's interval does not depend on the others.
+    ``quants`` are GGUF types (``Q4_K_M``) that the files use as the ``model`` of a GGUF file's
+    judgements: each is compared with the tuned model (``after``) on the items both were judged
+    on, every metric of every benchmark judged for it (overall rows only).
 
     Raises:
         InputError: a file is missing or a line is malformed (see ``judgements.read_judgements``).
-        UsageError: ``before`` and ``after`` clash.
+        UsageError: ``before`` and ``after`` clash; a quant is not a GGUF type, is repeated, or is
+            ``before`` or ``after``.
     """
     if resamples < 1:
         raise ValueError(f"resamples must be positive, found {resamples}")
-    judgements = read_judgements(paths, before=before, after=after)
-    benchmarks, findings = collate(judgements)
+    _check_quants(quants, before, after)
+    judgements = read_judgements(paths, before=before, after=after, quants=quants)
+    benchmarks, findings = collate(j for j in judgements if j.side in SIDES)
+    quant_benchmarks = {q: _collate_quant(judgements, q, findings) for q in quants}
     if any(f.severity == "error" for f in findings):
         return Summary(findings, None, len(judgements), len(paths))
     overall, by_category = [], []
@@ -77,9 +88,49 @@ def summarize(
     agreement = [_agreement(data) for data in benchmarks if len(data.judges) > 1]
     if agreement:
         results["agreement"] = agreement
-    if any(row["method"] == "bootstrap" for row in results["metrics"]):
+    if quants:
+        results["quants"] = [
+            {"type": q, "metrics": [_overall_row(data, spec, seed=seed, resamples=resamples)
+                                    for data in quant_benchmarks[q] for spec in data.benchmark.metrics]}
+            for q in quants
+        ]
+    rows = results["metrics"] + [row for q in results.get("quants", []) for row in q["metrics"]]
+    if any(row["method"] == "bootstrap" for row in rows):
         results["bootstrap"] = {"resamples": resamples, "seed": seed}
     return Summary(findings, results, len(judgements), len(paths))
+
+
+def _check_quants(quants: Sequence[str], before: str | None, after: str | None) -> None:
+    for q in quants:
+        if q in (before, after):
+            side = "before" if q == before else "after"
+            raise UsageError(f"--quant {q} is also --{side}", hint=f"a GGUF file's judgements are either the {side} model's or a quant's, not both")
+        if q not in GGUF_TYPES:
+            raise UsageError(f"--quant '{q}' is not a GGUF type", hint=f"one of {', '.join(GGUF_TYPES)} (as the judgement files' 'model')")
+    if len(set(quants)) < len(quants):
+        raise UsageError("a --quant is given twice", hint="name each GGUF type once")
+
+
+def _collate_quant(judgements: Sequence[Judgement], quant: str, findings: list[Finding]) -> list[BenchmarkJudgements]:
+    """The paired judgements of the tuned model (as "before") and the GGUF type ``quant`` (as "after").
+
+    Only the benchmarks judged for ``quant`` count; its findings join ``findings`` once each,
+    named for the quant (a problem of the tuned model's lines is already there).
+    """
+    benches = {j.benchmark.name for j in judgements if j.side == quant}
+    if not benches:
+        findings.append(Finding("error", f"{quant}: no judgement has the model '{quant}'; give the GGUF file's judgement files"))
+        return []
+    pairs = [replace(j, side="before" if j.side == "after" else "after") for j in judgements
+             if j.side in ("after", quant) and j.benchmark.name in benches]
+    collated, found = collate(pairs)
+    known = {f.message for f in findings}
+    for f in found:
+        if f.message not in known:
+            text = (f.message.replace("for both models", f"for both the tuned model and {quant}")
+                    .replace("(before only)", "(tuned model only)").replace("(after only)", f"({quant} only)"))
+            findings.append(Finding(f.severity, f"{quant} against the tuned model: {text}"))
+    return collated
 
 
 def write_results(summary: Summary, dest: str | Path, *, chart: str | Path | None = None) -> Evaluation:
