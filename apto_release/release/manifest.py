@@ -66,6 +66,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from apto_release.errors import UsageError
@@ -301,6 +302,18 @@ class _Checker:
         path = Path(text)
         return path if path.is_absolute() else self.root / path
 
+    def gguf_types(self, table: dict[str, Any], where: str, known: Sequence[str], unknown: Callable[[Any], str]) -> list[str]:
+        """The ``gguf`` list, upper-cased: each a type in ``known`` (else ``unknown(value)``), none twice."""
+        types: list[str] = []
+        for j, quant in enumerate(self.get(table, "gguf", list, where, required=False, default=[]) or [], 1):
+            if not isinstance(quant, str) or quant.upper() not in known:
+                self.problem(f"{where}gguf[{j}]", unknown(quant))
+            elif quant.upper() in types:
+                self.problem(f"{where}gguf[{j}]", f"{quant.upper()} is listed twice")
+            else:
+                types.append(quant.upper())
+        return types
+
     def repo(self, value: str | None, organisation: str | None, where: str) -> str | None:
         """A repo the release writes: ``organisation/name``, checked with the Hub's rules."""
         if value is None:
@@ -527,15 +540,7 @@ def _models(check: _Checker, tables: Any, organisation: str | None) -> list[Mode
             check.problem(f"{where}preset", f"unknown preset '{preset}'" + (f" (did you mean '{close[0]}'?)" if close else f"; presets: {', '.join(known_presets)}"))
         adapter = check.path(table, "adapter", where)
         merged = check.path(table, "merged", where)
-        quants = check.get(table, "gguf", list, where, required=False, default=[])
-        cleaned: list[str] = []
-        for j, quant in enumerate(quants or [], 1):
-            if not isinstance(quant, str) or quant.upper() not in types:
-                check.problem(f"{where}gguf[{j}]", f"unknown GGUF type {quant!r}; choose from {', '.join(types)}")
-            elif quant.upper() in cleaned:
-                check.problem(f"{where}gguf[{j}]", f"{quant.upper()} is listed twice")
-            else:
-                cleaned.append(quant.upper())
+        cleaned = check.gguf_types(table, where, types, lambda q: f"unknown GGUF type {q!r}; choose from {', '.join(types)}")
         gguf_folder = check.path(table, "gguf_folder", where, required=bool(cleaned))
         gguf_verify = check.get(table, "gguf_verify", bool, where, required=False, default=True)
         evaluation = check.path(table, "evaluation", where, required=False)
@@ -630,14 +635,7 @@ def _eval(check: _Checker, table: Any, quants: list[str], where: str) -> EvalCon
         check.problem(f"{where}judges", "empty: the benchmarks need at least one judge")
     base = _engine(check, table.get("base", {"serve": True}), f"{where}base.", default_path=True)
     tuned = _engine(check, table.get("tuned", {"serve": True}), f"{where}tuned.", default_path=True)
-    types: list[str] = []
-    for j, quant in enumerate(check.get(table, "gguf", list, where, required=False, default=[]) or [], 1):
-        if not isinstance(quant, str) or quant.upper() not in quants:
-            check.problem(f"{where}gguf[{j}]", f"{quant!r} is not one of the model's GGUF types ({', '.join(quants) or 'none'})")
-        elif quant.upper() in types:
-            check.problem(f"{where}gguf[{j}]", f"{quant.upper()} is listed twice")
-        else:
-            types.append(quant.upper())
+    types = check.gguf_types(table, where, quants, lambda q: f"{q!r} is not one of the model's GGUF types ({', '.join(quants) or 'none'})")
     bench_dir = check.path(table, "bench_dir", where, required=False)
     numbers = {}
     for key, default in (("limit", None), ("max_tokens", None), ("parallel", 4)):
