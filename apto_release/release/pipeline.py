@@ -534,7 +534,11 @@ class _Plan:
                       for label, spec in eval_sides(model, base_folder())}
             if not model.eval.tuned.serve and (merged := merged_files(model)):  # an engine by URL: the files it should serve
                 served["after"] = digest(self.state.listing(merged, model.merged))
+            # Where an engine answers (url, key) is not an input, as in the responses' own hashes:
+            # what it serves (its model name) is. The demo's judge moves port from run to run.
             table = json_safe(dataclasses.asdict(model.eval))
+            for engine in (table["base"], table["tuned"], *table["judges"]):
+                engine.pop("url"), engine.pop("api_key_env")
             return {"eval": table, "models": served, "benchmarks": self._bench_digest(model),
                     "evaluation": str(model.evaluation), "toolkit": __version__}
 
