@@ -132,7 +132,9 @@ def adapter_files(model: ModelTarget, *, reports: bool = False) -> list[Path]:
     leaves out, as it always has)."""
     from apto_release.train.summary import LOSS_CURVE_NAME, SUMMARY_NAME
 
-    exclude = (CARD_NAME,) if reports else (CARD_NAME, SUMMARY_NAME, LOSS_CURVE_NAME)
+    # The cards stage writes the card and its images (the eval chart too) into the folder.
+    cards = (CARD_NAME, *(a for a in CARD_ASSETS if a != LOSS_CURVE_NAME))
+    exclude = cards if reports else (*cards, SUMMARY_NAME, LOSS_CURVE_NAME)
     return _files(model.adapter, exclude=exclude) if model.adapter.is_dir() else []
 
 
