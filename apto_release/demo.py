@@ -55,9 +55,12 @@ class DemoRelease:
 
 def write_demo_release(
     out_dir: str | Path, *, records: int = 18000, sample_size: int = 500, seed: int = 0, steps: int = DEMO_STEPS,
-    judge_port: int = 0,
+    judge_port: int | None = None,
 ) -> DemoRelease:
     """Write the demo's records, base model and manifest into ``out_dir`` (kept when already there).
+
+    With ``judge_port`` (where ``run_demo`` starts the scripted judge) the model gets an eval
+    table, the base's F16 GGUF file and the AnswerCarefully copy; without, the release has no eval stage.
 
     The records and the base model are deterministic in ``records`` and ``seed``, so writing them
     again would give the same bytes: an existing file is left alone, and the release's state
@@ -75,6 +78,26 @@ def write_demo_release(
     base = out_dir / "base" / "tiny-qwen3.5"
     if not (base / "config.json").is_file():
         _build_base(base, seed)
+    manifest = out_dir / "release.toml"
+    text = _MANIFEST.format(
+        org=DEMO_ORG, model=DEMO_MODEL, records=data.relative_to(out_dir).as_posix(), sample_size=sample_size, seed=seed,
+        quants=", ".join(f'"{q}"' for q in DEMO_QUANTS), steps=steps, save_steps=max(1, steps // 2), count=records,
+    )
+    if judge_port is not None:
+        _write_eval_inputs(out_dir, base)
+        text += _EVAL.format(model=DEMO_MODEL, base_gguf=BASE_GGUF, judge=DEMO_JUDGE, port=judge_port, tokens=DEMO_EVAL_TOKENS,
+                             eval_quants=", ".join(f'"{q}"' for q in DEMO_EVAL_QUANTS))
+    write_text(manifest, text)
+    return DemoRelease(out_dir, manifest, data, base)
+
+
+BASE_GGUF = "tiny-qwen3.5-F16.gguf"
+
+
+def _write_eval_inputs(out_dir: Path, base: Path) -> None:
+    """The eval stage's inputs: the base's F16 GGUF file and the AnswerCarefully copy (kept when there)."""
+    from apto_release.io import write_text
+
     if not (base.parent / BASE_GGUF).is_file():
         from apto_release.gguf.convert import convert
 
@@ -82,17 +105,6 @@ def write_demo_release(
     bench = out_dir / "bench" / "answercarefully" / "v2.0" / "AnswerCarefullyVersion002_Test.json"
     if not bench.is_file():
         write_text(bench, _answercarefully_json())
-    manifest = out_dir / "release.toml"
-    write_text(manifest, _MANIFEST.format(
-        org=DEMO_ORG, model=DEMO_MODEL, records=data.relative_to(out_dir).as_posix(), sample_size=sample_size, seed=seed,
-        quants=", ".join(f'"{q}"' for q in DEMO_QUANTS), steps=steps, save_steps=max(1, steps // 2), count=records,
-        base_gguf=BASE_GGUF, judge=DEMO_JUDGE, port=judge_port, tokens=DEMO_EVAL_TOKENS,
-        eval_quants=", ".join(f'"{q}"' for q in DEMO_EVAL_QUANTS),
-    ))
-    return DemoRelease(out_dir, manifest, data, base)
-
-
-BASE_GGUF = "tiny-qwen3.5-F16.gguf"
 
 
 def _answercarefully_json() -> str:
@@ -166,6 +178,8 @@ _MANIFEST = textwrap.dedent('''\
     gguf_folder = "out/models/{model}/gguf"
     push_adapter = true
     train = {{ max_steps = {steps}, save_steps = {save_steps}, set = {{ "data.max_length" = 512 }} }}
+    ''')
+_EVAL = textwrap.dedent('''\
     evaluation = "out/models/{model}/eval/results.json"
 
     # The eval stage: a synthetic AnswerCarefully copy, the GGUF files served by llama.cpp on the

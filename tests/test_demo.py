@@ -12,7 +12,7 @@ from apto_release.release.manifest import load_manifest  # noqa: E402
 
 
 def test_the_map_names_the_manifests_folders(tmp_path):
-    release = write_demo_release(tmp_path / "demo", records=200, sample_size=20, steps=1)
+    release = write_demo_release(tmp_path / "demo", records=200, sample_size=20, steps=1, judge_port=0)
     demo = DemoResult(release, result=None, hub_url="", hub_folder=release.folder / "hub")
     manifest = load_manifest(release.manifest)
     (model,) = manifest.models
@@ -43,3 +43,9 @@ def test_the_demo_evaluates_its_gguf_files_with_its_scripted_judge(tmp_path):
     assert len(items) == 6 and all(i.category for i in items)
     verdicts = [parse_judgement_output("AnswerCarefully", demo_judge([{"role": "user", "content": i.turns[0]}])) for i in items]
     assert all(v.ok for v in verdicts) and len({v.value for v in verdicts}) > 1  # parseable, and not all one score
+
+
+def test_without_a_judge_the_demo_release_has_no_eval_stage(tmp_path):
+    release = write_demo_release(tmp_path / "demo", records=200, sample_size=20, steps=1)
+    (model,) = load_manifest(release.manifest).models
+    assert model.eval is None and model.evaluation is None

@@ -267,6 +267,8 @@ class _Plan:
         folders.update(target.folder for target in self.m.datasets.values())
         for model in self.m.models:
             folders.update((model.adapter, model.merged, model.gguf_folder))
+            if model.eval and model.evaluation:
+                folders.update((model.evaluation.parent, self.state_dir / "eval" / model.name))
         return folders | {folder.parent for folder in folders}
 
     def jobs(self) -> list[Job]:

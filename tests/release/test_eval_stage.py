@@ -98,6 +98,21 @@ def test_a_changed_eval_table_runs_again_asking_only_for_the_new_items(release, 
     assert [(r.stage, r.status) for r in again.reports] == [("eval", "up to date")]
 
 
+def test_an_engine_that_moves_is_no_change_but_a_new_judge_model_is(release, tmp_path):
+    write, (model, a, b) = release
+    manifest = write()
+    run_release(load_manifest(manifest), stages=["eval"])
+    with ScriptedServer(judge_script, model="judge-a") as moved:  # judge-a, now on another port
+        manifest.write_text(manifest.read_text("utf-8").replace(a.url, moved.url), "utf-8")
+        [report] = run_release(load_manifest(manifest), stages=["eval"]).reports
+        assert report.status == "up to date" and not moved.completions
+        manifest.write_text(manifest.read_text("utf-8").replace('model = "judge-a"', 'model = "judge-c"'), "utf-8")
+        moved.model = "judge-c"
+        [report] = run_release(load_manifest(manifest), stages=["eval"]).reports
+    assert report.status == "done" and "input changed: eval" in report.reason
+    assert moved.completions and json.loads((tmp_path / "eval" / "tiny.json").read_text("utf-8"))["judges"] == ["judge-b", "judge-c"]
+
+
 def test_eval_run_without_any_eval_table_is_a_usage_error(run_cli, tmp_path):
     text = MANIFEST.split("[model.eval]")[0]
     (tmp_path / "release.toml").write_text(textwrap.dedent(text), "utf-8")
