@@ -118,3 +118,24 @@ def test_eval_run_without_any_eval_table_is_a_usage_error(run_cli, tmp_path):
     (tmp_path / "release.toml").write_text(textwrap.dedent(text), "utf-8")
     code, _, err = run_cli("eval", "run", "--manifest", tmp_path / "release.toml")
     assert code == 2 and "no model of the manifest has a [model.eval] table" in err
+
+
+def test_a_judge_dying_mid_run_fails_the_stage_and_the_rerun_asks_only_for_the_rest(release, tmp_path):
+    from apto_release.release.pipeline import ReleaseError
+
+    write, (model, a, b) = release
+    manifest, old_url = write(), a.url
+    a.die_after(3)  # judge-a answers 3 of before's 8 answers' judgements (JMMLU needs none), then dies
+    with pytest.raises(ReleaseError, match="eval of Tiny-Safety failed: the engine at"):
+        run_release(load_manifest(manifest), stages=["eval"])
+    assert not (tmp_path / "eval" / "tiny.json").exists()  # nothing written half
+    partial = tmp_path / "state" / "eval" / "Tiny-Safety" / "judgements-before-judge-a.jsonl.partial"
+    received = sum(line["benchmark"] != "JMMLU" for line in read_lines(partial))  # JMMLU is scored by its key
+    assert received == 3
+    with ScriptedServer(judge_script, model="judge-a") as revived:  # the same judge, restarted elsewhere
+        manifest.write_text(manifest.read_text("utf-8").replace(old_url, revived.url), "utf-8")
+        [report] = run_release(load_manifest(manifest), stages=["eval"]).reports
+        assert report.status == "done" and report.reason == "did not finish last time"
+        # before: 6 judged lines (2 AC + 2x2 MT-Bench turns), minus those received; after: all 6
+        assert len(revived.completions) == 6 - received + 6
+    assert (tmp_path / "eval" / "tiny.json").is_file()
