@@ -139,3 +139,9 @@ def test_a_judge_dying_mid_run_fails_the_stage_and_the_rerun_asks_only_for_the_r
         # before: 6 judged lines (2 AC + 2x2 MT-Bench turns), minus those received; after: all 6
         assert len(revived.completions) == 6 - received + 6
     assert (tmp_path / "eval" / "tiny.json").is_file()
+
+
+def test_eval_run_only_a_model_without_eval_is_a_usage_error(run_cli, release):
+    write, _ = release
+    code, _, err = run_cli("eval", "run", "--manifest", write(), "--only", "Other")
+    assert code == 2 and "--only Other: no such model with [model.eval]; choose from Tiny-Safety" in err
