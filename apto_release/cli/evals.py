@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from apto_release.cli.options import output_file_option
+from apto_release.cli.options import manifest_option, only_option, output_file_option, progress_option
 
 SUMMARIZE_EXAMPLE = (
     "Example: apto-release eval summarize --judgements eval/judgements-before.jsonl "
@@ -241,6 +241,47 @@ def judge_command(responses, target, serve_flag, name, threads, api_key_env, par
     unparseable = count_unparseable(output)
     click.echo(f"Wrote {result.written:,} judgements to {output} ({result.asked:,} judge requests, "
                f"{result.kept:,} kept from an earlier run, {unparseable:,} unparseable).")
+    return 0
+
+
+@eval_group.command("run", epilog="Example: apto-release eval run --manifest release.toml --only Apto-Qwen3.5-27B-Safety")
+@manifest_option
+@only_option("Only these models (by name). Repeatable.")
+@progress_option
+def run_command(manifest_path, only, progress_mode):
+    """Evaluate every model with a [model.eval] table: generate, judge, summarize.
+
+    For each model: generate answers for the base ("before"), the tuned model ("after") and each
+    listed GGUF file (labelled with its type), judge them with every judge, and write the model's
+    evaluation file and chart. It is the release's eval stage: the state file records its inputs,
+    so a rerun with nothing changed is up to date, and an interrupted one asks only for the rest
+    (the responses and judgements are kept under the state folder, eval/<model>/). Exit 0 when
+    written, 1 when an engine failed, 2 for a bad manifest or benchmark files.
+    """
+    from apto_release.cli.release import _echo_report, _echo_start, _finish, _progress
+    from apto_release.errors import UsageError
+    from apto_release.release.manifest import load_manifest
+    from apto_release.release.pipeline import ReleaseError, run_release
+
+    manifest = load_manifest(manifest_path)
+    names = [m.name for m in manifest.models if m.eval is not None]
+    if not names:
+        raise UsageError("no model of the manifest has a [model.eval] table", path=manifest.path,
+                         hint="add [model.eval] to a model (see the README's manifest section)")
+    missing = [n for n in only if n not in names]
+    if missing:
+        raise UsageError(f"--only {', '.join(missing)}: no such model with [model.eval]; choose from {', '.join(names)}",
+                         path=manifest.path)
+    try:
+        result = run_release(manifest, stages=["eval"], only=only or names, progress=_progress(progress_mode),
+                             on_start=_echo_start, on_report=_echo_report)
+    except ReleaseError as exc:
+        _finish(exc.result, exc.message)
+        raise
+    _finish(result)
+    for model in manifest.models:
+        if model.name in (only or names):
+            click.echo(f"{model.name}: {model.evaluation}")
     return 0
 
 

@@ -71,12 +71,12 @@ def _finish(result, error=None) -> None:
 @click.command("release", epilog="Example: apto-release release --manifest release.toml --stages train,merge --only Apto-Qwen3.5-9B-Safety")
 @manifest_option
 @click.option("--stages", "stages", multiple=True, metavar="STAGE[,STAGE]",
-              help="Run only these stages (validate, sample, dataset, train, merge, gguf, cards, push); comma-separated or repeated.")
+              help="Run only these stages (validate, sample, dataset, train, merge, gguf, eval, cards, push); comma-separated or repeated.")
 @only_option("Only these targets: data, dataset.sample, dataset.full or a model's name. Repeatable.")
 @dry_run_option("Say what would run and why, and the push's plan; write nothing.")
 @progress_option
 def release_command(manifest_path, stages, only, dry_run, progress_mode):
-    """Cut the release: validate → sample → dataset build → train → merge → GGUF → cards → push.
+    """Cut the release: validate → sample → dataset build → train → merge → GGUF → eval → cards → push.
 
     A state file (the manifest's `state`, by default .apto-release/state.json beside it) records
     the hashes of every stage's inputs and outputs. A re-run skips what is up to date and says why

@@ -37,6 +37,11 @@ Example::
     base = "models/Qwen3.5-27B"      # optional: the base checkpoint's local folder (default: base_model from the Hub cache)
     train = { max_steps = 2000, set = { "lora.r" = 32 } }   # optional: train options and preset overrides
 
+    [model.eval]                     # optional: what `eval run` and the release's eval stage evaluate (README)
+    benchmarks = ["AnswerCarefully", "MT-Bench-ja"]
+    judges = [{ url = "http://gpu01:8000/v1", model = "Qwen/Qwen3-235B-A22B", api_key_env = "JUDGE_KEY" }]
+    gguf = ["Q4_K_M"]                # a subset of gguf; base and tuned default to { serve = true }
+
     [data]                           # what `apto-release release` cuts the release from
     records = "data/ja-safety-sft.jsonl"   # the full set (schema v1): validated, sampled, built, trained on
     sample_size = 500                # the public sample's size
@@ -61,6 +66,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from apto_release.errors import UsageError
@@ -146,6 +152,37 @@ class TrainOptions:
 
 
 @dataclass(frozen=True)
+class EngineSpec:
+    """Where a model answers: an OpenAI-compatible ``url`` (with the ``model`` it serves and the
+    ``api_key_env`` holding its key), or ``serve``: a local ``path`` that ``eval run`` starts an
+    engine for (llama.cpp's server for a ``.gguf``, vLLM for a folder)."""
+
+    url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    path: Path | None = None  # with serve: None means the model's own checkpoint (base or merged)
+
+    @property
+    def serve(self) -> bool:
+        return self.url is None
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """A model's ``[model.eval]`` table: benchmarks, judges, engines, the GGUF types evaluated."""
+
+    benchmarks: tuple[str, ...]
+    judges: tuple[EngineSpec, ...]
+    base: EngineSpec = EngineSpec()
+    tuned: EngineSpec = EngineSpec()
+    gguf: tuple[str, ...] = ()
+    bench_dir: Path | None = None
+    limit: int | None = None
+    max_tokens: int | None = None
+    parallel: int = 4
+
+
+@dataclass(frozen=True)
 class ModelTarget:
     """One tuned model: its adapter, merged checkpoint, GGUF files, and their repos."""
 
@@ -165,6 +202,7 @@ class ModelTarget:
     base: str = ""  # the base checkpoint to train and merge on: a local folder, or the Hub id (base_model)
     train: TrainOptions = TrainOptions()
     gguf_verify: bool = True  # the release checks each GGUF file in llama.cpp (needs RAM for a float32 reference)
+    eval: EvalConfig | None = None  # [model.eval]: what ``eval run`` and the release's eval stage do
 
 
 @dataclass(frozen=True)
@@ -214,8 +252,10 @@ _DATASET = {"repo", "folder", "private", "gated", "max_rows", "pretty_name"}
 _DATA = {"records", "sample_size", "seed", "expected_count", "license", "sample_folder"}
 _MODEL = {
     "name", "base_model", "variant", "preset", "adapter", "merged", "gguf", "gguf_folder", "evaluation",
-    "push_adapter", "private", "repo", "gguf_repo", "adapter_repo", "base", "train", "gguf_verify",
+    "push_adapter", "private", "repo", "gguf_repo", "adapter_repo", "base", "train", "gguf_verify", "eval",
 }
+_EVAL = {"benchmarks", "bench_dir", "limit", "max_tokens", "judges", "base", "tuned", "gguf", "parallel"}
+_ENGINE = {"url", "path", "serve", "model", "api_key_env"}
 _TRAIN = {"max_steps", "save_steps", "set"}
 DEFAULT_DATASET_LICENSE = "cc-by-nc-sa-4.0"
 
@@ -261,6 +301,18 @@ class _Checker:
             return None
         path = Path(text)
         return path if path.is_absolute() else self.root / path
+
+    def gguf_types(self, table: dict[str, Any], where: str, known: Sequence[str], unknown: Callable[[Any], str]) -> list[str]:
+        """The ``gguf`` list, upper-cased: each a type in ``known`` (else ``unknown(value)``), none twice."""
+        types: list[str] = []
+        for j, quant in enumerate(self.get(table, "gguf", list, where, required=False, default=[]) or [], 1):
+            if not isinstance(quant, str) or quant.upper() not in known:
+                self.problem(f"{where}gguf[{j}]", unknown(quant))
+            elif quant.upper() in types:
+                self.problem(f"{where}gguf[{j}]", f"{quant.upper()} is listed twice")
+            else:
+                types.append(quant.upper())
+        return types
 
     def repo(self, value: str | None, organisation: str | None, where: str) -> str | None:
         """A repo the release writes: ``organisation/name``, checked with the Hub's rules."""
@@ -488,15 +540,7 @@ def _models(check: _Checker, tables: Any, organisation: str | None) -> list[Mode
             check.problem(f"{where}preset", f"unknown preset '{preset}'" + (f" (did you mean '{close[0]}'?)" if close else f"; presets: {', '.join(known_presets)}"))
         adapter = check.path(table, "adapter", where)
         merged = check.path(table, "merged", where)
-        quants = check.get(table, "gguf", list, where, required=False, default=[])
-        cleaned: list[str] = []
-        for j, quant in enumerate(quants or [], 1):
-            if not isinstance(quant, str) or quant.upper() not in types:
-                check.problem(f"{where}gguf[{j}]", f"unknown GGUF type {quant!r}; choose from {', '.join(types)}")
-            elif quant.upper() in cleaned:
-                check.problem(f"{where}gguf[{j}]", f"{quant.upper()} is listed twice")
-            else:
-                cleaned.append(quant.upper())
+        cleaned = check.gguf_types(table, where, types, lambda q: f"unknown GGUF type {q!r}; choose from {', '.join(types)}")
         gguf_folder = check.path(table, "gguf_folder", where, required=bool(cleaned))
         gguf_verify = check.get(table, "gguf_verify", bool, where, required=False, default=True)
         evaluation = check.path(table, "evaluation", where, required=False)
@@ -515,13 +559,93 @@ def _models(check: _Checker, tables: Any, organisation: str | None) -> list[Mode
             check.problem(f"{where}adapter_repo", "set, but push_adapter is false")
         base = check.path(table, "base", where, required=False)
         train = _train_options(check, table["train"], preset, f"{where}train.") if "train" in table else TrainOptions()
+        evaluate = _eval(check, table["eval"], cleaned, f"{where}eval.") if "eval" in table else None
+        if evaluate is not None and evaluation is None and "evaluation" not in table:
+            check.problem(f"{where}evaluation", "missing: [model.eval] writes its results to the model's evaluation file")
         if None not in (name, base_model, preset, adapter, merged, repo, gguf_repo):
             out.append(ModelTarget(
                 name, base_model, variant, preset, adapter, merged, tuple(cleaned), gguf_folder or merged.parent / "gguf",
                 evaluation, repo, gguf_repo, adapter_repo, bool(private), str(base) if base else base_model, train,
-                gguf_verify is not False,
+                gguf_verify is not False, evaluate,
             ))
     return out
+
+
+def _engine(check: _Checker, table: Any, where: str, *, default_path: bool) -> EngineSpec | None:
+    """One engine table: ``{ url, model, api_key_env }`` or ``{ serve = true, path }``."""
+    if not isinstance(table, dict):
+        check.problem(where.rstrip("."), 'expected a table, e.g. { url = "http://host:8000/v1", model = "NAME" } or { serve = true }')
+        return None
+    check.keys(table, _ENGINE, where)
+    url = check.get(table, "url", str, where, required=False)
+    serve = check.get(table, "serve", bool, where, required=False, default=False)
+    model = check.get(table, "model", str, where, required=False)
+    key_env = check.get(table, "api_key_env", str, where, required=False)
+    path = check.path(table, "path", where, required=False)
+    if url is not None and not url.startswith(("http://", "https://")):
+        check.problem(f"{where}url", f"{url!r} is not an http(s) URL")
+        return None
+    if url is not None and (serve or path is not None):
+        check.problem(where.rstrip("."), "give either url (a running engine) or serve = true with a path, not both")
+        return None
+    if url is None:
+        if not serve:
+            check.problem(where.rstrip("."), "give url (a running engine) or serve = true (start one for a local path)")
+            return None
+        if path is None and not default_path:
+            check.problem(f"{where}path", "missing: serve = true needs the .gguf file or checkpoint folder to serve")
+            return None
+        if key_env is not None:
+            check.problem(f"{where}api_key_env", "for a url; an engine started with serve = true needs no key")
+            return None
+        return EngineSpec(model=model, path=path)
+    if not model:
+        check.problem(f"{where}model", "missing: the name of the model the engine at url serves")
+        return None
+    return EngineSpec(url=url, model=model, api_key_env=key_env)
+
+
+def _eval(check: _Checker, table: Any, quants: list[str], where: str) -> EvalConfig | None:
+    """``[model.eval]``; ``quants`` are the model's GGUF types (the evaluated ones are a subset)."""
+    from apto_release.evals.metrics import BENCHMARK_NAMES, find_benchmark
+
+    if not isinstance(table, dict):
+        check.problem(where.rstrip("."), "expected a table [model.eval]")
+        return None
+    before = len(check.problems)
+    check.keys(table, _EVAL, where)
+    names: list[str] = []
+    for j, name in enumerate(check.get(table, "benchmarks", list, where) or [], 1):
+        bench = find_benchmark(name) if isinstance(name, str) else None
+        if bench is None:
+            check.problem(f"{where}benchmarks[{j}]", f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARK_NAMES)}")
+        elif bench.name in names:
+            check.problem(f"{where}benchmarks[{j}]", f"{bench.name} is listed twice")
+        else:
+            names.append(bench.name)
+    if "benchmarks" in table and not table["benchmarks"]:
+        check.problem(f"{where}benchmarks", "empty: name at least one benchmark")
+    judges = []
+    raw_judges = check.get(table, "judges", list, where) or []
+    for j, judge in enumerate(raw_judges, 1):
+        spec = _engine(check, judge, f"{where}judges[{j}].", default_path=False)
+        if spec is not None:
+            judges.append(spec)
+    if "judges" in table and not table["judges"] and any(find_benchmark(n).judged for n in names):
+        check.problem(f"{where}judges", "empty: the benchmarks need at least one judge")
+    base = _engine(check, table.get("base", {"serve": True}), f"{where}base.", default_path=True)
+    tuned = _engine(check, table.get("tuned", {"serve": True}), f"{where}tuned.", default_path=True)
+    types = check.gguf_types(table, where, quants, lambda q: f"{q!r} is not one of the model's GGUF types ({', '.join(quants) or 'none'})")
+    bench_dir = check.path(table, "bench_dir", where, required=False)
+    numbers = {}
+    for key, default in (("limit", None), ("max_tokens", None), ("parallel", 4)):
+        numbers[key] = check.get(table, key, int, where, required=False, default=default)
+        if isinstance(numbers[key], int) and numbers[key] < 1:
+            check.problem(f"{where}{key}", "must be at least 1")
+    if len(check.problems) > before or base is None or tuned is None:
+        return None
+    return EvalConfig(tuple(names), tuple(judges), base, tuned, tuple(types), bench_dir, numbers["limit"],
+                      numbers["max_tokens"], numbers["parallel"])
 
 
 def _preset_names() -> list[str]:

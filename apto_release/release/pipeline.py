@@ -24,10 +24,10 @@ from apto_release.io import folder_files
 from apto_release.release.manifest import Manifest, ModelTarget
 from apto_release.release.state import ReleaseState, changed_inputs, changed_outputs, digest
 
-STAGES = ("validate", "sample", "dataset", "train", "merge", "gguf", "cards", "push")
+STAGES = ("validate", "sample", "dataset", "train", "merge", "gguf", "eval", "cards", "push")
 STAGE_TITLES = {
     "validate": "validate", "sample": "sample", "dataset": "dataset build", "train": "train", "merge": "merge",
-    "gguf": "GGUF convert + verify", "cards": "cards", "push": "push",
+    "gguf": "GGUF convert + verify", "eval": "eval", "cards": "cards", "push": "push",
 }
 
 
@@ -132,7 +132,9 @@ def adapter_files(model: ModelTarget, *, reports: bool = False) -> list[Path]:
     leaves out, as it always has)."""
     from apto_release.train.summary import LOSS_CURVE_NAME, SUMMARY_NAME
 
-    exclude = (CARD_NAME,) if reports else (CARD_NAME, SUMMARY_NAME, LOSS_CURVE_NAME)
+    # The cards stage writes the card and its images (the eval chart too) into the folder.
+    cards = (CARD_NAME, *(a for a in CARD_ASSETS if a != LOSS_CURVE_NAME))
+    exclude = cards if reports else (*cards, SUMMARY_NAME, LOSS_CURVE_NAME)
     return _files(model.adapter, exclude=exclude) if model.adapter.is_dir() else []
 
 
@@ -265,6 +267,8 @@ class _Plan:
         folders.update(target.folder for target in self.m.datasets.values())
         for model in self.m.models:
             folders.update((model.adapter, model.merged, model.gguf_folder))
+            if model.eval and model.evaluation:
+                folders.update((model.evaluation.parent, self.state_dir / "eval" / model.name))
         return folders | {folder.parent for folder in folders}
 
     def jobs(self) -> list[Job]:
@@ -274,6 +278,8 @@ class _Plan:
             jobs += [self.train(model), self.merge(model)]
             if model.gguf:
                 jobs.append(self.gguf(model))
+            if model.eval:
+                jobs.append(self.evaluate(model))
             jobs.append(self.cards(model))
         jobs += [self.push(name) for name in self.m.target_names()]
         return jobs
@@ -479,6 +485,85 @@ class _Plan:
 
         return Job("gguf", model.name, inputs, run, lambda: gguf_files(model), deps=(f"merge:{model.name}",))
 
+    def _served_digest(self, path: Path) -> str:
+        """A served model's digest: a file's SHA-256 or a checkpoint folder's digest."""
+        if path.is_file():
+            return self.state.sha256(path)
+        if not path.is_dir():
+            raise UsageError("the model to evaluate does not exist", path=path, hint="fix [model.eval] or run the stage that makes it")
+        return folder_digest(self.state, _files(path, exclude=(CARD_NAME, *CARD_ASSETS), published=False), path, "merged checkpoint")
+
+    def _bench_digest(self, model: ModelTarget) -> dict[str, str]:
+        """The benchmarks' data: the local copies' files, or the pinned Hub revision; with the
+        package's benchmark data files and judge prompts (a changed prompt re-judges)."""
+        import hashlib
+        from importlib import resources
+
+        from apto_release.evals.benchmarks import load_spec
+        from apto_release.evals.generate import bench_folder
+
+        out = {}
+        for name in model.eval.benchmarks:
+            folder = bench_folder(model.eval.bench_dir, name)
+            if folder is None:
+                spec = load_spec(name)
+                out[name] = f"{spec.hub_id}@{spec.revision}"
+            elif not folder.is_dir():
+                raise UsageError(f"the local copy of {name} does not exist", path=folder, hint="fix bench_dir in [model.eval]")
+            else:
+                out[name] = digest(self.state.listing(folder_files(folder), folder))
+        package = resources.files("apto_release.evals")
+        data = hashlib.sha256()
+        for sub in ("benchmark_data", "prompts"):
+            for entry in sorted(package.joinpath(sub).iterdir(), key=lambda e: e.name):
+                if entry.is_file():
+                    data.update(entry.name.encode() + entry.read_bytes())
+        out["package data"] = data.hexdigest()
+        return out
+
+    def evaluate(self, model: ModelTarget) -> Job:
+        import dataclasses
+
+        work = self.state_dir / "eval" / model.name
+        written: list[Path] = []
+
+        def base_folder() -> Path | None:
+            spec = model.eval.base
+            return self._base_folder(model) if spec.serve and spec.path is None else None
+
+        def inputs():
+            from apto_release.release.evaluate import eval_sides
+
+            served = {label: self._served_digest(spec.path) if spec.serve else None
+                      for label, spec in eval_sides(model, base_folder())}
+            if not model.eval.tuned.serve and (merged := merged_files(model)):  # an engine by URL: the files it should serve
+                served["after"] = digest(self.state.listing(merged, model.merged))
+            # Where an engine answers (url, key) is not an input, as in the responses' own hashes:
+            # what it serves (its model name) is. The demo's judge moves port from run to run.
+            table = json_safe(dataclasses.asdict(model.eval))
+            for engine in (table["base"], table["tuned"], *table["judges"]):
+                engine.pop("url"), engine.pop("api_key_env")
+            return {"eval": table, "models": served, "benchmarks": self._bench_digest(model),
+                    "evaluation": str(model.evaluation), "toolkit": __version__}
+
+        def run(ctx: ReleaseContext) -> str:
+            from apto_release.release.evaluate import evaluate_model
+
+            with ctx.progress.task(f"eval {model.name}", total=None, unit="step") as task:
+                done = evaluate_model(model, work, base_folder=base_folder(), progress=lambda _: task.advance())
+            written[:] = [done.evaluation] + ([done.chart] if done.chart.is_file() else [])
+            return (f"{', '.join(done.labels)} evaluated ({done.asked:,} requests, {done.kept:,} kept); "
+                    f"wrote {done.evaluation.name}")
+
+        def outputs():
+            from apto_release.evals.chart import CHART_NAME
+
+            chart = model.evaluation.parent / CHART_NAME
+            return written or [p for p in (model.evaluation, chart) if p.is_file()]
+
+        deps = (f"merge:{model.name}",) + ((f"gguf:{model.name}",) if model.gguf else ())
+        return Job("eval", model.name, inputs, run, outputs, deps=deps)
+
     def _provenance(self, model: ModelTarget, kind: str) -> dict[str, str]:
         """The hashes a card names, so that a published file leads back to its inputs."""
         rows = {}  # the training data's hash comes from the training summary
@@ -521,6 +606,7 @@ class _Plan:
             return ", ".join(f"{c.kind} card" for c in cards)
 
         deps = (f"train:{model.name}", f"merge:{model.name}") + ((f"gguf:{model.name}",) if model.gguf else ())
+        deps += (f"eval:{model.name}",) if model.eval else ()
         return Job("cards", model.name, inputs, run, lambda: list(written), deps=deps)
 
     # -- the Hub --------------------------------------------------------------------------------
@@ -539,6 +625,15 @@ class _Plan:
 
         deps = (f"dataset:{name}",) if name.startswith("dataset.") else (f"cards:{name}",)
         return Job("push", name, dict, run, list, deps=deps, always=True)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with paths as strings and tuples as lists (for the state file)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,14 +46,16 @@ class ScriptedServer:
         model: the one model served; a request for another gets vLLM's 404.
         api_key: when set, requests without ``Authorization: Bearer <api_key>`` get a 401.
         delay: seconds each chat completion takes (to make concurrency visible).
+        port: the loopback port to listen on (0: a free one; the demo keeps its judge's port).
 
     Usage counts characters as tokens; ``max_tokens`` cuts the answer there with
     ``finish_reason`` ``length``, as an engine does.
     """
 
     def __init__(self, script: Script, *, model: str = "scripted-judge", api_key: str | None = None,
-                 delay: float = 0.0) -> None:
+                 delay: float = 0.0, port: int = 0) -> None:
         self.script = script
+        self.port = port
         self.model = model
         self.api_key = api_key
         self.delay = delay
@@ -88,7 +90,8 @@ class ScriptedServer:
 
     def start(self) -> ScriptedServer:
         handler = type("Handler", (_Handler,), {"owner": self})
-        self._httpd, self._thread = serve_in_thread(handler, "scripted-openai")
+        self._httpd, self._thread = serve_in_thread(handler, "scripted-openai", self.port)
+        self.port = self._httpd.server_address[1]
         return self
 
     def stop(self) -> None:

@@ -23,7 +23,10 @@ def test_demo_runs_end_to_end_then_everything_is_up_to_date(run_cli, tmp_path, m
     assert f"✓ GGUF convert + verify {DEMO_MODEL}: done" in out and "verified in llama.cpp" in out
     assert "push dataset.sample: done" in out and "tag v1.0.0 created" in out
     table = out[out.index("stage "):out.index("Where everything is:")]
-    assert table.count(" done ") == 11
+    assert table.count(" done ") == 12
+    assert f"✓ eval {DEMO_MODEL}: done" in out and "before, after, Q8_0, Q4_K_M evaluated" in out
+    card = (out_dir / "out" / "models" / DEMO_MODEL / "merged" / "README.md").read_text("utf-8")
+    assert "| AnswerCarefully | AC 許容回答率 ↑ |" in card  # the card shows the evaluation table
     assert "Where everything is:" in out and "the GGUF files (F16, Q8_0, Q4_K_M) and their card" in out
     assert f"train {DEMO_MODEL}: 2/2 steps done in" in err  # progress lines, not bars, off a terminal
     assert f"push {DEMO_MODEL}: done in" in err and "convert Q8_0: " in err
@@ -34,7 +37,7 @@ def test_demo_runs_end_to_end_then_everything_is_up_to_date(run_cli, tmp_path, m
     code, out, err = run_cli("demo", "-o", out_dir, *DEMO)
     assert code == 0, err
     table = out[out.index("stage "):out.index("Where everything is:")]
-    assert table.count("up to date") == 11 and " done " not in table
+    assert table.count("up to date") == 12 and " done " not in table
     assert "unchanged at" in out and "tag v1.0.0 kept" in out
 
 

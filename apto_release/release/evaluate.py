@@ -1,0 +1,173 @@
+"""One model's ``[model.eval]``: generate answers for the base ("before"), the tuned model ("after")
+and each listed GGUF file (labelled with its type), judge them with every judge, and summarize
+to the model's ``evaluation`` file. Each step is resumable: its files live under
+``<state folder>/eval/<model>/`` and an engine is started only for a step with requests left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from apto_release.errors import InputError, UsageError
+from apto_release.release.manifest import EngineSpec, ModelTarget
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """What ``evaluate_model`` did: the evaluation file, the chart, the labels evaluated, and the
+    requests asked and answers kept from an earlier run (generation and judging together)."""
+
+    evaluation: Path
+    chart: Path
+    labels: tuple[str, ...]
+    asked: int
+    kept: int
+
+
+def served_name(path: Path) -> str:
+    """The model name an engine started for ``path`` serves (``evals.serve.engine_command``'s rule)."""
+    return path.stem if path.suffix == ".gguf" else path.name
+
+
+def engine_name(spec: EngineSpec) -> str:
+    """The model's name as the engine serves it (and as the responses and judgements record it)."""
+    return spec.model or served_name(spec.path)
+
+
+def eval_sides(model: ModelTarget, base_folder: Path | None) -> list[tuple[str, EngineSpec]]:
+    """The (label, engine) of every model side ``model.eval`` evaluates: before, after, each GGUF type.
+
+    Raises:
+        UsageError: a listed GGUF type has no file yet (the gguf stage makes it).
+    """
+    from apto_release.gguf.output import existing_outputs
+
+    config = model.eval
+    base = config.base if not config.base.serve or config.base.path else replace(config.base, path=base_folder)
+    tuned = config.tuned if not config.tuned.serve or config.tuned.path else replace(config.tuned, path=model.merged)
+    sides = [("before", base), ("after", tuned)]
+    for type_ in config.gguf:
+        files = existing_outputs(model.gguf_folder, f"{model.name}-{type_}")
+        if not files:
+            raise UsageError(f"{model.name} has no {type_} GGUF file to evaluate", path=model.gguf_folder,
+                             hint="run the gguf stage first (apto-release release --stages gguf)")
+        sides.append((type_, EngineSpec(path=files[0])))  # llama.cpp finds a split set's other files
+    return sides
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "judge"
+
+
+class _LazyClient:
+    """A ``ChatClient`` whose engine starts (served, and checked) on the first non-empty request
+    batch: a step whose answers were all kept from an earlier run starts nothing."""
+
+    def __init__(self, spec: EngineSpec, stack: contextlib.ExitStack, attempts: int, progress: Progress | None) -> None:
+        self.spec, self.stack, self.attempts, self.progress = spec, stack, attempts, progress
+        self.client = None
+        self.engine: dict[str, Any] = {"url": spec.url} if spec.url else {"engine": "llama.cpp's server" if
+                                                                           spec.path.suffix == ".gguf" else "vLLM",
+                                                                           "path": spec.path.name}
+
+    def complete_many(self, requests, *, parallel: int = 4):
+        requests = list(requests)
+        if not requests:
+            return iter(())
+        if self.client is None:
+            from apto_release.evals.client import ChatClient, Endpoint
+
+            if self.spec.url:
+                endpoint = Endpoint(self.spec.url, self.spec.model, self.spec.api_key_env)
+            else:
+                from apto_release.evals.serve import serve
+
+                if self.progress:
+                    self.progress(f"starting an engine for {self.spec.path.name}")
+                endpoint = self.stack.enter_context(serve(self.spec.path))
+            self.client = self.stack.enter_context(ChatClient(endpoint, attempts=self.attempts))
+            self.client.check()
+        return self.client.complete_many(requests, parallel=parallel)
+
+
+@contextlib.contextmanager
+def _engine(spec: EngineSpec, attempts: int, progress: Progress | None) -> Iterator[_LazyClient]:
+    with contextlib.ExitStack() as stack:
+        yield _LazyClient(spec, stack, attempts, progress)
+
+
+def summarize_quants() -> bool:
+    """Whether ``evals.summarize.summarize`` compares GGUF types (its ``quants`` parameter)."""
+    from apto_release.evals.summarize import summarize
+
+    return "quants" in inspect.signature(summarize).parameters
+
+
+def evaluate_model(model: ModelTarget, work: Path, *, base_folder: Path | None = None, attempts: int = 5,
+                   seed: int = 0, progress: Progress | None = None) -> EvalRun:
+    """Run ``model.eval``: generate, judge and summarize into ``model.evaluation`` (and its chart).
+
+    Args:
+        model: a manifest model with an ``eval`` table and an ``evaluation`` file.
+        work: the folder for the responses and judgement files (``<state>/eval/<model>``).
+        base_folder: the base checkpoint's folder, served when ``base`` is ``{ serve = true }``.
+        attempts: tries per request on 429/5xx/timeouts.
+        seed: the bootstrap's seed.
+        progress: called with a line of text per step.
+
+    Raises:
+        EngineError: an engine failed (what was received stays in the step's ``.partial`` file).
+        InputError: a benchmark file is bad, or the judgements have errors (nothing written).
+    """
+    from apto_release.evals.chart import CHART_NAME
+    from apto_release.evals.generate import load_benchmarks
+    from apto_release.evals.generate import generate as generate_responses
+    from apto_release.evals.judge import judge as judge_responses
+    from apto_release.evals.summarize import summarize, write_results
+
+    config = model.eval
+    if config is None or model.evaluation is None:
+        raise UsageError(f"{model.name} has no [model.eval] table with an evaluation file")
+    say = progress or (lambda _: None)
+    items = load_benchmarks(config.benchmarks, config.bench_dir, limit=config.limit)
+    work.mkdir(parents=True, exist_ok=True)
+    asked = kept = 0
+    judgements: dict[str, list[Path]] = {}
+    for label, spec in eval_sides(model, base_folder):
+        responses = work / f"responses-{label}.jsonl"
+        say(f"{model.name}: generating for {label} ({engine_name(spec)})")
+        with _engine(spec, attempts, progress) as client:
+            done = generate_responses(client, items, responses, model=engine_name(spec), label=label, engine=client.engine,
+                                      parallel=config.parallel, max_tokens=config.max_tokens, progress=progress)
+        asked, kept = asked + done.asked, kept + done.kept
+        for judge in config.judges or (None,):
+            name = engine_name(judge) if judge else None
+            dest = work / f"judgements-{label}-{_slug(name or 'key')}.jsonl"
+            say(f"{model.name}: judging {label}" + (f" with {name}" if name else ""))
+            with contextlib.ExitStack() as stack:
+                client = stack.enter_context(_engine(judge, attempts, progress)) if judge else None
+                done = judge_responses(client, responses, dest, judge_name=name, bench_dir=config.bench_dir,
+                                       parallel=config.parallel, progress=progress)
+            asked, kept = asked + done.asked, kept + done.kept
+            judgements.setdefault(label, []).append(dest)
+    options: dict[str, Any] = {}
+    paths = judgements["before"] + judgements["after"]
+    if config.gguf and summarize_quants():
+        options["quants"] = config.gguf
+        paths += [p for t in config.gguf for p in judgements[t]]
+    summary = summarize(paths, model=model.name, seed=seed, **options)
+    errors = [f.message for f in summary.findings if f.severity == "error"]
+    if errors:
+        raise InputError(f"the judgements have {len(errors)} error(s), first: {errors[0]}; nothing was written",
+                         path=work, hint="see apto-release eval summarize on the files there")
+    chart = model.evaluation.parent / CHART_NAME
+    write_results(summary, model.evaluation, chart=chart)
+    return EvalRun(model.evaluation, chart, tuple(judgements), asked, kept)
