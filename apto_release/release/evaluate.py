@@ -7,7 +7,6 @@ to the model's ``evaluation`` file. Each step is resumable: its files live under
 from __future__ import annotations
 
 import contextlib
-import inspect
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -104,13 +103,6 @@ def _engine(spec: EngineSpec, attempts: int, progress: Progress | None) -> Itera
         yield _LazyClient(spec, stack, attempts, progress)
 
 
-def summarize_quants() -> bool:
-    """Whether ``evals.summarize.summarize`` compares GGUF types (its ``quants`` parameter)."""
-    from apto_release.evals.summarize import summarize
-
-    return "quants" in inspect.signature(summarize).parameters
-
-
 def evaluate_model(model: ModelTarget, work: Path, *, base_folder: Path | None = None, attempts: int = 5,
                    seed: int = 0, progress: Progress | None = None) -> EvalRun:
     """Run ``model.eval``: generate, judge and summarize into ``model.evaluation`` (and its chart).
@@ -158,12 +150,8 @@ def evaluate_model(model: ModelTarget, work: Path, *, base_folder: Path | None =
                                        parallel=config.parallel, progress=progress)
             asked, kept = asked + done.asked, kept + done.kept
             judgements.setdefault(label, []).append(dest)
-    options: dict[str, Any] = {}
-    paths = judgements["before"] + judgements["after"]
-    if config.gguf and summarize_quants():
-        options["quants"] = config.gguf
-        paths += [p for t in config.gguf for p in judgements[t]]
-    summary = summarize(paths, model=model.name, seed=seed, **options)
+    paths = [p for label in ("before", "after", *config.gguf) for p in judgements[label]]
+    summary = summarize(paths, model=model.name, seed=seed, quants=config.gguf)
     errors = [f.message for f in summary.findings if f.severity == "error"]
     if errors:
         raise InputError(f"the judgements have {len(errors)} error(s), first: {errors[0]}; nothing was written",
