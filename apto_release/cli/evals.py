@@ -155,11 +155,10 @@ def _engine(target: str, serve_flag: bool, name: str | None, api_key_env: str | 
         raise UsageError(f"{target} is not a URL", hint="pass --serve to start an engine for it, or give a running engine's http(s) URL")
     if api_key_env:
         raise UsageError("--api-key-env is for a URL; an engine started with --serve needs no key")
-    from apto_release.evals.serve import serve
+    from apto_release.evals.serve import engine_record, serve
 
     with serve(target, threads=threads) as endpoint:
-        kind = "llama.cpp's server" if target.endswith(".gguf") else "vLLM"
-        yield endpoint, {"engine": kind, "path": Path(target).name}
+        yield endpoint, engine_record(target)
 
 
 def _client(endpoint, attempts: int):

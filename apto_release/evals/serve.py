@@ -27,6 +27,7 @@ from apto_release.evals.client import Endpoint, EngineError
 
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 TAIL_LINES = 15
+LLAMA_CPP, VLLM = "llama.cpp's server", "vLLM"  # the engines, in words
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def served_name(path: str | Path) -> str:
+    """The model name an engine started for ``path`` serves: a ``.gguf`` file's stem, a folder's name."""
+    path = Path(path)
+    return path.stem if path.suffix == ".gguf" else path.name
+
+
+def engine_record(path: str | Path) -> dict[str, str]:
+    """What a responses file records of an engine started for ``path``: its kind and the file's
+    or folder's name (not the port, which changes from run to run)."""
+    path = Path(path)
+    return {"engine": LLAMA_CPP if path.suffix == ".gguf" else VLLM, "path": path.name}
 
 
 def engine_command(path: str | Path, port: int, *, n_ctx: int = 4096, threads: int | None = None,
@@ -64,7 +78,7 @@ def engine_command(path: str | Path, port: int, *, n_ctx: int = 4096, threads: i
                 "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)]
         if threads:
             argv += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
-        return EngineCommand(argv + list(extra_args), path.stem, "llama.cpp's server")
+        return EngineCommand(argv + list(extra_args), served_name(path), LLAMA_CPP)
     if path.is_dir() and (path / "config.json").is_file():
         if tensor_parallel_size < 1:
             raise UsageError(f"the tensor-parallel size must be at least 1, not {tensor_parallel_size}")
@@ -75,7 +89,7 @@ def engine_command(path: str | Path, port: int, *, n_ctx: int = 4096, threads: i
                                   "OpenAI-compatible engine yourself and pass its URL")
         argv = [vllm, "serve", str(path), "--served-model-name", path.name, "--host", "127.0.0.1",
                 "--port", str(port), "--tensor-parallel-size", str(tensor_parallel_size)]
-        return EngineCommand(argv + list(extra_args), path.name, "vLLM")
+        return EngineCommand(argv + list(extra_args), served_name(path), VLLM)
     if not path.exists():
         raise InputError("no such model file or folder", path=path)
     raise InputError("not a model this can serve: give a .gguf file or a checkpoint folder with config.json",

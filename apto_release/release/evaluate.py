@@ -31,13 +31,10 @@ class EvalRun:
     kept: int
 
 
-def served_name(path: Path) -> str:
-    """The model name an engine started for ``path`` serves (``evals.serve.engine_command``'s rule)."""
-    return path.stem if path.suffix == ".gguf" else path.name
-
-
 def engine_name(spec: EngineSpec) -> str:
     """The model's name as the engine serves it (and as the responses and judgements record it)."""
+    from apto_release.evals.serve import served_name
+
     return spec.model or served_name(spec.path)
 
 
@@ -47,18 +44,20 @@ def eval_sides(model: ModelTarget, base_folder: Path | None) -> list[tuple[str, 
     Raises:
         UsageError: a listed GGUF type has no file yet (the gguf stage makes it).
     """
-    from apto_release.gguf.output import existing_outputs
+    from apto_release.gguf.output import existing_outputs, find_output
 
     config = model.eval
     base = config.base if not config.base.serve or config.base.path else replace(config.base, path=base_folder)
     tuned = config.tuned if not config.tuned.serve or config.tuned.path else replace(config.tuned, path=model.merged)
     sides = [("before", base), ("after", tuned)]
     for type_ in config.gguf:
-        files = existing_outputs(model.gguf_folder, f"{model.name}-{type_}")
-        if not files:
+        stem = f"{model.name}-{type_}"
+        if not existing_outputs(model.gguf_folder, stem):
             raise UsageError(f"{model.name} has no {type_} GGUF file to evaluate", path=model.gguf_folder,
                              hint="run the gguf stage first (apto-release release --stages gguf)")
-        sides.append((type_, EngineSpec(path=files[0])))  # llama.cpp finds a split set's other files
+        # the file, or a complete split set's first file (llama.cpp finds the others); a stale
+        # file beside a split set or an incomplete set is an error, as for the cards and the push
+        sides.append((type_, EngineSpec(path=find_output(model.gguf_folder, stem, type_)[0])))
     return sides
 
 
@@ -73,9 +72,12 @@ class _LazyClient:
     def __init__(self, spec: EngineSpec, stack: contextlib.ExitStack, attempts: int, progress: Progress | None) -> None:
         self.spec, self.stack, self.attempts, self.progress = spec, stack, attempts, progress
         self.client = None
-        self.engine: dict[str, Any] = {"url": spec.url} if spec.url else {"engine": "llama.cpp's server" if
-                                                                           spec.path.suffix == ".gguf" else "vLLM",
-                                                                           "path": spec.path.name}
+        if spec.url:
+            self.engine: dict[str, Any] = {"url": spec.url}
+        else:
+            from apto_release.evals.serve import engine_record
+
+            self.engine = engine_record(spec.path)
 
     def complete_many(self, requests, *, parallel: int = 4):
         requests = list(requests)

@@ -145,3 +145,26 @@ def test_eval_run_only_a_model_without_eval_is_a_usage_error(run_cli, release):
     write, _ = release
     code, _, err = run_cli("eval", "run", "--manifest", write(), "--only", "Other")
     assert code == 2 and "--only Other: no such model with [model.eval]; choose from Tiny-Safety" in err
+
+
+def test_the_gguf_sides_are_found_as_the_cards_and_the_push_find_them(tmp_path):
+    from apto_release.errors import InputError, UsageError
+    from apto_release.gguf.output import split_names
+    from apto_release.release.evaluate import eval_sides
+
+    manifest = MANIFEST.replace('evaluation = "eval/tiny.json"', 'evaluation = "eval/tiny.json"\ngguf = ["Q8_0", "Q4_K_M"]\ngguf_folder = "out/gguf"')
+    manifest = manifest.replace("parallel = 2", 'parallel = 2\ngguf = ["Q4_K_M"]')
+    path = tmp_path / "release.toml"
+    url = "http://127.0.0.1:9/v1"
+    path.write_text(textwrap.dedent(manifest.format(limit=1, model=url, judge_a=url, judge_b=url)), "utf-8")
+    model = load_manifest(path).models[0]
+    with pytest.raises(UsageError, match="has no Q4_K_M GGUF file to evaluate"):
+        eval_sides(model, None)
+    model.gguf_folder.mkdir(parents=True)
+    parts = split_names(f"{model.name}-Q4_K_M", 2)
+    for name in parts:
+        (model.gguf_folder / name).write_bytes(b"GGUF")
+    assert [(label, spec.path) for label, spec in eval_sides(model, None)][2:] == [("Q4_K_M", model.gguf_folder / parts[0])]
+    (model.gguf_folder / f"{model.name}-Q4_K_M.gguf").write_bytes(b"GGUF")  # a stale single file beside the set
+    with pytest.raises(InputError, match="more than one output for Q4_K_M"):
+        eval_sides(model, None)
