@@ -23,7 +23,7 @@ LAYERS = {
     "demo": 4,
     "release": 3,
     **dict.fromkeys(["cards", "hub", "evals", "gguf", "merge", "train", "dataset", "testing"], 2),
-    **dict.fromkeys(["errors", "io", "schema", "schemas", "progress", "__init__"], 1),
+    **dict.fromkeys(["errors", "io", "schema", "schemas", "progress", "retry", "__init__"], 1),
 }
 
 

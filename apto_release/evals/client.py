@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from apto_release.errors import AptoError, UsageError, redact
+from apto_release.retry import retry_delay
 
 RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
 RETRY_AFTER_CAP = 30.0  # seconds: a longer Retry-After (or backoff) is cut to this
@@ -314,13 +315,7 @@ class ChatClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, response: Any, attempt: int) -> float:
-        delay = self.backoff * 2 ** (attempt - 1)
-        if response is not None:
-            with contextlib.suppress(TypeError, ValueError):
-                delay = float(response.headers.get("retry-after-ms")) / 1000
-            with contextlib.suppress(TypeError, ValueError):
-                delay = float(response.headers.get("retry-after"))
-        return max(0.0, min(delay, RETRY_AFTER_CAP))
+        return retry_delay(None if response is None else response.headers, attempt, backoff=self.backoff, cap=RETRY_AFTER_CAP)
 
     def _describe(self, exc: BaseException) -> str:
         """One line of an error, without the key."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from apto_release.errors import AptoError, UsageError
+from apto_release.retry import retry_delay
 from apto_release.errors import redact as _redact
 
 if TYPE_CHECKING:
@@ -73,13 +74,8 @@ class Session:
         return self.redact(text)
 
     def wait(self, exc: BaseException, attempt: int) -> float:
-        retry_after = None
         response = getattr(exc, "response", None)
-        if response is not None:
-            with contextlib.suppress(TypeError, ValueError):
-                retry_after = float(response.headers.get("Retry-After"))
-        delay = retry_after if retry_after is not None else self.backoff * 2 ** (attempt - 1)
-        return max(0.0, min(delay, RETRY_AFTER_CAP))
+        return retry_delay(getattr(response, "headers", None), attempt, backoff=self.backoff, cap=RETRY_AFTER_CAP)
 
     def call(self, what: str, repo_id: str, fn: Callable[[], Any], *, passthrough: tuple[type, ...] = (),
              pass_status: Iterable[int] = ()) -> Any:
