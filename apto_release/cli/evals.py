@@ -3,7 +3,6 @@ evaluation results file the model cards read."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import click
@@ -135,12 +134,11 @@ def engine_options(role: str, name_option: str, name_help: str):
     return decorate
 
 
-@contextlib.contextmanager
 def _engine(target: str, serve_flag: bool, name: str | None, api_key_env: str | None, name_option: str,
-            threads: int | None = None):
-    """The endpoint to ask (started for a local PATH with --serve) and what to record about it."""
+            threads: int | None, attempts: int):
+    """The engine the options name: a URL used as it is, or (with --serve) a local PATH to serve."""
     from apto_release.errors import UsageError
-    from apto_release.evals.client import Endpoint
+    from apto_release.evals.serve import EngineClient
 
     if target.startswith(("http://", "https://")):
         if serve_flag:
@@ -148,25 +146,12 @@ def _engine(target: str, serve_flag: bool, name: str | None, api_key_env: str | 
                              hint="drop --serve to use the running engine")
         if not name:
             raise UsageError(f"{name_option} is required with a URL", hint="give the model name the engine serves")
-        endpoint = Endpoint(target, name, api_key_env)
-        yield endpoint, {"url": endpoint.base_url}
-        return
+        return EngineClient(url=target, model=name, api_key_env=api_key_env, attempts=attempts)
     if not serve_flag:
         raise UsageError(f"{target} is not a URL", hint="pass --serve to start an engine for it, or give a running engine's http(s) URL")
     if api_key_env:
         raise UsageError("--api-key-env is for a URL; an engine started with --serve needs no key")
-    from apto_release.evals.serve import engine_record, serve
-
-    with serve(target, threads=threads) as endpoint:
-        yield endpoint, engine_record(target)
-
-
-def _client(endpoint, attempts: int):
-    from apto_release.evals.client import ChatClient
-
-    client = ChatClient(endpoint, attempts=attempts)
-    client.check()
-    return client
+    return EngineClient(path=target, attempts=attempts, threads=threads)
 
 
 def _resume_hint(exc, output: Path) -> None:
@@ -199,11 +184,11 @@ def generate_command(target, serve_flag, name, threads, api_key_env, parallel, a
     from apto_release.evals.generate import generate, load_benchmarks
 
     items = load_benchmarks(benches, bench_dir, limit=limit)
-    with _engine(target, serve_flag, name, api_key_env, "--model-name", threads) as (endpoint, engine):
+    with _engine(target, serve_flag, name, api_key_env, "--model-name", threads, attempts) as engine:
         try:
-            with _client(endpoint, attempts) as client:
-                result = generate(client, items, output, model=name or endpoint.model, label=label, engine=engine,
-                                  parallel=parallel, max_tokens=max_tokens, progress=lambda m: click.echo(m, err=True))
+            engine.connect()  # checked before any work, even when every answer is kept
+            result = generate(engine, items, output, model=name or engine.model, label=label, engine=engine.engine,
+                              parallel=parallel, max_tokens=max_tokens, progress=lambda m: click.echo(m, err=True))
         except EngineError as exc:
             _resume_hint(exc, output)
             raise
@@ -229,11 +214,11 @@ def judge_command(responses, target, serve_flag, name, threads, api_key_env, par
     from apto_release.evals.judge import count_unparseable, judge, read_responses
 
     read_responses(responses)  # a bad file fails before an engine starts
-    with _engine(target, serve_flag, name, api_key_env, "--judge-model", threads) as (endpoint, _):
+    with _engine(target, serve_flag, name, api_key_env, "--judge-model", threads, attempts) as engine:
         try:
-            with _client(endpoint, attempts) as client:
-                result = judge(client, responses, output, judge_name=name or endpoint.model, bench_dir=bench_dir,
-                               parallel=parallel, max_tokens=max_tokens, progress=lambda m: click.echo(m, err=True))
+            engine.connect()
+            result = judge(engine, responses, output, judge_name=name or engine.model, bench_dir=bench_dir,
+                           parallel=parallel, max_tokens=max_tokens, progress=lambda m: click.echo(m, err=True))
         except EngineError as exc:
             _resume_hint(exc, output)
             raise

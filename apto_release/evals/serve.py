@@ -1,6 +1,7 @@
 """Starting an engine for a local model: llama.cpp's server (llama-cpp-python) for a ``.gguf``
 file, ``vllm serve`` for a checkpoint folder. ``serve()`` waits until it answers, yields its
 ``Endpoint`` and stops it (its whole process group) on exit, on errors and on Ctrl-C.
+``EngineClient`` is the one way from "a URL, or a path to serve" to a checked ``ChatClient``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from apto_release.errors import InputError, UsageError
-from apto_release.evals.client import Endpoint, EngineError
+from apto_release.evals.client import DEFAULT_ATTEMPTS, Completion, Endpoint, EngineError, Messages, Sampling
 
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 TAIL_LINES = 15
@@ -181,3 +182,71 @@ def serve(path: str | Path, *, n_ctx: int = 4096, threads: int | None = None, te
             stop(process)
         if temporary:
             log_path.unlink(missing_ok=True)
+
+
+class EngineClient:
+    """A ``ChatClient`` for an engine given by ``url`` (used as it is) or by a local ``path``
+    (started with ``serve``), connected and checked on the first non-empty batch of requests, so
+    that a step whose answers were all kept from an earlier run starts nothing. Use it in a
+    ``with`` block: a served engine stops when the block ends.
+
+    Args:
+        url: an OpenAI-compatible endpoint (with ``model``, and ``api_key_env`` if it needs a key).
+        path: a ``.gguf`` file or checkpoint folder to serve (exactly one of ``url`` and ``path``).
+        model: the model name the engine serves (default for a path: ``served_name(path)``).
+        attempts: tries per request on 429/5xx/timeouts.
+        threads: llama.cpp's CPU threads, for a served ``.gguf``.
+        on_start: called with the path's name just before an engine is started for it.
+
+    Attributes:
+        model: the model name requests go to.
+        engine: what a responses file records of the engine (``{"url": ...}`` or ``engine_record``).
+    """
+
+    def __init__(self, *, url: str | None = None, path: str | Path | None = None, model: str | None = None,
+                 api_key_env: str | None = None, attempts: int = DEFAULT_ATTEMPTS, threads: int | None = None,
+                 on_start: Callable[[str], None] | None = None) -> None:
+        if (url is None) == (path is None):
+            raise ValueError("give an engine's url or a path to serve, not both or neither")
+        self._path = Path(path) if path is not None else None
+        self._endpoint = Endpoint(url, model or "", api_key_env) if url is not None else None
+        self.model = self._endpoint.model if self._endpoint else (model or served_name(self._path))
+        self.engine = {"url": self._endpoint.base_url} if self._endpoint else engine_record(self._path)
+        self._attempts, self._threads, self._on_start = attempts, threads, on_start
+        self._stack = contextlib.ExitStack()
+        self._client = None
+
+    def __enter__(self) -> EngineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client = None
+        self._stack.close()
+
+    def connect(self):
+        """The checked ``ChatClient`` (the engine started first for a path).
+
+        Raises:
+            EngineError: the engine did not start, is down, refused the key or does not serve ``model``.
+            UsageError: the key's environment variable is named but not set; vLLM is missing.
+        """
+        if self._client is None:
+            from apto_release.evals.client import ChatClient
+
+            endpoint = self._endpoint
+            if endpoint is None:
+                if self._on_start:
+                    self._on_start(self._path.name)
+                endpoint = self._stack.enter_context(serve(self._path, threads=self._threads))
+            client = self._stack.enter_context(ChatClient(endpoint, attempts=self._attempts))
+            client.check()
+            self._client = client
+        return self._client
+
+    def complete_many(self, requests: Iterable[tuple[Messages, Sampling]], *, parallel: int = 4
+                      ) -> Iterator[tuple[int, Completion]]:
+        """``ChatClient.complete_many``, connecting first unless there is nothing to ask."""
+        requests = list(requests)
+        if not requests:
+            return iter(())
+        return self.connect().complete_many(requests, parallel=parallel)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from apto_release.errors import InputError, UsageError
 from apto_release.release.manifest import EngineSpec, ModelTarget
@@ -65,44 +64,14 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "judge"
 
 
-class _LazyClient:
-    """A ``ChatClient`` whose engine starts (served, and checked) on the first non-empty request
-    batch: a step whose answers were all kept from an earlier run starts nothing."""
+def _engine(spec: EngineSpec, attempts: int, progress: Progress | None):
+    """The engine of ``spec``, started (a path) or connected (a URL) only if a step asks it something."""
+    from apto_release.evals.serve import EngineClient
 
-    def __init__(self, spec: EngineSpec, stack: contextlib.ExitStack, attempts: int, progress: Progress | None) -> None:
-        self.spec, self.stack, self.attempts, self.progress = spec, stack, attempts, progress
-        self.client = None
-        if spec.url:
-            self.engine: dict[str, Any] = {"url": spec.url}
-        else:
-            from apto_release.evals.serve import engine_record
-
-            self.engine = engine_record(spec.path)
-
-    def complete_many(self, requests, *, parallel: int = 4):
-        requests = list(requests)
-        if not requests:
-            return iter(())
-        if self.client is None:
-            from apto_release.evals.client import ChatClient, Endpoint
-
-            if self.spec.url:
-                endpoint = Endpoint(self.spec.url, self.spec.model, self.spec.api_key_env)
-            else:
-                from apto_release.evals.serve import serve
-
-                if self.progress:
-                    self.progress(f"starting an engine for {self.spec.path.name}")
-                endpoint = self.stack.enter_context(serve(self.spec.path))
-            self.client = self.stack.enter_context(ChatClient(endpoint, attempts=self.attempts))
-            self.client.check()
-        return self.client.complete_many(requests, parallel=parallel)
-
-
-@contextlib.contextmanager
-def _engine(spec: EngineSpec, attempts: int, progress: Progress | None) -> Iterator[_LazyClient]:
-    with contextlib.ExitStack() as stack:
-        yield _LazyClient(spec, stack, attempts, progress)
+    on_start = (lambda name: progress(f"starting an engine for {name}")) if progress else None
+    if spec.url:
+        return EngineClient(url=spec.url, model=spec.model, api_key_env=spec.api_key_env, attempts=attempts)
+    return EngineClient(path=spec.path, model=spec.model, attempts=attempts, on_start=on_start)
 
 
 def evaluate_model(model: ModelTarget, work: Path, *, base_folder: Path | None = None, attempts: int = 5,

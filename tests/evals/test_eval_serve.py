@@ -148,3 +148,26 @@ def test_not_a_model(tmp_path):
         engine_command(tmp_path / "notes.txt", 1)
     with pytest.raises(InputError, match=r"checkpoint folder with config.json"):
         engine_command(tmp_path, 1)
+
+
+def test_an_engine_client_starts_its_engine_on_the_first_request_and_stops_it_at_the_end(gguf):
+    started: list[str] = []
+    with serve_module.EngineClient(path=gguf, threads=1, on_start=started.append) as engine:
+        assert engine.model == "TinyQwen3-F16" and engine.engine == {"engine": "llama.cpp's server", "path": gguf.name}
+        assert list(engine.complete_many([])) == [] and not started and not engines()  # nothing to ask: nothing runs
+        answers = list(engine.complete_many([([{"role": "user", "content": "こんにちは"}], Sampling(max_tokens=4, seed=0))]))
+        running = engines()
+        assert started == [gguf.name] and running and [i for i, _ in answers] == [0]
+    assert gone(running) and not engines()
+
+
+def test_an_engine_client_for_a_url_records_the_url_and_checks_on_connect(tmp_path):
+    with serve_module.EngineClient(url="http://127.0.0.1:9", model="judge", attempts=1) as engine:
+        assert engine.model == "judge" and engine.engine == {"url": "http://127.0.0.1:9/v1"}
+        assert list(engine.complete_many([])) == []  # no request, no connection
+        with pytest.raises(EngineError):
+            engine.connect()  # nothing listens on the discard port
+    with pytest.raises(InputError, match="no such model file"):
+        serve_module.EngineClient(path=tmp_path / "missing.gguf").connect()
+    with pytest.raises(ValueError):
+        serve_module.EngineClient()
