@@ -307,8 +307,27 @@ def render_gguf_card(
     context = {
         **common_context(manifest, model, provenance={**base_provenance(summary), **(provenance or {})}, year=year),
         **gguf_context(outputs, evaluation),
+        "sampling_defaults": _sampling_defaults(model.gguf_folder),
     }
     return _finish("gguf", model, data, context, dest=model.gguf_folder / CARD_NAME, strict=strict, repo=model.gguf_repo)
+
+
+def _sampling_defaults(folder: Path) -> str | None:
+    """The sampling defaults the GGUF repo's Ollama ``params`` file carries, in words (the files'
+    ``general.sampling.*`` keys hold the same, from one ``generation_config.json``), or None."""
+    import json
+
+    from apto_release.gguf.sampling import OLLAMA_PARAMS
+
+    path = folder / OLLAMA_PARAMS
+    if not path.is_file():
+        return None
+    try:
+        params = json.loads(path.read_text("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"not valid JSON: {exc}", path=path) from None
+    settings = [f"{key} {value}" for key, value in params.items() if key != "stop"] if isinstance(params, dict) else []
+    return ", ".join(settings) or None
 
 
 # ---------------------------------------------------------------------------------------------

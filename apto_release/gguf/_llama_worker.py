@@ -72,6 +72,24 @@ def load_model(path: str, *, n_ctx: int, threads: int, extra_buffers: bool = Fal
         lib.llama_model_default_params = default_params
 
 
+#: The sampling defaults ``gguf.sampling`` writes, by llama.cpp's ``llama_model_meta_key`` names.
+SAMPLING_KEYS = ("temp", "top_k", "top_p", "min_p", "penalty_repeat")
+
+
+def sampling_metadata(llm) -> dict[str, str]:
+    """The ``general.sampling.*`` values the file holds, as llama.cpp reads them (text), looked up
+    under the key names llama.cpp itself gives (``llama_model_meta_key_str``)."""
+    import llama_cpp.llama_cpp as lib
+
+    found = {}
+    for name in SAMPLING_KEYS:
+        key = lib.llama_model_meta_key_str(getattr(lib, f"LLAMA_MODEL_META_KEY_SAMPLING_{name.upper()}"))
+        value = llm.metadata.get(key.decode("utf-8")) if key else None
+        if value is not None:
+            found[name] = value
+    return found
+
+
 def _stage(progress: _Progress, stage: str, run) -> Any:
     progress.emit(stage, "start")
     try:
@@ -107,6 +125,7 @@ def run(request: dict[str, Any]) -> int:
             "eot": int(lib.llama_vocab_eot(vocab)),
             "bos": int(lib.llama_vocab_bos(vocab)),
             "eot_is_eog": bool(lib.llama_vocab_is_eog(vocab, int(request["eot_id"]))),
+            "sampling": sampling_metadata(llm),
         }
 
     if _stage(progress, "load", load) is None:

@@ -7,6 +7,8 @@
   for a bfloat16 checkpoint, F16 otherwise), else one written for the purpose in a hidden staging
   folder and removed afterwards. K-quant files are never split: Ollama does not load split sets,
   and a Q4_K_M is under a third of the F16 (a file over the limit is reported, not hidden).
+- Ollama's ``params`` file (the stop string and the checkpoint's sampling defaults, ``gguf.sampling``)
+  is written beside the files once they are all written.
 - Each file is then checked with llama.cpp against the checkpoint (``verify``) unless
   ``verify=False``; the reference logits are computed once for all files. A file that fails
   stays where it is, complete, and the result says so (the CLI exits 1).
@@ -29,8 +31,10 @@ from typing import Any
 
 from apto_release.errors import UsageError
 from apto_release.gguf import GGUF_TYPES, output
-from apto_release.gguf.convert import QUANT_TYPES, convert, output_name
+from apto_release.gguf.convert import EOT_TOKEN, QUANT_TYPES, convert, output_name
 from apto_release.gguf.quantize import K_QUANTS, quantize
+from apto_release.gguf.sampling import OLLAMA_PARAMS, params_text
+from apto_release.io import write_text
 from apto_release.merge.shards import CheckpointIndex
 from apto_release.progress import Progress
 
@@ -103,6 +107,10 @@ def build_gguf(
     name = name or model_dir.resolve().name
     for quant in quants:
         output.check_free(out_dir, output_name(name, quant).removesuffix(".gguf"), overwrite=overwrite)
+    params, params_path = params_text(model_dir, [EOT_TOKEN]), out_dir / OLLAMA_PARAMS
+    if not overwrite and params_path.is_file() and params_path.read_bytes() != params.encode("utf-8"):
+        raise UsageError(f"{params_path} exists with other settings (another model's?)",
+                         hint="use another output folder, or overwrite it (--overwrite)")
 
     files: list[GgufFile] = []
 
@@ -137,6 +145,8 @@ def build_gguf(
                         source, out_dir, output_name(name, quant).removesuffix(".gguf"), quant, threads=threads, overwrite=overwrite
                     )
                 done(GgufFile.of(result))
+
+    write_text(params_path, params)
 
     if verify:
         from apto_release.gguf.verify import load_reference

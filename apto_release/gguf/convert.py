@@ -39,6 +39,8 @@ from apto_release.errors import InputError, UsageError
 from apto_release.gguf import output
 from apto_release.gguf.archs import ArchSpec, DenseQwenSpec, TensorRule
 from apto_release.gguf.qwen35 import Qwen35Spec
+from apto_release.gguf.sampling import add_to_gguf as add_sampling
+from apto_release.gguf.sampling import sampling_defaults
 from apto_release.io import read_json_object
 from apto_release.merge.shards import CheckpointIndex, ShardReader
 
@@ -299,6 +301,8 @@ def convert(
             model card's (``README.md``) ``base_model``, ``tags``, ``language``, ``datasets``, as
             ``license`` defaults to its ``license``.
         quantized_by: ``general.quantized_by``.
+            The checkpoint's sampling defaults (``generation_config.json``) become
+            ``general.sampling.*`` keys (``gguf.sampling``); llama.cpp's quantizer copies them.
         mtp: the multi-token-prediction layers (Qwen3.5): ``None`` includes them when the
             checkpoint has a complete set and leaves them out when it has none; ``True`` requires
             them; ``False`` leaves them out. Either way the metadata says what the file holds.
@@ -343,6 +347,7 @@ def convert(
     spec = spec_class(hf_arch, config, config_path, index.weight_map.keys(), mtp=mtp)
     vocab = read_vocab(model_dir, spec.vocab_size, pre=pre)
     card = card_metadata(model_dir)
+    sampling = sampling_defaults(model_dir)
     plan = _plan(index, spec, target)
     n_params = sum(math.prod(p.shape) for p in plan)
     data_bytes = sum(p.nbytes for p in plan)
@@ -355,6 +360,7 @@ def convert(
             _add_metadata(writer, spec, vocab, file_type, name=name, basename=basename, finetune=finetune, version=version,
                           size_label=size_label or gguf.size_label(n_params, 0, 0, 0), license=license or card.get("license"),
                           quantized_by=quantized_by)
+            add_sampling(writer, sampling)
             _add_sources(
                 writer,
                 base_model=_as_list(base_model if base_model is not None else card.get("base_model")),

@@ -57,6 +57,15 @@ def existing_outputs(out_dir: Path, stem: str) -> list[Path]:
     return sorted(p for p in out_dir.iterdir() if p.name == f"{stem}.gguf" or split.fullmatch(p.name))
 
 
+#: Files a GGUF repo publishes beside the GGUF files, written by ``gguf convert`` (``build_gguf``).
+COMPANION_FILES = ("params",)  # Ollama's defaults (gguf.sampling.OLLAMA_PARAMS)
+
+
+def companion_files(folder: Path) -> list[Path]:
+    """The ``COMPANION_FILES`` that ``folder`` has."""
+    return [folder / name for name in COMPANION_FILES if (folder / name).is_file()]
+
+
 def find_output(folder: Path, stem: str, type_: str) -> list[Path]:
     """The files of the output ``stem`` (``<Model>-<TYPE>``, of the GGUF type ``type_``) in
     ``folder``: the single file, or every file of its split set in order, the first first.

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apto_release.errors import InputError, UsageError
+from apto_release.gguf.sampling import sampling_defaults
 from apto_release.io import read_json_object
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -220,6 +221,7 @@ class Reference:
     vocab_size: int
     complete: list[list[dict[str, str]]] = field(default_factory=list)  # COMPLETE_CONVERSATIONS
     rendered_complete: list[str] = field(default_factory=list)  # rendered without a generation prompt
+    sampling: dict[str, float | int] = field(default_factory=dict)  # gguf.sampling.sampling_defaults
 
 
 def default_threads() -> int:
@@ -292,7 +294,7 @@ def load_reference(reference_dir: str | Path, *, threads: int | None = None) -> 
             transformers.logging.enable_progress_bar()
     return Reference(
         reference_dir, architecture, texts, text_ids, conversations, rendered, prompt_ids, logits, int(eot_id), vocab_size,
-        complete, rendered_complete,
+        complete, rendered_complete, sampling_defaults(reference_dir),
     )
 
 
@@ -459,6 +461,7 @@ def verify(
             _check_logits(reference, run, file_type),
             _check_eot_token(reference, run),
             _check_generation_stops(reference, run),
+            _check_sampling(reference, run),
         ]
     return VerifyReport(gguf_path, reference.path, file_type, checks, time.monotonic() - started)
 
@@ -686,6 +689,27 @@ def _check_generation_stops(ref: Reference, run: _WorkerRun) -> Check:
         problems.append(f"finish_reason {eot['finish_reason']!r}: llama.cpp went on past {EOT_TOKEN}")
     if eot["text"]:
         problems.append(f"text after the end of turn: {_preview(eot['text'])}")
+    return check.conclude(problems)
+
+
+def _check_sampling(ref: Reference, run: _WorkerRun) -> Check:
+    expected = ", ".join(f"{k} {v:g}" for k, v in ref.sampling.items()) or "none"
+    check = Check("sampling defaults", False, bound=f"as generation_config.json: {expected}")
+    why = run.failure("load")
+    if why:
+        return check.not_run(why)
+    found = run.stages["load"].get("sampling", {})
+    check.measured = {"expected": ref.sampling, "read": found}
+    check.summary = ", ".join(f"{k} {v}" for k, v in found.items()) or "none"
+    problems = []
+    for name in sorted(set(ref.sampling) | set(found)):
+        want, got = ref.sampling.get(name), found.get(name)
+        if got is None:
+            problems.append(f"llama.cpp reads no general.sampling.{name} (the checkpoint's is {want:g})")
+        elif want is None:
+            problems.append(f"general.sampling.{name} is {got}, and the checkpoint has none")
+        elif not math.isclose(float(got), want, rel_tol=1e-6, abs_tol=1e-6):  # the file holds float32
+            problems.append(f"general.sampling.{name} is {got}, not {want:g}")
     return check.conclude(problems)
 
 

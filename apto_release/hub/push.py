@@ -75,12 +75,12 @@ def folder_files(folder: Path) -> list[Path]:
 
 
 def _gguf_files(target: Target) -> list[Path]:
-    from apto_release.gguf.output import find_output
+    from apto_release.gguf.output import companion_files, find_output
 
     files = []
     for type_ in target.gguf_types:
         files += find_output(target.folder, f"{target.model_name}-{type_}", type_)
-    return [target.folder / README, *files]
+    return [target.folder / README, *files, *companion_files(target.folder)]
 
 
 

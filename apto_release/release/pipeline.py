@@ -145,9 +145,10 @@ def merged_files(model: ModelTarget) -> list[Path]:
 
 
 def gguf_files(model: ModelTarget) -> list[Path]:
-    from apto_release.gguf.output import existing_outputs
+    from apto_release.gguf.output import companion_files, existing_outputs
 
-    return sorted(p for t in model.gguf for p in existing_outputs(model.gguf_folder, f"{model.name}-{t}"))
+    files = [p for t in model.gguf for p in existing_outputs(model.gguf_folder, f"{model.name}-{t}")]
+    return sorted(files + companion_files(model.gguf_folder)) if files else []
 
 
 _MADE_BY = {"adapter": "train", "merged checkpoint": "merge", "base checkpoint": None}

@@ -103,6 +103,11 @@ QWEN35_VISION_CONFIG: dict[str, Any] = {
     "num_position_embeddings": 64,  # 2304
 }
 
+#: The sampling settings in the tiny Qwen3.5's ``generation_config.json``: Qwen3.5's model card's
+#: recommended thinking-mode settings (temperature 1.0, top_p 0.95, top_k 20). The real file's
+#: values could not be read from here; the GGUF files and Ollama's ``params`` carry whatever it has.
+QWEN35_SAMPLING: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_k": 20, "top_p": 0.95}
+
 #: The tiny plain Qwen3 (``Qwen3Config``).
 QWEN3_CONFIG: dict[str, Any] = {
     "hidden_size": 64,
@@ -213,7 +218,7 @@ def build_tiny_qwen35(
         tensors.update(_mtp_tensors(tensors, text_prefix, config.get_text_config(), generator))
     return _write_checkpoint(
         out_dir, config, model_class, tensors, tokenizer, ids, num_shards=num_shards, dtype=dtype,
-        last_shard_prefix="mtp." if mtp else None,
+        last_shard_prefix="mtp." if mtp else None, sampling=QWEN35_SAMPLING,
     )
 
 
@@ -361,8 +366,9 @@ def _write_checkpoint(
     num_shards: int,
     dtype: str,
     last_shard_prefix: str | None = None,
+    sampling: dict[str, Any] | None = None,
 ) -> Path:
-    """Write shards, index, config, generation config and tokenizer into a fresh ``out_dir``."""
+    """Write shards, index, config, generation config (with ``sampling``) and tokenizer into a fresh ``out_dir``."""
     import torch
     from safetensors.torch import save_file
     from transformers import GenerationConfig
@@ -376,7 +382,7 @@ def _write_checkpoint(
 
     config.architectures = [model_class.__name__]
     config.dtype = dtype
-    generation_config = GenerationConfig(eos_token_id=[ids["eos"], ids["pad"]], pad_token_id=ids["pad"])
+    generation_config = GenerationConfig(eos_token_id=[ids["eos"], ids["pad"]], pad_token_id=ids["pad"], **(sampling or {}))
 
     with _fresh_dir(out_dir) as tmp:
         weight_map = {}

@@ -18,7 +18,7 @@ from apto_release import __version__
 from apto_release.errors import InputError
 from apto_release.cards import model as cards
 from apto_release.cards.check import check_card
-from apto_release.cards.model import CardError, build_cards, find_gguf_outputs, write_card
+from apto_release.cards.model import CardError, build_cards, find_gguf_outputs, render_gguf_card, write_card
 from apto_release.evals.results import EvaluationError, load_evaluation, parse_evaluation
 from apto_release.io import human_size
 from apto_release.release.manifest import load_manifest
@@ -310,6 +310,16 @@ def test_gguf_card(release):
     assert "LM Studio" in card.text
     assert "**recommended**" in card.text
     assert check_card(card.text, "gguf") == []
+
+
+def test_the_gguf_card_names_the_sampling_defaults_of_the_params_file(release, tmp_path):
+    manifest, built = release
+    model = manifest.models[0]
+    assert "general.sampling" not in built["gguf"].text  # no params file: nothing said
+    (model.gguf_folder / "params").write_text('{"stop": ["<|im_end|>"], "temperature": 1.0, "top_k": 20}\n', "utf-8")
+    text = render_gguf_card(manifest, model, find_gguf_outputs(model)).text
+    assert text.count("temperature 1.0, top_k 20") == 2 and text.count("`general.sampling.*`") == 2  # both languages
+    assert check_card(text, "gguf") == []
 
 
 def test_a_missing_gguf_type_is_an_input_error(tmp_path):

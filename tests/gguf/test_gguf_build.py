@@ -57,7 +57,7 @@ def test_k_quants_reuse_the_f16_of_the_same_run(models, tmp_path, monkeypatch):
 
     assert [f.quant for f in files] == ["F16", "Q4_K_M", "Q6_K"]
     assert calls == [tmp_path / "Wide-F16.gguf"] * 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["Wide-F16.gguf", "Wide-Q4_K_M.gguf", "Wide-Q6_K.gguf"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Wide-F16.gguf", "Wide-Q4_K_M.gguf", "Wide-Q6_K.gguf", "params"]
     assert files[1].tensor_types.get("Q4_K", 0) > 0
 
 
@@ -73,7 +73,7 @@ def test_a_bfloat16_checkpoint_is_quantized_from_a_temporary_bf16(models, tmp_pa
     build_gguf(models["bf16"], tmp_path, ["Q4_K_M"], name="Wide", verify=False)
 
     assert sources == [("Wide-BF16.gguf", gguf.LlamaFileType.MOSTLY_BF16)]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["Wide-Q4_K_M.gguf"]  # the intermediate is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Wide-Q4_K_M.gguf", "params"]  # the intermediate is gone
 
 
 def test_split_sets_and_verification(models, reference, tmp_path, monkeypatch):
@@ -110,3 +110,27 @@ def test_progress_reports_each_step(models, tmp_path):
     ends = [line.split(" done in ")[0] for line in stream.getvalue().splitlines() if " done in " in line]
     assert [end.split(":")[0] for end in ends] == ["convert Q8_0", "convert BF16 for the K-quants", "quantize Q4_K_M"]
     assert re.fullmatch(r"convert Q8_0: ([0-9.]+ [KM]B)/\1", ends[0])  # bytes, all of them
+
+
+def test_ollama_params_are_written_beside_the_files_and_another_models_are_not_overwritten(models, tmp_path):
+    import json
+
+    from apto_release.gguf.sampling import OLLAMA_PARAMS
+
+    config = json.loads((models["f32"] / "generation_config.json").read_text("utf-8"))
+    source = tmp_path / "sampled"
+    source.mkdir()
+    for path in models["f32"].iterdir():
+        (source / path.name).symlink_to(path)
+    (source / "generation_config.json").unlink()
+    (source / "generation_config.json").write_text(json.dumps({**config, "do_sample": True, "temperature": 0.6, "top_k": 20}), "utf-8")
+
+    build_gguf(source, tmp_path / "out", ["F16"], name="Wide", verify=False)
+    params = json.loads((tmp_path / "out" / OLLAMA_PARAMS).read_text("utf-8"))
+    assert params == {"stop": ["<|im_end|>"], "temperature": 0.6, "top_k": 20}
+
+    with pytest.raises(UsageError, match="exists with other settings"):  # before any work
+        build_gguf(models["f32"], tmp_path / "out", ["Q8_0"], name="Other", verify=False)
+    assert not (tmp_path / "out" / "Other-Q8_0.gguf").exists()
+    build_gguf(models["f32"], tmp_path / "out", ["Q8_0"], name="Other", verify=False, overwrite=True)
+    assert json.loads((tmp_path / "out" / OLLAMA_PARAMS).read_text("utf-8")) == {"stop": ["<|im_end|>"]}

@@ -31,7 +31,7 @@ from apto_release.errors import InputError, UsageError
 from apto_release.gguf import convert as convert_module
 from apto_release.gguf import output
 from apto_release.gguf.convert import convert
-from apto_release.testing.models import QWEN35_TEXT_CONFIG, build_tiny_qwen3, build_tiny_qwen35
+from apto_release.testing.models import QWEN35_SAMPLING, QWEN35_TEXT_CONFIG, build_tiny_qwen3, build_tiny_qwen35
 
 QT = gguf.GGMLQuantizationType
 CFG = QWEN35_TEXT_CONFIG
@@ -232,6 +232,11 @@ def test_metadata(outputs):
     assert kv["qwen35.attention.recurrent_layers"] == [*LINEAR, False]
     assert kv["qwen35.full_attention_interval"] == CFG["full_attention_interval"]
     assert kv["tokenizer.ggml.pre"] == "qwen35"
+    # generation_config.json's sampling defaults, as llama.cpp's tools take them
+    assert kv["general.sampling.temp"] == pytest.approx(QWEN35_SAMPLING["temperature"])
+    assert kv["general.sampling.top_k"] == QWEN35_SAMPLING["top_k"]
+    assert kv["general.sampling.top_p"] == pytest.approx(QWEN35_SAMPLING["top_p"])
+    assert not [k for k in kv if k.startswith("general.sampling.") and k.split(".")[-1] not in ("temp", "top_k", "top_p")]
 
 
 def test_text_only_without_mtp(models, outputs):
@@ -460,3 +465,19 @@ def test_q4_k_m_of_a_wide_qwen35_passes_verify(tmp_path):
     assert q4.tensor_types.get("Q4_K", 0) >= 8, q4.tensor_types
     report = verify(q4.path, model)
     assert report.ok, report.to_text()
+    sampling = next(c for c in report.checks if c.name == "sampling defaults")  # llama.cpp's quantizer kept them
+    assert sampling.measured["read"] == {"temp": "1.000000", "top_k": "20", "top_p": "0.950000"}, sampling.measured
+
+
+def test_verify_fails_sampling_defaults_that_differ_from_the_checkpoint(outputs, references):
+    """The file's general.sampling.* keys against the checkpoint's generation_config.json, read back by llama.cpp."""
+    import dataclasses
+
+    from apto_release.gguf.verify import verify
+
+    other = dataclasses.replace(references["text"], sampling={"temp": 0.7, "top_k": 20, "min_p": 0.05})
+    report = verify(outputs["text", "BF16"], other)
+    assert [c.name for c in report.failed] == ["sampling defaults"], report.to_text()
+    detail = report.failed[0].detail
+    assert "general.sampling.temp is 1.000000, not 0.7" in detail and "reads no general.sampling.min_p" in detail
+    assert "general.sampling.top_p is 0.950000, and the checkpoint has none" in detail

@@ -27,7 +27,7 @@ from apto_release.testing.models import build_tiny_qwen3
 from apto_release.testing.tokenizer import build_japanese_tokenizer
 
 QUANTS = ("F16", "BF16", "Q8_0")
-CHECKS = ["tokenizer", "chat template", "logits", "end-of-turn token", "generation stops"]
+CHECKS = ["tokenizer", "chat template", "logits", "end-of-turn token", "generation stops", "sampling defaults"]
 
 
 @pytest.fixture(scope="module")
@@ -284,8 +284,8 @@ def test_cli_table_and_exit_codes(models, run_cli):
     assert code == 1, err
     for name in CHECKS:
         assert name in out
-    assert "TinyQwen3-F16.gguf (F16)" in out and "all 5 checks passed" in out
-    assert "OtherQwen3-F16.gguf (F16)" in out and "1 of 5 checks FAILED" in out
+    assert "TinyQwen3-F16.gguf (F16)" in out and "all 6 checks passed" in out
+    assert "OtherQwen3-F16.gguf (F16)" in out and "1 of 6 checks FAILED" in out
     assert "1 of 2 files passed; failed: OtherQwen3-F16.gguf" in out
 
     code, out, _ = run_cli("gguf", "verify", models["Q8_0"], "-r", models["model"], "--threads", "1")
