@@ -134,6 +134,23 @@ def agreement_rows(evaluation: Evaluation | None) -> list[dict[str, Any]]:
     ]
 
 
+#: How the cards name a model side in the notes on unreadable judgements: (Japanese, English).
+SIDE_NAMES = {"before": ("ベースモデル", "base model"), "after": ("本モデル", "this model")}
+QUANT_REFERENCE_NAMES = ("チューニング済みモデル", "the tuned model")  # "after", in the GGUF card
+
+
+def unparseable_notes(evaluation: Evaluation | None, sides: Mapping[str, tuple[str, str]],
+                      benchmark: str | None = None) -> list[dict[str, Any]]:
+    """The results' counts of unreadable judgements of ``sides`` (side -> its names, ja and en), as text."""
+    if evaluation is None:
+        return []
+    return [
+        {"benchmark": u.benchmark, "ja": sides[u.model][0], "en": sides[u.model][1], "judge": u.judge,
+         "count": f"{u.count:,}", "judgements": f"{u.judgements:,}"}
+        for u in evaluation.unparseable if u.model in sides and benchmark in (None, u.benchmark)
+    ]
+
+
 def eval_results(evaluation: Evaluation | None) -> list:
     """The ``model-index`` results: each overall metric's value for the tuned model (``after``)."""
     from huggingface_hub import EvalResult
@@ -258,6 +275,7 @@ def evaluation_context(evaluation: Evaluation | None) -> dict[str, Any]:
             "bootstrap": "bootstrap" in methods,
             "resamples": f"{evaluation.bootstrap_resamples:,}" if evaluation and evaluation.bootstrap_resamples else None,
             "chart": CHART_NAME if evaluation and evaluation.chart else None,
+            "unparseable": unparseable_notes(evaluation, SIDE_NAMES),
         },
         "evaluated_benchmarks": list(dict.fromkeys(r["benchmark"] for r in rows)),
     }
@@ -303,6 +321,7 @@ def gguf_context(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None = 
     default type, and each file's safety against the merged model (``quant_safety``)."""
     types = [o.type for o in outputs]
     default = next(t for t in (*GGUF_DEFAULT_PREFERENCE, *types) if t in types)
+    quant_safety = quant_safety_rows(outputs, evaluation)
     files = []
     for o in outputs:
         for i, f in enumerate(o.files):
@@ -321,5 +340,8 @@ def gguf_context(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None = 
         "parameters": max(o.parameters for o in outputs),
         "default_type": default,
         "default_output": next(o for o in outputs if o.type == default),
-        "quant_safety": quant_safety_rows(outputs, evaluation),
+        "quant_safety": quant_safety,
+        "quant_unparseable": unparseable_notes(
+            evaluation, {"after": QUANT_REFERENCE_NAMES, **{q["type"]: (q["type"], q["type"]) for q in quant_safety}},
+            QUANT_SAFETY[0]) if quant_safety else [],
     }

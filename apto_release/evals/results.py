@@ -45,6 +45,11 @@ optional keys (a hand-written file may use them too)::
       "quants": [{"type": "Q4_K_M",             # a GGUF type (apto_release.gguf.GGUF_TYPES), once each
                   "metrics": [...]}]            # overall metric rows as above, "before" the merged
                                                 #   model and "after" the GGUF file (eval summarize --quant)
+      "unparseable": [{"benchmark": "AnswerCarefully", "model": "after", "judge": "gemma-3-27b",
+                       "count": 3, "judgements": 200}]
+                                                # judgements left out because the judge's output could
+                                                #   not be read, per benchmark, model ("before", "after"
+                                                #   or a type of "quants") and judge; only non-zero counts
 
 Rows are shown in file order; a metric the file does not have is simply not in the table. The
 overall rows (no ``category``) make the table and the ``model-index``; at least one is required.
@@ -73,13 +78,14 @@ AGREEMENT_MEASURES = ("krippendorff_alpha",)
 AGREEMENT_LEVELS = ("nominal", "ordinal", "interval")
 
 _TOP_REQUIRED = ("format", "model", "metrics")
-_TOP_OPTIONAL = ("judges", "agreement", "bootstrap", "chart", "quants")
+_TOP_OPTIONAL = ("judges", "agreement", "bootstrap", "chart", "quants", "unparseable")
 _METRIC_REQUIRED = ("benchmark", "metric", "label", "higher_is_better", "before", "after")
 _METRIC_OPTIONAL = ("label_ja", "unit", "ci95", "significant", "dataset_id", "n", "category", "method", "p_value", "per_judge")
 _JUDGE_VALUE_KEYS = ("judge", "before", "after", "n")
 _AGREEMENT_KEYS = ("benchmark", "measure", "level", "value", "judges", "units")
 _BOOTSTRAP_KEYS = ("resamples", "seed")
 _QUANT_KEYS = ("type", "metrics")
+_UNPARSEABLE_KEYS = ("benchmark", "model", "judge", "count", "judgements")
 
 
 class EvaluationError(InputError):
@@ -155,6 +161,17 @@ class QuantResults:
 
 
 @dataclass(frozen=True)
+class Unparseable:
+    """How many of a judge's judgements of one benchmark and model side could not be read (and were left out)."""
+
+    benchmark: str
+    model: str  # "before", "after" or a GGUF type of the results' quants
+    judge: str
+    count: int
+    judgements: int  # all of that judge's judgements of the benchmark and side
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """A model's evaluation results file, checked."""
 
@@ -166,6 +183,7 @@ class Evaluation:
     bootstrap_resamples: int | None = None
     chart: Path | None = None  # resolved against the file's folder
     quants: tuple[QuantResults, ...] = ()
+    unparseable: tuple[Unparseable, ...] = ()
 
     @property
     def overall(self) -> tuple[Metric, ...]:
@@ -363,12 +381,14 @@ def parse_evaluation(data: Any, path: str | Path = "<evaluation>") -> Evaluation
     agreement = data.get("agreement", [])
     if not isinstance(agreement, list):
         raise EvaluationError("'agreement' must be a list", path=path, field="agreement")
+    quants = _quants(data["quants"], path) if "quants" in data else ()
     return Evaluation(
         path, data["model"].strip(), tuple(metrics), tuple(_judge(j, i, path) for i, j in enumerate(judges, 1)),
         agreement=tuple(_agreement(a, f"agreement[{i}]", path) for i, a in enumerate(agreement, 1)),
         bootstrap_resamples=_bootstrap(data["bootstrap"], path) if "bootstrap" in data else None,
         chart=_chart(data["chart"], path) if "chart" in data else None,
-        quants=_quants(data["quants"], path) if "quants" in data else (),
+        quants=quants,
+        unparseable=_unparseable(data["unparseable"], quants, path) if "unparseable" in data else (),
     )
 
 
@@ -407,6 +427,36 @@ def _quants(entries: Any, path: Path) -> tuple[QuantResults, ...]:
                 raise EvaluationError(f"'{where}.metrics[{j}].category': a GGUF file's rows are overall rows only", path=path,
                                       field=f"{where}.metrics[{j}].category")
         found.append(QuantResults(entry["type"], tuple(metrics)))
+    return tuple(found)
+
+
+def _unparseable(entries: Any, quants: tuple[QuantResults, ...], path: Path) -> tuple[Unparseable, ...]:
+    """The counts of unreadable judgements: each a known model side, a positive count, once."""
+    if not isinstance(entries, list):
+        raise EvaluationError("'unparseable' must be a list", path=path, field="unparseable")
+    sides = ("before", "after", *(q.type for q in quants))
+    found: list[Unparseable] = []
+    for i, entry in enumerate(entries, 1):
+        where = f"unparseable[{i}]"
+        entry = _object(entry, _UNPARSEABLE_KEYS, _UNPARSEABLE_KEYS, where, path)
+
+        def fail(key: str, message: str) -> EvaluationError:
+            return EvaluationError(f"'{where}.{key}' {message}, found {entry[key]!r}", path=path, field=f"{where}.{key}")
+
+        for key in ("benchmark", "judge"):
+            if not isinstance(entry[key], str) or not entry[key].strip():
+                raise fail(key, "must be a non-empty string")
+        if entry["model"] not in sides:
+            types = ", ".join(q.type for q in quants) or "none"
+            raise fail("model", f"must be 'before', 'after' or a type of 'quants' ({types})")
+        if not _count(entry["count"], 1):
+            raise fail("count", "must be a positive integer")
+        if not _count(entry["judgements"], entry["count"]):
+            raise fail("judgements", f"must be an integer at least 'count' ({entry['count']})")
+        u = Unparseable(entry["benchmark"].strip(), entry["model"], entry["judge"].strip(), entry["count"], entry["judgements"])
+        if any((f.benchmark, f.model, f.judge) == (u.benchmark, u.model, u.judge) for f in found):
+            raise EvaluationError(f"'{where}' repeats {u.benchmark} {u.model} {u.judge}", path=path, field=where)
+        found.append(u)
     return tuple(found)
 
 

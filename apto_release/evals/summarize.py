@@ -22,7 +22,7 @@ from typing import Any
 from apto_release.evals.agreement import krippendorff_alpha
 from apto_release.evals.chart import plot_evaluation
 from apto_release.evals.judgements import ANSWER_KEY, SIDES, BenchmarkJudgements, Finding, Judgement, collate, read_judgements
-from apto_release.evals.metrics import MetricSpec
+from apto_release.evals.metrics import BENCHMARKS, MetricSpec
 from apto_release.evals.stats import Comparison, compare_means, compare_rates
 from apto_release.errors import UsageError
 from apto_release.gguf import GGUF_TYPES
@@ -94,10 +94,28 @@ def summarize(
                                     for data in quant_benchmarks[q] for spec in data.benchmark.metrics]}
             for q in quants
         ]
+    unparseable = _unparseable(judgements, ("before", "after", *quants))
+    if unparseable:
+        results["unparseable"] = unparseable
     rows = results["metrics"] + [row for q in results.get("quants", []) for row in q["metrics"]]
     if any(row["method"] == "bootstrap" for row in rows):
         results["bootstrap"] = {"resamples": resamples, "seed": seed}
     return Summary(findings, results, len(judgements), len(paths))
+
+
+def _unparseable(judgements: Sequence[Judgement], sides: Sequence[str]) -> list[dict[str, Any]]:
+    """The results' ``unparseable``: per benchmark, side and judge with any, how many of its judgements could not be read."""
+    totals: dict[tuple[str, str, str], list[int]] = {}
+    for j in judgements:
+        counts = totals.setdefault((j.benchmark.name, j.side, j.judge), [0, 0])
+        counts[0] += j.value is None
+        counts[1] += 1
+    order = {b.name: i for i, b in enumerate(BENCHMARKS)}
+    return [
+        {"benchmark": benchmark, "model": side, "judge": judge, "count": count, "judgements": total}
+        for (benchmark, side, judge), (count, total) in sorted(totals.items(), key=lambda kv: (order[kv[0][0]], sides.index(kv[0][1]), kv[0][2]))
+        if count
+    ]
 
 
 def _check_quants(quants: Sequence[str], before: str | None, after: str | None) -> None:
