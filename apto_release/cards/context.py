@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from apto_release import __version__
 from apto_release.evals.chart import CHART_NAME  # the chart module imports matplotlib only when it draws
 from apto_release.evals.metrics import BENCHMARKS as EVAL_BENCHMARKS
-from apto_release.evals.results import Evaluation, Metric
+from apto_release.evals.results import Evaluation, Metric, Served
 from apto_release.train.summary import LOSS_CURVE_NAME, TrainingSummary
 
 if TYPE_CHECKING:  # the release hands cards its manifest; cards never import the release
@@ -301,7 +301,7 @@ QUANT_SAFETY = ("AnswerCarefully", ("acceptable_rate", "violation_rate"))
 
 def quant_safety_rows(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None) -> list[dict[str, Any]]:
     """Per GGUF file of the release that has results: AnswerCarefully's acceptable and violation
-    rates, the merged model's and the file's, with the change and its interval (``metric_rows``' cells)."""
+    rates, the tuned model's and the file's, with the change and its interval (``metric_rows``' cells)."""
     if evaluation is None:
         return []
     benchmark, metrics = QUANT_SAFETY
@@ -318,7 +318,7 @@ def quant_safety_rows(outputs: Sequence[GGUFOutput], evaluation: Evaluation | No
 
 def gguf_context(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None = None) -> dict[str, Any]:
     """What the GGUF card shows of its files: each type and file, the largest parameter count, the
-    default type, and each file's safety against the merged model (``quant_safety``)."""
+    default type, and each file's safety against the tuned model as served (``quant_safety``, ``quant_reference``)."""
     types = [o.type for o in outputs]
     default = next(t for t in (*GGUF_DEFAULT_PREFERENCE, *types) if t in types)
     quant_safety = quant_safety_rows(outputs, evaluation)
@@ -344,4 +344,11 @@ def gguf_context(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None = 
         "quant_unparseable": unparseable_notes(
             evaluation, {"after": QUANT_REFERENCE_NAMES, **{q["type"]: (q["type"], q["type"]) for q in quant_safety}},
             QUANT_SAFETY[0]) if quant_safety else [],
+        "quant_reference": _quant_reference(quant_safety, evaluation),
     }
+
+
+def _quant_reference(rows: Sequence[Mapping[str, Any]], evaluation: Evaluation | None) -> Served | None:
+    """What served the tuned model the table's files are compared with, when every row names the same."""
+    shown = {q.reference for q in (evaluation.quants if evaluation else ()) if any(r["type"] == q.type for r in rows)}
+    return shown.pop() if len(shown) == 1 else None

@@ -105,7 +105,8 @@ def judge(client: ChatClient | None, responses: str | Path, dest: str | Path, *,
             if not find_benchmark(item.benchmark).judged:
                 digest = request_hash({"answer": line["answer"]})
                 if out.kept(judgement_key(_side(line)), digest) is None:
-                    out.add({**judgement_line(item, line["answer"], None, judge=None, side=line["label"]), HASH_FIELD: digest})
+                    out.add({**judgement_line(item, line["answer"], None, judge=None, side=line["label"]),
+                             "served": served(line), HASH_FIELD: digest})
                 else:
                     kept += 1
                 continue
@@ -133,7 +134,7 @@ def judge(client: ChatClient | None, responses: str | Path, dest: str | Path, *,
                 if parsed.ok or attempt == JUDGE_ATTEMPTS:
                     judged = judgement_line(item, line["answer"], parsed, judge=judge_name, side=line["label"],
                                             turn=int(line["turn"]))
-                    out.add({**judged, "attempts": attempt, HASH_FIELD: digest})
+                    out.add({**judged, "served": served(line), "attempts": attempt, HASH_FIELD: digest})
                 else:
                     again.append(pending[index])
             pending = again
@@ -141,6 +142,19 @@ def judge(client: ChatClient | None, responses: str | Path, dest: str | Path, *,
                 progress(f"asking again for {len(pending)} unparseable judgement(s) (attempt {attempt + 1} of {JUDGE_ATTEMPTS})")
         written = out.finish()
     return RunResult(Path(dest), written, kept, asked)
+
+
+def served(response: dict[str, Any]) -> dict[str, str]:
+    """What served a response, as its judgement records it (``served``): the file or folder an
+    engine was started for and the engine, or the model name asked of an engine given by URL
+    (never the URL: it may name a private host)."""
+    engine = response.get("engine") if isinstance(response.get("engine"), dict) else {}
+    if engine.get("path"):
+        record = {"name": str(engine["path"])}
+        if engine.get("engine"):
+            record["engine"] = str(engine["engine"])
+        return record
+    return {"name": str(response.get("model") or response["label"])}
 
 
 def count_unparseable(path: str | Path) -> int:

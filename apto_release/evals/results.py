@@ -43,8 +43,10 @@ optional keys (a hand-written file may use them too)::
       "bootstrap": {"resamples": 10000, "seed": 0},
       "chart": "eval_chart.png",                # a PNG beside the file (a relative path)
       "quants": [{"type": "Q4_K_M",             # a GGUF type (apto_release.gguf.GGUF_TYPES), once each
-                  "metrics": [...]}]            # overall metric rows as above, "before" the merged
+                  "metrics": [...],             # overall metric rows as above, "before" the tuned
                                                 #   model and "after" the GGUF file (eval summarize --quant)
+                  "reference": {"name": "Model-F16.gguf",   # optional: what served the tuned model that
+                                "engine": "llama.cpp's server"}}]  # the file is compared with (engine optional)
       "unparseable": [{"benchmark": "AnswerCarefully", "model": "after", "judge": "gemma-3-27b",
                        "count": 3, "judgements": 200}]
                                                 # judgements left out because the judge's output could
@@ -85,6 +87,7 @@ _JUDGE_VALUE_KEYS = ("judge", "before", "after", "n")
 _AGREEMENT_KEYS = ("benchmark", "measure", "level", "value", "judges", "units")
 _BOOTSTRAP_KEYS = ("resamples", "seed")
 _QUANT_KEYS = ("type", "metrics")
+_REFERENCE_KEYS = ("name", "engine")
 _UNPARSEABLE_KEYS = ("benchmark", "model", "judge", "count", "judgements")
 
 
@@ -149,11 +152,21 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class Served:
+    """What served a model: a file or folder's name (or a served model name) and the engine, if known."""
+
+    name: str
+    engine: str | None = None
+
+
+@dataclass(frozen=True)
 class QuantResults:
-    """A GGUF file's metrics against the merged model: ``before`` the merged model, ``after`` the file."""
+    """A GGUF file's metrics against the tuned model: ``before`` the tuned model (as ``reference``
+    served it, when known), ``after`` the file."""
 
     type: str
     metrics: tuple[Metric, ...]
+    reference: Served | None = None
 
     def metric(self, benchmark: str, metric: str) -> Metric | None:
         """The row of ``benchmark``'s ``metric``, if the file has it."""
@@ -413,7 +426,7 @@ def _quants(entries: Any, path: Path) -> tuple[QuantResults, ...]:
     found: list[QuantResults] = []
     for i, entry in enumerate(entries, 1):
         where = f"quants[{i}]"
-        entry = _object(entry, _QUANT_KEYS, _QUANT_KEYS, where, path)
+        entry = _object(entry, (*_QUANT_KEYS, "reference"), _QUANT_KEYS, where, path)
         if entry["type"] not in GGUF_TYPES:
             raise EvaluationError(f"'{where}.type' must be a GGUF type ({', '.join(GGUF_TYPES)}), found {entry['type']!r}",
                                   path=path, field=f"{where}.type")
@@ -426,8 +439,17 @@ def _quants(entries: Any, path: Path) -> tuple[QuantResults, ...]:
             if m.category is not None:
                 raise EvaluationError(f"'{where}.metrics[{j}].category': a GGUF file's rows are overall rows only", path=path,
                                       field=f"{where}.metrics[{j}].category")
-        found.append(QuantResults(entry["type"], tuple(metrics)))
+        reference = _reference(entry["reference"], f"{where}.reference", path) if "reference" in entry else None
+        found.append(QuantResults(entry["type"], tuple(metrics), reference))
     return tuple(found)
+
+
+def _reference(entry: Any, where: str, path: Path) -> Served:
+    entry = _object(entry, _REFERENCE_KEYS, ("name",), where, path)
+    for key in _REFERENCE_KEYS:
+        if key in entry and (not isinstance(entry[key], str) or not entry[key].strip()):
+            raise EvaluationError(f"'{where}.{key}' must be a non-empty string, found {entry[key]!r}", path=path, field=f"{where}.{key}")
+    return Served(entry["name"].strip(), entry["engine"].strip() if "engine" in entry else None)
 
 
 def _unparseable(entries: Any, quants: tuple[QuantResults, ...], path: Path) -> tuple[Unparseable, ...]:

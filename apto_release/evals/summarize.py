@@ -4,8 +4,8 @@
 and computes per benchmark and metric (``metrics``): the value before and after, the change, its
 95% interval and significance (``stats``), the same per category, each judge's own values, and
 the judges' agreement (``agreement``). With ``quants``, each GGUF file's judgements are compared
-with the tuned merged model's the same way (the merged model as "before", the quant as "after":
-the results file's ``quants``). ``write_results`` writes the results file the cards read
+with the tuned model's the same way (the tuned model as "before", the quant as "after": the
+results file's ``quants``, with what served the tuned model as its ``reference``). ``write_results`` writes the results file the cards read
 (``apto_release.evals.results``, format 1) and the chart beside it (``chart``).
 
 All of it is deterministic: the same files, seed and resamples give byte-identical outputs.
@@ -89,11 +89,14 @@ def summarize(
     if agreement:
         results["agreement"] = agreement
     if quants:
-        results["quants"] = [
-            {"type": q, "metrics": [_overall_row(data, spec, seed=seed, resamples=resamples)
-                                    for data in quant_benchmarks[q] for spec in data.benchmark.metrics]}
-            for q in quants
-        ]
+        results["quants"] = []
+        for q in quants:
+            entry: dict[str, Any] = {"type": q, "metrics": [_overall_row(data, spec, seed=seed, resamples=resamples)
+                                                           for data in quant_benchmarks[q] for spec in data.benchmark.metrics]}
+            reference = _reference(judgements, q, findings)
+            if reference:
+                entry["reference"] = reference
+            results["quants"].append(entry)
     unparseable = _unparseable(judgements, ("before", "after", *quants))
     if unparseable:
         results["unparseable"] = unparseable
@@ -149,6 +152,22 @@ def _collate_quant(judgements: Sequence[Judgement], quant: str, findings: list[F
                     .replace("(before only)", "(tuned model only)").replace("(after only)", f"({quant} only)"))
             findings.append(Finding(f.severity, f"{quant} against the tuned model: {text}"))
     return collated
+
+
+def _reference(judgements: Sequence[Judgement], quant: str, findings: list[Finding]) -> dict[str, str] | None:
+    """What served the tuned model that ``quant`` is compared with: the one ``served`` record of the
+    tuned model's judgements of the benchmarks judged for ``quant``; None (and a warning) for several."""
+    benches = {j.benchmark.name for j in judgements if j.side == quant}
+    found = sorted({j.served for j in judgements if j.side == "after" and j.benchmark.name in benches and j.served},
+                   key=lambda s: (s[0], s[1] or ""))
+    if len(found) > 1:
+        names = ", ".join(name + (f" ({engine})" if engine else "") for name, engine in found)
+        findings.append(Finding("warning", f"{quant} against the tuned model: the tuned model's judgements name {len(found)} "
+                                           f"engines ({names}): the card names none"))
+    if len(found) != 1:
+        return None
+    name, engine = found[0]
+    return {"name": name, "engine": engine} if engine else {"name": name}
 
 
 def write_results(summary: Summary, dest: str | Path, *, chart: str | Path | None = None) -> Evaluation:

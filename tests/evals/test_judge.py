@@ -3,6 +3,7 @@ without a judge, resume, and the judgements that eval summarize reads."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -119,3 +120,24 @@ def test_a_repeated_response_is_an_error_naming_both_lines(responses, tmp_path):
     both = tmp_path / "both.jsonl"
     both.write_text("".join(lines) + "".join(x.replace('"label":"after"', '"label":"before"') for x in lines), "utf-8")
     assert len(read_responses(both)) == 2 * len(lines)
+
+
+@pytest.mark.parametrize(("engine", "served"), [
+    ({"engine": "llama.cpp's server", "path": "Tiny-F16.gguf", "served_model": "Tiny-F16"},
+     {"name": "Tiny-F16.gguf", "engine": "llama.cpp's server"}),
+    ({"url": "http://gpu01:8000/v1", "served_model": "org/tiny"}, {"name": "tiny"}),  # the name asked for; never the URL
+    (None, {"name": "tiny"}),  # a hand-written responses file without an engine
+])
+def test_each_judgement_records_what_served_the_answer(responses, tmp_path, engine, served):
+    bench, path = responses
+    lines = [line for line in read_lines(path) if line["benchmark"] == "JMMLU"]  # judged by the key: no engine needed
+    for line in lines:
+        line.pop("engine")
+        if engine is not None:
+            line["engine"] = engine
+    source = tmp_path / "r.jsonl"
+    source.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), "utf-8")
+    judge(None, source, tmp_path / "j.jsonl", judge_name=None, bench_dir=bench)
+    assert [line["served"] for line in read_lines(tmp_path / "j.jsonl")] == [served] * len(lines)
+    assert {j.served for j in read_judgements([tmp_path / "j.jsonl"])} == {(served["name"], served.get("engine"))}
+    assert "gpu01" not in (tmp_path / "j.jsonl").read_text("utf-8")
