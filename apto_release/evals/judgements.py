@@ -23,7 +23,7 @@ except near misses of the known ones (``categroy``), which are errors.
 
 Reading stops at the first malformed line with an ``InputError`` naming the file and line (exit
 2). What only shows across lines is a ``Finding`` (``collate``): a judgement repeated with a
-different output, or an item given two categories, is an error; an identical repeat counts once
+different output (a readable and an unparseable one included), or an item given two categories, is an error; an identical repeat counts once
 (a warning); an item judged for only one model is left out of every result (a warning); a
 benchmark with no item judged for both models is an error.
 """
@@ -323,9 +323,9 @@ def collate(judgements: Iterable[Judgement]) -> tuple[list[BenchmarkJudgements],
     """
     judgements = list(judgements)
     findings: list[Finding] = []
-    judgements = _parsed(judgements, findings)
+    # repeats first: a readable and an unreadable judgement of one key are two different ones
+    unique = _parsed(_unique(judgements, findings), findings)
     categories = _categories(judgements, findings)
-    unique = _unique(judgements, findings)
     grouped: dict[str, dict[str, dict[str, dict[str, dict[int | None, Value]]]]] = {}
     for j in unique:
         cell = grouped.setdefault(j.benchmark.name, {}).setdefault(j.item, {}).setdefault(j.judge, {"before": {}, "after": {}})
@@ -388,11 +388,15 @@ def _unique(judgements: Iterable[Judgement], findings: list[Finding]) -> list[Ju
         else:
             turn = f", turn {j.turn}" if j.turn is not None else ""
             findings.append(Finding("error", f"{j.benchmark.name} item {j.item} ({j.side}, judge {j.judge}{turn}) is judged twice "
-                                             f"differently: {json.dumps(earlier.value)} at {earlier.where}, {json.dumps(j.value)} at {j.where}"))
+                                             f"differently: {_shown(earlier.value)} at {earlier.where}, {_shown(j.value)} at {j.where}"))
     for name, examples in repeats.items():
         findings.append(Finding("warning", f"{name}: {_count(examples, 'judgement')} repeat an identical earlier one and count once: "
                                            f"{_examples(examples)}"))
     return list(first.values())
+
+
+def _shown(value: Value | None) -> str:
+    return UNPARSEABLE if value is None else json.dumps(value)
 
 
 def _categories(judgements: Iterable[Judgement], findings: list[Finding]) -> dict[tuple[str, str], str]:

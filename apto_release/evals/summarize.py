@@ -109,7 +109,7 @@ def summarize(
 def _unparseable(judgements: Sequence[Judgement], sides: Sequence[str]) -> list[dict[str, Any]]:
     """The results' ``unparseable``: per benchmark, side and judge with any, how many of its judgements could not be read."""
     totals: dict[tuple[str, str, str], list[int]] = {}
-    for j in judgements:
+    for j in {j.key: j for j in judgements}.values():  # an identical repeat counts once (a different one is an error)
         counts = totals.setdefault((j.benchmark.name, j.side, j.judge), [0, 0])
         counts[0] += j.value is None
         counts[1] += 1

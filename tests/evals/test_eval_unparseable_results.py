@@ -81,3 +81,11 @@ def test_a_bad_unparseable_entry_names_the_field(unparseable, field, message):
 def test_a_quant_entry_is_read():
     evaluation = parse_evaluation(_results([ENTRY, {**ENTRY, "model": "Q8_0", "count": 6}]), "r.json")
     assert [(u.model, u.count) for u in evaluation.unparseable] == [("after", 2), ("Q8_0", 6)]
+
+
+def test_an_identical_repeat_counts_once(tmp_path):
+    lines = [unreadable(x) if (x["item"], x["model"]) == ("ac-1", "after") else x for x in HAND if x["benchmark"] == "AnswerCarefully"]
+    path = write_jsonl(tmp_path / "ac.jsonl", lines + [lines[6]])  # ac-1 after, unreadable, twice
+    summary = summarize([path], model=MODEL, resamples=50)
+    assert summary.ok and summary.results["unparseable"] == [
+        {"benchmark": "AnswerCarefully", "model": "after", "judge": "j1", "count": 1, "judgements": 6}]
