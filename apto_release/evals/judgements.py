@@ -23,9 +23,9 @@ except near misses of the known ones (``categroy``), which are errors.
 
 Reading stops at the first malformed line with an ``InputError`` naming the file and line (exit
 2). What only shows across lines is a ``Finding`` (``collate``): a judgement repeated with a
-different output (a readable and an unparseable one included), or an item given two categories, is an error; an identical repeat counts once
-(a warning); an item judged for only one model is left out of every result (a warning); a
-benchmark with no item judged for both models is an error.
+different output (a readable and an unparseable one included), or an item given two categories,
+is an error; an identical repeat counts once (a warning); an item judged for only one model is
+left out of every result (a warning); a benchmark with no item judged for both models is an error.
 """
 
 from __future__ import annotations
