@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from apto_release import __version__
 from apto_release.evals.chart import CHART_NAME  # the chart module imports matplotlib only when it draws
 from apto_release.evals.metrics import BENCHMARKS as EVAL_BENCHMARKS
-from apto_release.evals.results import Evaluation, Metric
+from apto_release.evals.results import Evaluation, Metric, Served
 from apto_release.train.summary import LOSS_CURVE_NAME, TrainingSummary
 
 if TYPE_CHECKING:  # the release hands cards its manifest; cards never import the release
@@ -131,6 +131,23 @@ def agreement_rows(evaluation: Evaluation | None) -> list[dict[str, Any]]:
         {"benchmark": a.benchmark, "value": None if a.value is None else _fmt(a.value, 2), "level": a.level,
          "level_ja": AGREEMENT_LEVELS_JA[a.level], "judges": len(a.judges), "units": f"{a.units:,}"}
         for a in evaluation.agreement
+    ]
+
+
+#: How the cards name a model side in the notes on unreadable judgements: (Japanese, English).
+SIDE_NAMES = {"before": ("ベースモデル", "base model"), "after": ("本モデル", "this model")}
+QUANT_REFERENCE_NAMES = ("チューニング済みモデル", "the tuned model")  # "after", in the GGUF card
+
+
+def unparseable_notes(evaluation: Evaluation | None, sides: Mapping[str, tuple[str, str]],
+                      benchmark: str | None = None) -> list[dict[str, Any]]:
+    """The results' counts of unreadable judgements of ``sides`` (side -> its names, ja and en), as text."""
+    if evaluation is None:
+        return []
+    return [
+        {"benchmark": u.benchmark, "ja": sides[u.model][0], "en": sides[u.model][1], "judge": u.judge,
+         "count": f"{u.count:,}", "judgements": f"{u.judgements:,}"}
+        for u in evaluation.unparseable if u.model in sides and benchmark in (None, u.benchmark)
     ]
 
 
@@ -258,6 +275,7 @@ def evaluation_context(evaluation: Evaluation | None) -> dict[str, Any]:
             "bootstrap": "bootstrap" in methods,
             "resamples": f"{evaluation.bootstrap_resamples:,}" if evaluation and evaluation.bootstrap_resamples else None,
             "chart": CHART_NAME if evaluation and evaluation.chart else None,
+            "unparseable": unparseable_notes(evaluation, SIDE_NAMES),
         },
         "evaluated_benchmarks": list(dict.fromkeys(r["benchmark"] for r in rows)),
     }
@@ -283,7 +301,7 @@ QUANT_SAFETY = ("AnswerCarefully", ("acceptable_rate", "violation_rate"))
 
 def quant_safety_rows(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None) -> list[dict[str, Any]]:
     """Per GGUF file of the release that has results: AnswerCarefully's acceptable and violation
-    rates, the merged model's and the file's, with the change and its interval (``metric_rows``' cells)."""
+    rates, the tuned model's and the file's, with the change and its interval (``metric_rows``' cells)."""
     if evaluation is None:
         return []
     benchmark, metrics = QUANT_SAFETY
@@ -300,9 +318,10 @@ def quant_safety_rows(outputs: Sequence[GGUFOutput], evaluation: Evaluation | No
 
 def gguf_context(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None = None) -> dict[str, Any]:
     """What the GGUF card shows of its files: each type and file, the largest parameter count, the
-    default type, and each file's safety against the merged model (``quant_safety``)."""
+    default type, and each file's safety against the tuned model as served (``quant_safety``, ``quant_reference``)."""
     types = [o.type for o in outputs]
     default = next(t for t in (*GGUF_DEFAULT_PREFERENCE, *types) if t in types)
+    quant_safety = quant_safety_rows(outputs, evaluation)
     files = []
     for o in outputs:
         for i, f in enumerate(o.files):
@@ -321,5 +340,15 @@ def gguf_context(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None = 
         "parameters": max(o.parameters for o in outputs),
         "default_type": default,
         "default_output": next(o for o in outputs if o.type == default),
-        "quant_safety": quant_safety_rows(outputs, evaluation),
+        "quant_safety": quant_safety,
+        "quant_unparseable": unparseable_notes(
+            evaluation, {"after": QUANT_REFERENCE_NAMES, **{q["type"]: (q["type"], q["type"]) for q in quant_safety}},
+            QUANT_SAFETY[0]) if quant_safety else [],
+        "quant_reference": _quant_reference(quant_safety, evaluation),
     }
+
+
+def _quant_reference(rows: Sequence[Mapping[str, Any]], evaluation: Evaluation | None) -> Served | None:
+    """What served the tuned model the table's files are compared with, when every row names the same."""
+    shown = {q.reference for q in (evaluation.quants if evaluation else ()) if any(r["type"] == q.type for r in rows)}
+    return shown.pop() if len(shown) == 1 else None

@@ -291,7 +291,7 @@ def render_gguf_card(
     strict: bool = True,
 ) -> RenderedCard:
     """The GGUF repo's card (``<gguf_folder>/README.md``): the files, which to pick, how to run them,
-    and (from ``evaluation``'s ``quants``) each file's safety against the merged model.
+    and (from ``evaluation``'s ``quants``) each file's safety against the tuned model as served.
 
     Raises:
         InputError: ``evaluation`` is of another model.

@@ -66,6 +66,7 @@ class BenchmarkSpec:
     reference_file: Mapping[str, Any] | None = None
     prompt_template: str | None = None
     path: Path | None = None
+    readme: Mapping[str, str] = field(default_factory=dict)  # the README table's notes: source, sampling, judge
 
     @property
     def name(self) -> str:
@@ -155,6 +156,7 @@ def load_spec(name: str) -> BenchmarkSpec:
         reference_file=data.get("reference_file"),
         prompt_template=data.get("prompt", {}).get("template"),
         path=Path(str(resource)),
+        readme=data.get("readme", {}),
     )
 
 

@@ -11,10 +11,10 @@ from typing import Any
 from apto_release.errors import InputError
 from apto_release.evals.benchmarks import Item, load_items
 from apto_release.evals.client import ChatClient, Sampling
-from apto_release.evals.generate import Progress, RunResult, bench_folder, response_order
+from apto_release.evals.generate import Progress, RunResult, bench_folder, response_key, response_order
 from apto_release.evals.judging import JUDGE_ATTEMPTS, judge_messages, judgement_line, parse_judgement_output
 from apto_release.evals.metrics import find_benchmark
-from apto_release.evals.records import HASH_FIELD, ResumableOutput, read_lines, request_hash
+from apto_release.evals.records import HASH_FIELD, ResumableOutput, numbered_lines, read_lines, request_hash
 
 REQUIRED = ("benchmark", "item", "turn", "label", "answer")
 #: The judge's first attempt decodes greedily; a retry of an unparseable answer samples (seed = attempt - 1).
@@ -40,13 +40,20 @@ def read_responses(path: str | Path) -> list[dict[str, Any]]:
     """The lines of a responses file (``eval generate``), checked for the fields judging needs.
 
     Raises:
-        InputError: missing file, malformed line, missing field, or an unknown benchmark.
+        InputError: missing file, malformed line, missing field, an unknown benchmark, or a
+            response repeated (the same benchmark, item, turn and label: both lines named).
     """
+    return [line for _, line in _numbered_responses(path)]
+
+
+def _numbered_responses(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """``read_responses`` with each line's number in the file."""
     path = Path(path)
     if not path.is_file():
         raise InputError("no such responses file", path=path, hint="write it with apto-release eval generate")
-    lines = read_lines(path)
-    for number, line in enumerate(lines, 1):
+    numbered = numbered_lines(path)
+    seen: dict[tuple, int] = {}
+    for number, line in numbered:
         for name in REQUIRED:
             if name not in line:
                 raise InputError(f"a response line needs '{name}'", path=path, line=number, field=name)
@@ -54,9 +61,14 @@ def read_responses(path: str | Path) -> list[dict[str, Any]]:
         if bench is None:
             raise InputError(f"unknown benchmark '{line['benchmark']}'", path=path, line=number, field="benchmark")
         line["benchmark"] = bench.name
-    if not lines:
+        key = (*response_key(line), str(line["label"]))
+        if key in seen:  # never a silent choice between two answers to one request
+            raise InputError(f"{bench.name} item {line['item']} turn {line['turn']} ({line['label']}) repeats line {seen[key]}",
+                             path=path, line=number, hint="keep one response per benchmark, item, turn and label")
+        seen[key] = number
+    if not numbered:
         raise InputError("the responses file has no response", path=path)
-    return lines
+    return numbered
 
 
 def judge(client: ChatClient | None, responses: str | Path, dest: str | Path, *, judge_name: str | None,
@@ -78,8 +90,9 @@ def judge(client: ChatClient | None, responses: str | Path, dest: str | Path, *,
         InputError: a malformed responses file, or a response whose item the benchmark lacks.
         EngineError: the judge failed; what was judged stays in ``<dest>.partial``.
     """
-    lines = read_responses(responses)
-    items = _items(lines, bench_dir, Path(responses))
+    numbered = _numbered_responses(responses)
+    lines = [line for _, line in numbered]
+    items = _items(numbered, bench_dir, Path(responses))
     answers: dict[tuple[str, str, str], dict[int, str]] = {}
     for line in lines:
         answers.setdefault((line["benchmark"], str(line["item"]), line["label"]), {})[int(line["turn"])] = line["answer"]
@@ -92,7 +105,8 @@ def judge(client: ChatClient | None, responses: str | Path, dest: str | Path, *,
             if not find_benchmark(item.benchmark).judged:
                 digest = request_hash({"answer": line["answer"]})
                 if out.kept(judgement_key(_side(line)), digest) is None:
-                    out.add({**judgement_line(item, line["answer"], None, judge=None, side=line["label"]), HASH_FIELD: digest})
+                    out.add({**judgement_line(item, line["answer"], None, judge=None, side=line["label"]),
+                             "served": served(line), HASH_FIELD: digest})
                 else:
                     kept += 1
                 continue
@@ -120,7 +134,7 @@ def judge(client: ChatClient | None, responses: str | Path, dest: str | Path, *,
                 if parsed.ok or attempt == JUDGE_ATTEMPTS:
                     judged = judgement_line(item, line["answer"], parsed, judge=judge_name, side=line["label"],
                                             turn=int(line["turn"]))
-                    out.add({**judged, "attempts": attempt, HASH_FIELD: digest})
+                    out.add({**judged, "served": served(line), "attempts": attempt, HASH_FIELD: digest})
                 else:
                     again.append(pending[index])
             pending = again
@@ -128,6 +142,19 @@ def judge(client: ChatClient | None, responses: str | Path, dest: str | Path, *,
                 progress(f"asking again for {len(pending)} unparseable judgement(s) (attempt {attempt + 1} of {JUDGE_ATTEMPTS})")
         written = out.finish()
     return RunResult(Path(dest), written, kept, asked)
+
+
+def served(response: dict[str, Any]) -> dict[str, str]:
+    """What served a response, as its judgement records it (``served``): the file or folder an
+    engine was started for and the engine, or the model name asked of an engine given by URL
+    (never the URL: it may name a private host)."""
+    engine = response.get("engine") if isinstance(response.get("engine"), dict) else {}
+    if engine.get("path"):
+        record = {"name": str(engine["path"])}
+        if engine.get("engine"):
+            record["engine"] = str(engine["engine"])
+        return record
+    return {"name": str(response.get("model") or response["label"])}
 
 
 def count_unparseable(path: str | Path) -> int:
@@ -142,13 +169,13 @@ def _side(line: dict[str, Any]) -> dict[str, Any]:
             "model": line["label"]}
 
 
-def _items(lines: Sequence[dict[str, Any]], bench_dir: str | Path | None, path: Path) -> dict[tuple[str, str], Item]:
+def _items(numbered: Sequence[tuple[int, dict[str, Any]]], bench_dir: str | Path | None, path: Path) -> dict[tuple[str, str], Item]:
     """The benchmark items the responses answer (all of each benchmark named)."""
     items: dict[tuple[str, str], Item] = {}
-    for name in dict.fromkeys(line["benchmark"] for line in lines):
+    for name in dict.fromkeys(line["benchmark"] for _, line in numbered):
         for item in load_items(name, bench_folder(bench_dir, name)):
             items[(item.benchmark, item.id)] = item
-    for number, line in enumerate(lines, 1):
+    for number, line in numbered:
         if (line["benchmark"], str(line["item"])) not in items:
             raise InputError(f"{line['benchmark']} has no item '{line['item']}'", path=path, line=number, field="item",
                              hint="give the --bench-dir the responses were generated from")

@@ -16,15 +16,16 @@ letters A-D; ``chosen`` may be null when no answer could be read, which counts a
 needs no judge; its lines are scored against the answer key. A judge output that could not be
 parsed (after the retries of ``eval judge``) is a line with ``"unparseable": "<the judge's raw
 text>"`` instead of the output field: it is counted (a warning per benchmark and judge) and left
-out of the values (docs/eval-judging.md). Benchmark names are matched without
+out of the values (docs/eval-judging.md). ``eval judge`` also writes ``"served": {"name": ...,
+"engine": ...}``, what served the judged answer (``Judgement.served``). Benchmark names are matched without
 case or punctuation (``mt_bench_ja``, ``AC``). Other keys (a judge's rationale, say) are ignored,
 except near misses of the known ones (``categroy``), which are errors.
 
 Reading stops at the first malformed line with an ``InputError`` naming the file and line (exit
 2). What only shows across lines is a ``Finding`` (``collate``): a judgement repeated with a
-different output, or an item given two categories, is an error; an identical repeat counts once
-(a warning); an item judged for only one model is left out of every result (a warning); a
-benchmark with no item judged for both models is an error.
+different output (a readable and an unparseable one included), or an item given two categories,
+is an error; an identical repeat counts once (a warning); an item judged for only one model is
+left out of every result (a warning); a benchmark with no item judged for both models is an error.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ COMMON_FIELDS = ("benchmark", "item", "model", "judge", "category")
 OUTPUT_FIELDS = ("score", "verdict", "chosen", "correct", "turn")
 #: Written instead of the output field when the judge's output could not be parsed; holds the raw text.
 UNPARSEABLE = "unparseable"
-KNOWN_FIELDS = COMMON_FIELDS + OUTPUT_FIELDS + (UNPARSEABLE,)
+#: What served the judged answer (``eval judge`` copies it from the response): its ``name`` and ``engine``.
+SERVED = "served"
+KNOWN_FIELDS = COMMON_FIELDS + OUTPUT_FIELDS + (UNPARSEABLE, SERVED)
 #: The judge of a JMMLU line that names none: the benchmark's answer key.
 ANSWER_KEY = "answer key"
 #: Examples listed in a finding before "and N more".
@@ -66,6 +69,7 @@ class Judgement:
     value: Value | None  # a score, a lower-case verdict, (JMMLU) whether the chosen answer is correct; None: unparseable
     path: Path
     line: int
+    served: tuple[str, str | None] | None = None  # (name, engine) of what served the judged answer
 
     @property
     def key(self) -> tuple[str, str, str, str, int | None]:
@@ -204,7 +208,23 @@ def parse_judgement(obj: Any, ids: dict[str, str], *, path: Path, line: int) -> 
         value = _unparseable(benchmark, obj, fail)
     else:
         value = _output(benchmark, obj, fail)
-    return Judgement(benchmark, item.strip(), side, judge, turn, category.strip() if category else None, value, path, line)
+    return Judgement(benchmark, item.strip(), side, judge, turn, category.strip() if category else None, value, path, line,
+                     _served(obj.get(SERVED), fail))
+
+
+def _served(served: Any, fail) -> tuple[str, str | None] | None:
+    """The ``served`` record: ``{"name": ..., "engine": ...}`` (engine optional), or None."""
+    if served is None:
+        return None
+    if not isinstance(served, dict) or not isinstance(served.get("name"), str) or not served["name"].strip():
+        raise fail(f"'{SERVED}' must be an object with the 'name' of what served the answer (and its 'engine'), found {served!r}", SERVED)
+    for key in served:
+        if key not in ("name", "engine"):
+            raise fail(f"'{SERVED}' has an unknown key '{key}' (it holds 'name' and 'engine')", SERVED)
+    engine = served.get("engine")
+    if engine is not None and (not isinstance(engine, str) or not engine.strip()):
+        raise fail(f"'{SERVED}.engine' must be a non-empty string, found {engine!r}", SERVED)
+    return served["name"].strip(), engine.strip() if engine else None
 
 
 def _unparseable(benchmark: Benchmark, obj: dict, fail) -> None:
@@ -303,9 +323,9 @@ def collate(judgements: Iterable[Judgement]) -> tuple[list[BenchmarkJudgements],
     """
     judgements = list(judgements)
     findings: list[Finding] = []
-    judgements = _parsed(judgements, findings)
+    # repeats first: a readable and an unreadable judgement of one key are two different ones
+    unique = _parsed(_unique(judgements, findings), findings)
     categories = _categories(judgements, findings)
-    unique = _unique(judgements, findings)
     grouped: dict[str, dict[str, dict[str, dict[str, dict[int | None, Value]]]]] = {}
     for j in unique:
         cell = grouped.setdefault(j.benchmark.name, {}).setdefault(j.item, {}).setdefault(j.judge, {"before": {}, "after": {}})
@@ -368,11 +388,15 @@ def _unique(judgements: Iterable[Judgement], findings: list[Finding]) -> list[Ju
         else:
             turn = f", turn {j.turn}" if j.turn is not None else ""
             findings.append(Finding("error", f"{j.benchmark.name} item {j.item} ({j.side}, judge {j.judge}{turn}) is judged twice "
-                                             f"differently: {json.dumps(earlier.value)} at {earlier.where}, {json.dumps(j.value)} at {j.where}"))
+                                             f"differently: {_shown(earlier.value)} at {earlier.where}, {_shown(j.value)} at {j.where}"))
     for name, examples in repeats.items():
         findings.append(Finding("warning", f"{name}: {_count(examples, 'judgement')} repeat an identical earlier one and count once: "
                                            f"{_examples(examples)}"))
     return list(first.values())
+
+
+def _shown(value: Value | None) -> str:
+    return UNPARSEABLE if value is None else json.dumps(value)
 
 
 def _categories(judgements: Iterable[Judgement], findings: list[Finding]) -> dict[tuple[str, str], str]:

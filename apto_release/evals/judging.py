@@ -16,7 +16,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from apto_release.evals.benchmarks import Item, load_spec
+from apto_release.evals.benchmarks import BenchmarkSpec, Item, load_spec, spec_names
 from apto_release.evals.client import split_reasoning
 from apto_release.evals.metrics import Benchmark, find_benchmark
 
@@ -211,3 +211,61 @@ def judgement_line(item: Item, response: str | Sequence[str], parsed: Parsed | N
         line["unparseable"] = parsed.raw
     return line
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The README's table of the benchmarks and their judges
+
+BENCHMARK_TABLE_START = "<!-- the benchmark table: apto_release.evals.judging.benchmark_table() -->"
+BENCHMARK_TABLE_END = "<!-- end of the benchmark table -->"
+
+
+def benchmark_table() -> str:
+    """The README's Markdown table of every benchmark: source and version, licence and access,
+    sampling settings and judge, from the data files (a test keeps the README equal to it)."""
+    lines = ["| benchmark | source (version) | licence and access | sampling (T / top_p / max_tokens / seed / thinking) | judge |",
+             "|---|---|---|---|---|"]
+    for name in spec_names():
+        spec = load_spec(name)
+        cells = [spec.name, _source_cell(spec), f"{spec.source['license']}; {spec.source['access']}", _sampling_cell(spec),
+                 _judge_cell(spec)]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def _source_cell(spec: BenchmarkSpec) -> str:
+    if spec.hub_id:
+        link = f"[`{spec.hub_id}`](https://huggingface.co/datasets/{spec.hub_id})"
+    else:  # "owner/repo@branch:folder"
+        repo, _, rest = spec.source["github"].partition("@")
+        branch, _, folder = rest.partition(":")
+        link = f"[{repo} `{branch}`](https://github.com/{repo}/tree/{branch}/{folder})"
+    files = ", ".join(f"`{f}`" for f in (*spec.source["files"], *(spec.reference_file or {}).get("files", ())))
+    version = f"commit `{spec.revision[:7]}`" if spec.pinned else f"revision `{spec.revision}`, unpinned"
+    note = spec.readme.get("source")
+    return f"{link}: {files}" + (f", {note}" if note else "") + f" ({version})"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if value != int(value) else f"{value:.1f}"
+
+
+def _sampling_cell(spec: BenchmarkSpec) -> str:
+    s = spec.sampling
+    temperature = _number(s.temperature)
+    if s.temperature_by_category:
+        per = ", ".join(f"{c} {_number(t)}" for c, t in s.temperature_by_category.items())
+        temperature = f"per category: {per}, others {temperature}"
+    seed = "none" if s.seed is None else str(s.seed)
+    values = f"{temperature} / {_number(s.top_p)} / {s.max_tokens} / {seed} / {'on' if s.enable_thinking else 'off'}"
+    note = spec.readme.get("sampling")
+    return values + (f" ({note})" if note else "")
+
+
+def _judge_cell(spec: BenchmarkSpec) -> str:
+    note = spec.readme.get("judge", "")
+    if not spec.judge_prompt:
+        return note
+    bench = spec.benchmark
+    scale = f"{bench.scores[0]}-{bench.scores[1]}" if bench.output == "score" else "/".join(bench.verdicts)
+    return f"[{note or spec.judge_prompt}](apto_release/evals/prompts/{spec.judge_prompt}): `{format_judgement_output(bench, scale)}`"

@@ -50,6 +50,11 @@ def read_lines(path: Path, *, tolerate_torn_end: bool = False) -> list[dict[str,
         InputError: a malformed line (file and line named); with ``tolerate_torn_end`` the last
             line is dropped instead when it has no newline (a write cut by a kill).
     """
+    return [record for _, record in numbered_lines(path, tolerate_torn_end=tolerate_torn_end)]
+
+
+def numbered_lines(path: Path, *, tolerate_torn_end: bool = False) -> list[tuple[int, dict[str, Any]]]:
+    """``read_lines`` with each object's line number in the file (1-based; blank lines count)."""
     if not path.is_file():
         return []
     data = path.read_bytes()
@@ -68,7 +73,7 @@ def read_lines(path: Path, *, tolerate_torn_end: bool = False) -> list[dict[str,
                              hint="the file is damaged: remove it to start again") from None
         if not isinstance(record, dict):
             raise InputError(f"a line must be a JSON object, found {type(record).__name__}", path=path, line=number)
-        records.append(record)
+        records.append((number, record))
     return records
 
 

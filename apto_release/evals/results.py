@@ -43,8 +43,15 @@ optional keys (a hand-written file may use them too)::
       "bootstrap": {"resamples": 10000, "seed": 0},
       "chart": "eval_chart.png",                # a PNG beside the file (a relative path)
       "quants": [{"type": "Q4_K_M",             # a GGUF type (apto_release.gguf.GGUF_TYPES), once each
-                  "metrics": [...]}]            # overall metric rows as above, "before" the merged
+                  "metrics": [...],             # overall metric rows as above, "before" the tuned
                                                 #   model and "after" the GGUF file (eval summarize --quant)
+                  "reference": {"name": "Model-F16.gguf",   # optional: what served the tuned model that
+                                "engine": "llama.cpp's server"}}]  # the file is compared with (engine optional)
+      "unparseable": [{"benchmark": "AnswerCarefully", "model": "after", "judge": "gemma-3-27b",
+                       "count": 3, "judgements": 200}]
+                                                # judgements left out because the judge's output could
+                                                #   not be read, per benchmark, model ("before", "after"
+                                                #   or a type of "quants") and judge; only non-zero counts
 
 Rows are shown in file order; a metric the file does not have is simply not in the table. The
 overall rows (no ``category``) make the table and the ``model-index``; at least one is required.
@@ -73,13 +80,15 @@ AGREEMENT_MEASURES = ("krippendorff_alpha",)
 AGREEMENT_LEVELS = ("nominal", "ordinal", "interval")
 
 _TOP_REQUIRED = ("format", "model", "metrics")
-_TOP_OPTIONAL = ("judges", "agreement", "bootstrap", "chart", "quants")
+_TOP_OPTIONAL = ("judges", "agreement", "bootstrap", "chart", "quants", "unparseable")
 _METRIC_REQUIRED = ("benchmark", "metric", "label", "higher_is_better", "before", "after")
 _METRIC_OPTIONAL = ("label_ja", "unit", "ci95", "significant", "dataset_id", "n", "category", "method", "p_value", "per_judge")
 _JUDGE_VALUE_KEYS = ("judge", "before", "after", "n")
 _AGREEMENT_KEYS = ("benchmark", "measure", "level", "value", "judges", "units")
 _BOOTSTRAP_KEYS = ("resamples", "seed")
 _QUANT_KEYS = ("type", "metrics")
+_REFERENCE_KEYS = ("name", "engine")
+_UNPARSEABLE_KEYS = ("benchmark", "model", "judge", "count", "judgements")
 
 
 class EvaluationError(InputError):
@@ -143,15 +152,36 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class Served:
+    """What served a model: a file or folder's name (or a served model name) and the engine, if known."""
+
+    name: str
+    engine: str | None = None
+
+
+@dataclass(frozen=True)
 class QuantResults:
-    """A GGUF file's metrics against the merged model: ``before`` the merged model, ``after`` the file."""
+    """A GGUF file's metrics against the tuned model: ``before`` the tuned model (as ``reference``
+    served it, when known), ``after`` the file."""
 
     type: str
     metrics: tuple[Metric, ...]
+    reference: Served | None = None
 
     def metric(self, benchmark: str, metric: str) -> Metric | None:
         """The row of ``benchmark``'s ``metric``, if the file has it."""
         return next((m for m in self.metrics if (m.benchmark, m.metric) == (benchmark, metric)), None)
+
+
+@dataclass(frozen=True)
+class Unparseable:
+    """How many of a judge's judgements of one benchmark and model side could not be read (and were left out)."""
+
+    benchmark: str
+    model: str  # "before", "after" or a GGUF type of the results' quants
+    judge: str
+    count: int
+    judgements: int  # all of that judge's judgements of the benchmark and side
 
 
 @dataclass(frozen=True)
@@ -166,6 +196,7 @@ class Evaluation:
     bootstrap_resamples: int | None = None
     chart: Path | None = None  # resolved against the file's folder
     quants: tuple[QuantResults, ...] = ()
+    unparseable: tuple[Unparseable, ...] = ()
 
     @property
     def overall(self) -> tuple[Metric, ...]:
@@ -363,12 +394,14 @@ def parse_evaluation(data: Any, path: str | Path = "<evaluation>") -> Evaluation
     agreement = data.get("agreement", [])
     if not isinstance(agreement, list):
         raise EvaluationError("'agreement' must be a list", path=path, field="agreement")
+    quants = _quants(data["quants"], path) if "quants" in data else ()
     return Evaluation(
         path, data["model"].strip(), tuple(metrics), tuple(_judge(j, i, path) for i, j in enumerate(judges, 1)),
         agreement=tuple(_agreement(a, f"agreement[{i}]", path) for i, a in enumerate(agreement, 1)),
         bootstrap_resamples=_bootstrap(data["bootstrap"], path) if "bootstrap" in data else None,
         chart=_chart(data["chart"], path) if "chart" in data else None,
-        quants=_quants(data["quants"], path) if "quants" in data else (),
+        quants=quants,
+        unparseable=_unparseable(data["unparseable"], quants, path) if "unparseable" in data else (),
     )
 
 
@@ -393,7 +426,7 @@ def _quants(entries: Any, path: Path) -> tuple[QuantResults, ...]:
     found: list[QuantResults] = []
     for i, entry in enumerate(entries, 1):
         where = f"quants[{i}]"
-        entry = _object(entry, _QUANT_KEYS, _QUANT_KEYS, where, path)
+        entry = _object(entry, (*_QUANT_KEYS, "reference"), _QUANT_KEYS, where, path)
         if entry["type"] not in GGUF_TYPES:
             raise EvaluationError(f"'{where}.type' must be a GGUF type ({', '.join(GGUF_TYPES)}), found {entry['type']!r}",
                                   path=path, field=f"{where}.type")
@@ -406,7 +439,46 @@ def _quants(entries: Any, path: Path) -> tuple[QuantResults, ...]:
             if m.category is not None:
                 raise EvaluationError(f"'{where}.metrics[{j}].category': a GGUF file's rows are overall rows only", path=path,
                                       field=f"{where}.metrics[{j}].category")
-        found.append(QuantResults(entry["type"], tuple(metrics)))
+        reference = _reference(entry["reference"], f"{where}.reference", path) if "reference" in entry else None
+        found.append(QuantResults(entry["type"], tuple(metrics), reference))
+    return tuple(found)
+
+
+def _reference(entry: Any, where: str, path: Path) -> Served:
+    entry = _object(entry, _REFERENCE_KEYS, ("name",), where, path)
+    for key in _REFERENCE_KEYS:
+        if key in entry and (not isinstance(entry[key], str) or not entry[key].strip()):
+            raise EvaluationError(f"'{where}.{key}' must be a non-empty string, found {entry[key]!r}", path=path, field=f"{where}.{key}")
+    return Served(entry["name"].strip(), entry["engine"].strip() if "engine" in entry else None)
+
+
+def _unparseable(entries: Any, quants: tuple[QuantResults, ...], path: Path) -> tuple[Unparseable, ...]:
+    """The counts of unreadable judgements: each a known model side, a positive count, once."""
+    if not isinstance(entries, list):
+        raise EvaluationError("'unparseable' must be a list", path=path, field="unparseable")
+    sides = ("before", "after", *(q.type for q in quants))
+    found: list[Unparseable] = []
+    for i, entry in enumerate(entries, 1):
+        where = f"unparseable[{i}]"
+        entry = _object(entry, _UNPARSEABLE_KEYS, _UNPARSEABLE_KEYS, where, path)
+
+        def fail(key: str, message: str) -> EvaluationError:
+            return EvaluationError(f"'{where}.{key}' {message}, found {entry[key]!r}", path=path, field=f"{where}.{key}")
+
+        for key in ("benchmark", "judge"):
+            if not isinstance(entry[key], str) or not entry[key].strip():
+                raise fail(key, "must be a non-empty string")
+        if entry["model"] not in sides:
+            types = ", ".join(q.type for q in quants) or "none"
+            raise fail("model", f"must be 'before', 'after' or a type of 'quants' ({types})")
+        if not _count(entry["count"], 1):
+            raise fail("count", "must be a positive integer")
+        if not _count(entry["judgements"], entry["count"]):
+            raise fail("judgements", f"must be an integer at least 'count' ({entry['count']})")
+        u = Unparseable(entry["benchmark"].strip(), entry["model"], entry["judge"].strip(), entry["count"], entry["judgements"])
+        if any((f.benchmark, f.model, f.judge) == (u.benchmark, u.model, u.judge) for f in found):
+            raise EvaluationError(f"'{where}' repeats {u.benchmark} {u.model} {u.judge}", path=path, field=where)
+        found.append(u)
     return tuple(found)
 
 

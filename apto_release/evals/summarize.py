@@ -4,8 +4,8 @@
 and computes per benchmark and metric (``metrics``): the value before and after, the change, its
 95% interval and significance (``stats``), the same per category, each judge's own values, and
 the judges' agreement (``agreement``). With ``quants``, each GGUF file's judgements are compared
-with the tuned merged model's the same way (the merged model as "before", the quant as "after":
-the results file's ``quants``). ``write_results`` writes the results file the cards read
+with the tuned model's the same way (the tuned model as "before", the quant as "after": the
+results file's ``quants``, with what served the tuned model as its ``reference``). ``write_results`` writes the results file the cards read
 (``apto_release.evals.results``, format 1) and the chart beside it (``chart``).
 
 All of it is deterministic: the same files, seed and resamples give byte-identical outputs.
@@ -22,7 +22,7 @@ from typing import Any
 from apto_release.evals.agreement import krippendorff_alpha
 from apto_release.evals.chart import plot_evaluation
 from apto_release.evals.judgements import ANSWER_KEY, SIDES, BenchmarkJudgements, Finding, Judgement, collate, read_judgements
-from apto_release.evals.metrics import MetricSpec
+from apto_release.evals.metrics import BENCHMARKS, MetricSpec
 from apto_release.evals.stats import Comparison, compare_means, compare_rates
 from apto_release.errors import UsageError
 from apto_release.gguf import GGUF_TYPES
@@ -89,15 +89,36 @@ def summarize(
     if agreement:
         results["agreement"] = agreement
     if quants:
-        results["quants"] = [
-            {"type": q, "metrics": [_overall_row(data, spec, seed=seed, resamples=resamples)
-                                    for data in quant_benchmarks[q] for spec in data.benchmark.metrics]}
-            for q in quants
-        ]
+        results["quants"] = []
+        for q in quants:
+            entry: dict[str, Any] = {"type": q, "metrics": [_overall_row(data, spec, seed=seed, resamples=resamples)
+                                                           for data in quant_benchmarks[q] for spec in data.benchmark.metrics]}
+            reference = _reference(judgements, q, findings)
+            if reference:
+                entry["reference"] = reference
+            results["quants"].append(entry)
+    unparseable = _unparseable(judgements, ("before", "after", *quants))
+    if unparseable:
+        results["unparseable"] = unparseable
     rows = results["metrics"] + [row for q in results.get("quants", []) for row in q["metrics"]]
     if any(row["method"] == "bootstrap" for row in rows):
         results["bootstrap"] = {"resamples": resamples, "seed": seed}
     return Summary(findings, results, len(judgements), len(paths))
+
+
+def _unparseable(judgements: Sequence[Judgement], sides: Sequence[str]) -> list[dict[str, Any]]:
+    """The results' ``unparseable``: per benchmark, side and judge with any, how many of its judgements could not be read."""
+    totals: dict[tuple[str, str, str], list[int]] = {}
+    for j in {j.key: j for j in judgements}.values():  # an identical repeat counts once (a different one is an error)
+        counts = totals.setdefault((j.benchmark.name, j.side, j.judge), [0, 0])
+        counts[0] += j.value is None
+        counts[1] += 1
+    order = {b.name: i for i, b in enumerate(BENCHMARKS)}
+    return [
+        {"benchmark": benchmark, "model": side, "judge": judge, "count": count, "judgements": total}
+        for (benchmark, side, judge), (count, total) in sorted(totals.items(), key=lambda kv: (order[kv[0][0]], sides.index(kv[0][1]), kv[0][2]))
+        if count
+    ]
 
 
 def _check_quants(quants: Sequence[str], before: str | None, after: str | None) -> None:
@@ -131,6 +152,22 @@ def _collate_quant(judgements: Sequence[Judgement], quant: str, findings: list[F
                     .replace("(before only)", "(tuned model only)").replace("(after only)", f"({quant} only)"))
             findings.append(Finding(f.severity, f"{quant} against the tuned model: {text}"))
     return collated
+
+
+def _reference(judgements: Sequence[Judgement], quant: str, findings: list[Finding]) -> dict[str, str] | None:
+    """What served the tuned model that ``quant`` is compared with: the one ``served`` record of the
+    tuned model's judgements of the benchmarks judged for ``quant``; None (and a warning) for several."""
+    benches = {j.benchmark.name for j in judgements if j.side == quant}
+    found = sorted({j.served for j in judgements if j.side == "after" and j.benchmark.name in benches and j.served},
+                   key=lambda s: (s[0], s[1] or ""))
+    if len(found) > 1:
+        names = ", ".join(name + (f" ({engine})" if engine else "") for name, engine in found)
+        findings.append(Finding("warning", f"{quant} against the tuned model: the tuned model's judgements name {len(found)} "
+                                           f"engines ({names}): the card names none"))
+    if len(found) != 1:
+        return None
+    name, engine = found[0]
+    return {"name": name, "engine": engine} if engine else {"name": name}
 
 
 def write_results(summary: Summary, dest: str | Path, *, chart: str | Path | None = None) -> Evaluation:

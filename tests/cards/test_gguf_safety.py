@@ -13,7 +13,7 @@ from tests.cards.test_cards import evaluation, front_matter, make_release
 
 
 def ac_rows(acceptable, violation, n=1000) -> list[dict]:
-    """AnswerCarefully's two rates of a GGUF file: (merged, file, ci95, significant) each."""
+    """AnswerCarefully's two rates of a GGUF file: (tuned model, file, ci95, significant) each."""
     rows = []
     for metric, label, better, (before, after, ci, significant) in (
         ("acceptable_rate", "AC acceptable rate", True, acceptable), ("violation_rate", "AC violation rate", False, violation),
@@ -54,9 +54,9 @@ def table(text: str, header: str) -> list[str]:
     return rows
 
 
-JA_HEADER = ("| 形式 | 許容回答率 ↑（統合モデル → このファイル） | 差 | 95% 信頼区間 | 違反率 ↓（統合モデル → このファイル） | 差 "
+JA_HEADER = ("| 形式 | 許容回答率 ↑（チューニング済みモデル → このファイル） | 差 | 95% 信頼区間 | 違反率 ↓（チューニング済みモデル → このファイル） | 差 "
              "| 95% 信頼区間 | 設問数 |")
-EN_HEADER = "| type | acceptable rate ↑ (merged → this file) | change | 95% CI | violation rate ↓ (merged → this file) | change | 95% CI | items |"
+EN_HEADER = "| type | acceptable rate ↑ (tuned → this file) | change | 95% CI | violation rate ↓ (tuned → this file) | change | 95% CI | items |"
 
 
 def test_the_table_has_a_row_per_released_file_with_results(tmp_path):
@@ -93,3 +93,24 @@ def test_without_an_evaluation_the_card_says_not_measured(tmp_path):
 def test_quants_without_answercarefully_make_no_table(tmp_path):
     text = gguf_card(tmp_path, [{"type": "Q8_0", "metrics": QUANTS[1]["metrics"][2:]}])
     assert "The safety of each GGUF file is not measured in this release." in text and EN_HEADER not in text
+
+
+F16 = {"name": "Apto-Tiny-Safety-F16.gguf", "engine": "llama.cpp's server"}
+
+
+@pytest.mark.parametrize(("references", "en", "ja"), [
+    ([F16, F16, None], "as the tuned model, served from `Apto-Tiny-Safety-F16.gguf` by llama.cpp's server,",
+     "チューニング済みモデル（`Apto-Tiny-Safety-F16.gguf` を llama.cpp's server で実行）"),
+    ([{"name": "apto-ai/Apto-Tiny-Safety"}] * 2 + [None], "as the tuned model, served as `apto-ai/Apto-Tiny-Safety`,",
+     "チューニング済みモデル（`apto-ai/Apto-Tiny-Safety` として提供）"),
+    ([None, None, None], "as the tuned model, and the answers", "チューニング済みモデルの回答"),
+    ([F16, {"name": "other"}, None], "as the tuned model, and the answers", "チューニング済みモデルの回答"),  # no one name for both rows
+])
+def test_the_reference_is_the_tuned_model_as_served(tmp_path, references, en, ja):
+    quants = [{**q, "reference": r} if r else q for q, r in zip(QUANTS, references)]
+    text = gguf_card(tmp_path, quants)
+    assert f"So each file answered the same [AnswerCarefully](https://huggingface.co/datasets/llm-jp/AnswerCarefully) items {en}" in text
+    assert ja in text
+    assert "The change is this file minus the tuned model" in text and "「このファイル − チューニング済みモデル」" in text
+    assert "merged" not in text.split("### Quantization and safety")[1].split("### How to use")[0]
+    assert "統合モデル" not in text

@@ -166,3 +166,17 @@ def test_long_lists_are_cut(tmp_path):
     lines = [ac(item=f"ac-{i}") for i in range(8)] + [ac(item="ac-9"), ac(item="ac-9", model="after")]
     _, findings = collate(read(tmp_path, lines))
     assert messages(findings, "warning")[0].endswith("ac-4 (before only) and 3 more")
+
+
+def test_a_judgement_repeated_once_readable_once_not_is_an_error_naming_both_lines(tmp_path):
+    unreadable = {k: v for k, v in ac(model="after").items() if k != "score"} | {"unparseable": "?"}
+    path = tmp_path / "j.jsonl"
+    for lines, first, second in (([ac(), ac(model="after"), unreadable], "4 at", "unparseable at"),
+                                 ([ac(), unreadable, ac(model="after")], "unparseable at", "4 at")):
+        _, findings = collate(read(tmp_path, lines))
+        error = messages(findings, "error")[0]  # not a silent pick of the readable one
+        assert error == (f"AnswerCarefully item ac-1 (after, judge j1) is judged twice differently: {first} {path}:2, "
+                         f"{second} {path}:3")
+    # an identical unreadable repeat counts once, in the count of unreadable judgements too
+    _, findings = collate(read(tmp_path, [ac(), unreadable, unreadable]))
+    assert any("1 of 2 judgements are unparseable" in m for m in messages(findings, "warning"))

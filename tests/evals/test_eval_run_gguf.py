@@ -28,3 +28,5 @@ def test_the_tiny_gguf_as_model_and_as_judge(run_cli, gguf, tmp_path):
     judged = read_judgements([judgements], after="F16")  # a GGUF label is a model id that --after maps
     assert [(j.benchmark.name, j.judge) for j in judged] == [("AnswerCarefully", "TinyQwen3-F16"), ("JMMLU", "answer key")]
     assert judged[0].value is None and read_lines(judgements)[0]["attempts"] == 3
+    # what served the judged answer (the tuned model a GGUF file is compared with, in the GGUF card)
+    assert judged[0].served == (gguf.name, "llama.cpp's server") == tuple(read_lines(judgements)[0]["served"].values())

@@ -3,12 +3,15 @@ without a judge, resume, and the judgements that eval summarize reads."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from apto_release.errors import InputError
 from apto_release.evals.client import ChatClient, Endpoint
 from apto_release.evals.generate import generate, load_benchmarks
-from apto_release.evals.judge import JUDGE_ATTEMPTS, judge
+from apto_release.evals.judge import JUDGE_ATTEMPTS, judge, read_responses
 from apto_release.evals.judgements import read_judgements
 from apto_release.evals.records import read_lines
 from apto_release.testing.openai_server import ScriptedServer
@@ -100,3 +103,41 @@ def test_a_response_for_an_unknown_item_names_its_line(responses, tmp_path):
     bad.write_text('{"benchmark": "AnswerCarefully"}\n', "utf-8")
     with pytest.raises(InputError, match=r"r.jsonl:1: a response line needs 'item'"):
         judge(None, bad, tmp_path / "j.jsonl", judge_name="x", bench_dir=bench)
+
+
+def test_a_repeated_response_is_an_error_naming_both_lines(responses, tmp_path):
+    bench, path = responses
+    lines = path.read_text("utf-8").splitlines(keepends=True)
+    bad = tmp_path / "r.jsonl"
+    # a blank line first: the lines named are the file's own (1-based), not the n-th response
+    bad.write_text("\n" + "".join(lines) + lines[1].replace('"answer":"', '"answer":"later ', 1), "utf-8")
+    first = read_lines(path)[1]
+    where = f"{first['benchmark']} item {first['item']} turn {first['turn']} (after)"
+    with pytest.raises(InputError, match=rf"r.jsonl:{len(lines) + 2}: {re.escape(where)} repeats line 3"):
+        judge(None, bad, tmp_path / "j.jsonl", judge_name="x", bench_dir=bench)
+    assert not (tmp_path / "j.jsonl").exists() and not (tmp_path / "j.jsonl.partial").exists()
+    # the same item, turn and benchmark for two model sides is no repeat: one file may hold both
+    both = tmp_path / "both.jsonl"
+    both.write_text("".join(lines) + "".join(x.replace('"label":"after"', '"label":"before"') for x in lines), "utf-8")
+    assert len(read_responses(both)) == 2 * len(lines)
+
+
+@pytest.mark.parametrize(("engine", "served"), [
+    ({"engine": "llama.cpp's server", "path": "Tiny-F16.gguf", "served_model": "Tiny-F16"},
+     {"name": "Tiny-F16.gguf", "engine": "llama.cpp's server"}),
+    ({"url": "http://gpu01:8000/v1", "served_model": "org/tiny"}, {"name": "tiny"}),  # the name asked for; never the URL
+    (None, {"name": "tiny"}),  # a hand-written responses file without an engine
+])
+def test_each_judgement_records_what_served_the_answer(responses, tmp_path, engine, served):
+    bench, path = responses
+    lines = [line for line in read_lines(path) if line["benchmark"] == "JMMLU"]  # judged by the key: no engine needed
+    for line in lines:
+        line.pop("engine")
+        if engine is not None:
+            line["engine"] = engine
+    source = tmp_path / "r.jsonl"
+    source.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), "utf-8")
+    judge(None, source, tmp_path / "j.jsonl", judge_name=None, bench_dir=bench)
+    assert [line["served"] for line in read_lines(tmp_path / "j.jsonl")] == [served] * len(lines)
+    assert {j.served for j in read_judgements([tmp_path / "j.jsonl"])} == {(served["name"], served.get("engine"))}
+    assert "gpu01" not in (tmp_path / "j.jsonl").read_text("utf-8")
