@@ -65,7 +65,8 @@ def summarize_command(paths, output, model, before_id, after_id, chart, no_chart
         click.echo(line)
     _agreement(evaluation)
     for quant in evaluation.quants:
-        click.echo(f"{quant.type} against the tuned model (before: the merged model, after: {quant.type}):")
+        served = f" served from {quant.reference.name}" if quant.reference else ""
+        click.echo(f"{quant.type} against the tuned model (before: the tuned model{served}, after: {quant.type}):")
         for line in _table(quant.metrics)[:-1]:
             click.echo(line)
     click.echo(f"Wrote {output}" + (f" and {chart}" if chart else ""))

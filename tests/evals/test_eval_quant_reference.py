@@ -74,3 +74,11 @@ def test_a_bad_reference_names_the_field(reference, field, message):
     with pytest.raises(EvaluationError) as info:
         parse_evaluation(data, "r.json")
     assert message in str(info.value) and info.value.field == field
+
+
+def test_eval_summarize_says_what_served_the_tuned_model(run_cli, tmp_path):
+    files = [arg for path in paths(tmp_path, F16) for arg in ("-j", path)]
+    code, out, err = run_cli("eval", "summarize", *files, "--model", MODEL, "--quant", "Q4_K_M",
+                           "-o", tmp_path / "results.json", "--no-chart", "--bootstrap", "100")
+    assert code == 0, err
+    assert f"Q4_K_M against the tuned model (before: the tuned model served from {F16['name']}, after: Q4_K_M):" in out

@@ -1,4 +1,4 @@
-"""summarize with GGUF types: each quant against the tuned merged model, and the results file's ``quants``."""
+"""summarize with GGUF types: each quant against the tuned model, and the results file's ``quants``."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def test_the_cli_option(run_cli, paths, tmp_path):
                                    "-o", out, "--no-chart", "--bootstrap", "200", "--quant", "Q4_K_M")
     assert code == 0, stderr
     lines = stdout.splitlines()
-    start = lines.index("Q4_K_M against the tuned model (before: the merged model, after: Q4_K_M):")
+    start = lines.index("Q4_K_M against the tuned model (before: the tuned model, after: Q4_K_M):")
     assert lines[start + 1].split()[:2] == ["metric", "n"]
     assert lines[start + 2].split()[:8] == ["AC", "acceptable", "rate", "(%)", "6", "66.7", "33.3", "-33.4"]
     assert lines[start + 3].split()[:8] == ["AC", "violation", "rate", "(%)", "6", "33.3", "66.7", "+33.4"]
