@@ -20,6 +20,7 @@ from apto_release import __version__
 from apto_release.evals.chart import CHART_NAME  # the chart module imports matplotlib only when it draws
 from apto_release.evals.metrics import BENCHMARKS as EVAL_BENCHMARKS
 from apto_release.evals.results import Evaluation, Metric, Served
+from apto_release.gguf.memory import CARD_CONTEXTS, estimate
 from apto_release.train.summary import LOSS_CURVE_NAME, TrainingSummary
 
 if TYPE_CHECKING:  # the release hands cards its manifest; cards never import the release
@@ -332,9 +333,12 @@ def gguf_context(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None = 
     return {
         "outputs": [
             {"type": o.type, "size": o.size, "bpw": f"{o.bits_per_weight:.2f}", "first": o.files[0].path.name,
-             "parts": len(o.files), "ja": GGUF_GUIDANCE.get(o.type, ("", ""))[0], "en": GGUF_GUIDANCE.get(o.type, ("", ""))[1]}
+             "parts": len(o.files), "ja": GGUF_GUIDANCE.get(o.type, ("", ""))[0], "en": GGUF_GUIDANCE.get(o.type, ("", ""))[1],
+             "memory": [estimate([f.path for f in o.files], n_ctx).total for n_ctx in CARD_CONTEXTS]}
             for o in outputs
         ],
+        "memory_contexts": [f"{n_ctx // 1024}k" for n_ctx in CARD_CONTEXTS],
+        "memory_parts": _memory_parts(outputs),
         "files": files,
         "has_split": any(len(o.files) > 1 for o in outputs),
         "parameters": max(o.parameters for o in outputs),
@@ -346,6 +350,14 @@ def gguf_context(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None = 
             QUANT_SAFETY[0]) if quant_safety else [],
         "quant_reference": _quant_reference(quant_safety, evaluation),
     }
+
+
+def _memory_parts(outputs: Sequence[GGUFOutput]) -> dict[str, str]:
+    """The context-dependent parts of the memory at the largest card context, the same for every
+    file (the KV cache, the recurrent state, the compute buffer), for the table's note."""
+    part = estimate([f.path for f in outputs[0].files], CARD_CONTEXTS[-1])
+    return {"context": f"{CARD_CONTEXTS[-1] // 1024}k", "kv_cache": part.kv_cache, "recurrent": part.recurrent,
+            "compute": part.compute}
 
 
 def _quant_reference(rows: Sequence[Mapping[str, Any]], evaluation: Evaluation | None) -> Served | None:

@@ -92,7 +92,10 @@ def write_gguf(path: Path, tensors: dict[str, tuple[str, tuple[int, ...]]]) -> N
     import gguf
 
     writer = gguf.GGUFWriter(str(path), "qwen3")
-    writer.add_block_count(1)
+    writer.add_block_count(1)  # what llama.cpp needs to size a context (gguf.memory), as in a real file
+    writer.add_embedding_length(256)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(2)
     for name, (kind, shape) in tensors.items():
         n = int(np.prod(shape))
         if kind in ("F16", "F32"):
@@ -306,6 +309,13 @@ def test_gguf_card(release):
     assert f"[{NAME}-F16.gguf](https://huggingface.co/{ORG}/{NAME}-GGUF/blob/main/{NAME}-F16.gguf) | F16 |" in card.text
     assert f"{NAME}-Q8_0-00002-of-00002.gguf" in card.text
     assert f"llama-server -hf {ORG}/{NAME}-GGUF:Q4_K_M" in card.text
+    # the which-file table: the memory llama.cpp allocates at 8k and 32k context (gguf.memory)
+    from apto_release.gguf.memory import estimate
+
+    at_8k, at_32k = (estimate([f16], n).total for n in (8192, 32768))
+    assert at_32k > at_8k > size
+    assert f"| F16 | {human_size(size)} | {human_size(at_8k)} | {human_size(at_32k)} |" in card.text
+    assert "| type | size | memory at 8k | memory at 32k | use |" in card.text and "メモリ（32k）" in card.text
     assert f"ollama run hf.co/{ORG}/{NAME}-GGUF:Q4_K_M" in card.text
     assert "LM Studio" in card.text
     assert "**recommended**" in card.text
