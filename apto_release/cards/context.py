@@ -197,6 +197,29 @@ def base_provenance(summary: TrainingSummary | None) -> dict[str, str]:
     return rows
 
 
+def gguf_provenance(outputs: Sequence[GGUFOutput]) -> dict[str, str]:
+    """The GGUF card's provenance rows: which llama.cpp quantized and verified the files, from
+    ``gguf convert``'s record beside them (``gguf.provenance``) when it covers every file unchanged."""
+    from apto_release.gguf.provenance import recorded
+
+    entries = recorded([f.path for o in outputs for f in o.files]) or {}
+    try:
+        builds = sorted({"ggml {ggml}, commit {commit}, llama-cpp-python {llama_cpp_python}".format(**e["llama_cpp"])
+                         for e in entries.values()})
+    except (KeyError, TypeError):
+        entries = {}
+    if not entries:
+        return {"llama.cpp": "not recorded (the files were written by another tool, or changed since)"}
+
+    def every(o: GGUFOutput, test) -> bool:
+        return all(test(entries[f.path.name]) for f in o.files)
+
+    quantized = [o.type for o in outputs if every(o, lambda e: e.get("written_by") == "llama.cpp's quantizer")]
+    verified = [o.type for o in outputs if every(o, lambda e: e.get("verified") is True)]
+    return {"llama.cpp": "; ".join(builds), **({"quantized by llama.cpp": ", ".join(quantized)} if quantized else {}),
+            "verified in llama.cpp": ", ".join(verified) or "none"}
+
+
 def training_context(summary: TrainingSummary) -> dict[str, Any]:
     """The training section: the LoRA and optimiser settings, the steps, the data per category."""
     s = summary.setting

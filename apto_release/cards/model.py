@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from apto_release.cards.check import EXPECTED_VALUES, check_card
 from apto_release.cards.context import (
-    COMMON_TAGS, GGUF_ORDER, KIND_TAGS, LANGUAGES, base_provenance, common_context, eval_results, gguf_context,
+    COMMON_TAGS, GGUF_ORDER, KIND_TAGS, LANGUAGES, base_provenance, common_context, eval_results, gguf_context, gguf_provenance,
     public_datasets, tuned_model_context,
 )
 from apto_release.errors import BuildError, InputError
@@ -305,7 +305,8 @@ def render_gguf_card(
         tags=(*COMMON_TAGS, *KIND_TAGS["gguf"]),
     )
     context = {
-        **common_context(manifest, model, provenance={**base_provenance(summary), **(provenance or {})}, year=year),
+        **common_context(manifest, model, year=year,
+                         provenance={**base_provenance(summary), **gguf_provenance(outputs), **(provenance or {})}),
         **gguf_context(outputs, evaluation),
         "sampling_defaults": _sampling_defaults(model.gguf_folder),
     }

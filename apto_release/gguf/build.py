@@ -12,6 +12,8 @@
 - Each file is then checked with llama.cpp against the checkpoint (``verify``) unless
   ``verify=False``; the reference logits are computed once for all files. A file that fails
   stays where it is, complete, and the result says so (the CLI exits 1).
+- What wrote each file, whether llama.cpp verified it, and which llama.cpp this was are recorded
+  beside the files for the card (``gguf.provenance``; hidden, never published).
 
 Given a ``progress`` reporter, each of these steps is a task of it: ``convert F16`` counts the
 bytes of tensor data written; ``quantize Q4_K_M`` (llama.cpp in its subprocess says nothing until
@@ -33,6 +35,7 @@ from apto_release.errors import UsageError
 from apto_release.gguf import GGUF_TYPES, output
 from apto_release.gguf.convert import EOT_TOKEN, QUANT_TYPES, convert, output_name
 from apto_release.gguf.quantize import K_QUANTS, quantize
+from apto_release.gguf.provenance import record_files
 from apto_release.gguf.sampling import OLLAMA_PARAMS, params_text
 from apto_release.io import write_text
 from apto_release.merge.shards import CheckpointIndex
@@ -159,6 +162,8 @@ def build_gguf(
                 item.report = verify_file(item.path, reference, threads=threads)
             if on_file is not None:
                 on_file(item)
+    record_files(out_dir, {path: {"written_by": "llama.cpp's quantizer" if item.quant in K_QUANTS else "gguf-py",
+                                  "verified": verify and item.ok} for item in files for path in item.paths})
     return files
 
 

@@ -322,6 +322,27 @@ def test_gguf_card(release):
     assert check_card(card.text, "gguf") == []
 
 
+def test_the_gguf_card_says_which_llama_cpp_quantized_and_verified_the_files(release):
+    import os
+
+    from apto_release.gguf.provenance import llama_cpp_build, record_files
+
+    manifest, built = release
+    model = manifest.models[0]
+    assert "| llama.cpp | `not recorded" in built["gguf"].text  # no record: nothing claimed
+    outputs = find_gguf_outputs(model)
+    record_files(model.gguf_folder, {f.path: {"written_by": "llama.cpp's quantizer" if o.type == "Q4_K_M" else "gguf-py",
+                                              "verified": o.type != "Q8_0"} for o in outputs for f in o.files})
+    build = llama_cpp_build()
+    assert build["ggml"] and build["commit"] and build["llama_cpp_python"] == "0.3.36"
+    text = render_gguf_card(manifest, model, outputs).text
+    assert f"| llama.cpp | `ggml {build['ggml']}, commit {build['commit']}, llama-cpp-python 0.3.36` |" in text
+    assert "| quantized by llama.cpp | `Q4_K_M` |" in text and "| verified in llama.cpp | `F16, Q4_K_M` |" in text
+    f16 = model.gguf_folder / f"{NAME}-F16.gguf"
+    os.utime(f16, ns=(0, 0))  # a file changed since: the record no longer speaks for it
+    assert "| llama.cpp | `not recorded" in render_gguf_card(manifest, model, outputs).text
+
+
 def test_the_gguf_card_names_the_sampling_defaults_of_the_params_file(release, tmp_path):
     manifest, built = release
     model = manifest.models[0]

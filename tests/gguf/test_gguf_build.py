@@ -134,3 +134,16 @@ def test_ollama_params_are_written_beside_the_files_and_another_models_are_not_o
     assert not (tmp_path / "out" / "Other-Q8_0.gguf").exists()
     build_gguf(models["f32"], tmp_path / "out", ["Q8_0"], name="Other", verify=False, overwrite=True)
     assert json.loads((tmp_path / "out" / OLLAMA_PARAMS).read_text("utf-8")) == {"stop": ["<|im_end|>"]}
+
+
+def test_the_build_records_what_wrote_each_file_and_whether_llama_cpp_verified_it(models, reference, tmp_path, monkeypatch):
+    from apto_release.gguf.provenance import RECORD_NAME, llama_cpp_build, recorded
+
+    monkeypatch.setattr(build_module, "load_reference", lambda *a, **k: reference, raising=False)
+    monkeypatch.setattr(verify_module, "load_reference", lambda *a, **k: reference)
+    files = build_gguf(models["f32"], tmp_path, ["Q8_0", "Q4_K_M"], name="Wide", threads=1)
+    entries = recorded([p for f in files for p in f.paths])
+    assert {name: (e["written_by"], e["verified"]) for name, e in entries.items()} == {
+        "Wide-Q8_0.gguf": ("gguf-py", True), "Wide-Q4_K_M.gguf": ("llama.cpp's quantizer", True)}
+    assert all(e["llama_cpp"] == llama_cpp_build() for e in entries.values())
+    assert RECORD_NAME.startswith(".")  # hidden: the push never publishes it
