@@ -50,11 +50,13 @@ def commits(hub) -> int:
 
 
 def release_files(folder: Path) -> dict[str, bytes]:
-    """Every output of a release folder (paths relative to it), the state file and the training's
-    local run log (times, host: never published) left out."""
+    """Every output of a release folder (paths relative to it), the state file, the training's
+    local run log and the GGUF build record (times, host: never published) left out."""
+    from apto_release.gguf.provenance import RECORD_NAME
+
     out = folder / "out"
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and not p.name.endswith(".run-log.json")}
+            if p.is_file() and not p.name.endswith(".run-log.json") and p.name != RECORD_NAME}
 
 
 @pytest.fixture(scope="module")
