@@ -149,6 +149,10 @@ def _judged_rows(response: dict[str, Any], judgements: list[dict[str, Any]], ite
     return rows
 
 
+def _value(line: dict[str, Any]) -> tuple:
+    return tuple(line.get(k) for k in ("score", "verdict", "chosen", "correct", "unparseable"))
+
+
 def _read(path: Path, what: str) -> list[dict[str, Any]]:
     if not path.is_file():
         raise InputError(f"no such {what} file", path=path, hint="run apto-release eval run (or the release's eval stage) first")
@@ -179,7 +183,7 @@ def details_rows(responses: Sequence[str | Path], judgements: Sequence[str | Pat
             if key in by_key:
                 raise InputError(f"{bench.name} item {key[1]} turn {key[2]} of {key[3]} is answered twice", path=path, line=number)
             by_key[key] = line
-    judged: dict[tuple, list[dict[str, Any]]] = {}
+    judged: dict[tuple, dict[str | None, dict[str, Any]]] = {}
     for path in map(Path, judgements):
         for number, line in enumerate(_read(path, "judgement"), 1):
             bench = find_benchmark(str(line.get("benchmark")))
@@ -187,11 +191,16 @@ def details_rows(responses: Sequence[str | Path], judgements: Sequence[str | Pat
             if key not in by_key:
                 raise InputError(f"a judgement of {key[0]} item {key[1]} ({key[3]}) has no response", path=path, line=number,
                                  hint="give the responses files the judgements were made from")
-            judged.setdefault(key, []).append(line)
+            found = judged.setdefault(key, {})
+            judge = line.get("judge")
+            if judge in found and _value(found[judge]) != _value(line):
+                raise InputError(f"{key[0]} item {key[1]} ({key[3]}) is judged twice by {judge or 'the answer key'}, differently",
+                                 path=path, line=number)
+            found.setdefault(judge, line)  # JMMLU's key lines repeat in every judge's file: one row
     carry = {name: load_spec(name).redistribute for name in {k[0] for k in by_key}}
     sides: dict[str, list[dict[str, Any]]] = {}
     for key, line in sorted(by_key.items(), key=lambda kv: response_order(kv[1])):
-        found = sorted(judged.get(key, []), key=lambda j: str(j.get("judge") or ""))
+        found = sorted(judged.get(key, {}).values(), key=lambda j: str(j.get("judge") or ""))
         item = (items or {}).get(key[:2])
         sides.setdefault(key[3], []).extend(_judged_rows(line, found, item, carry[key[0]]))
     return {label: sides[label] for label in side_order(list(sides))}

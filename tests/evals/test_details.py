@@ -114,3 +114,15 @@ def test_every_benchmark_says_whether_it_may_be_redistributed():
     for name in spec_names():
         assert isinstance(load_spec(name).source.get("redistribute"), bool), name
     assert not load_spec("AnswerCarefully").redistribute and load_spec("MT-Bench-ja").redistribute
+
+
+def test_the_answer_keys_lines_repeated_in_each_judges_file_make_one_row_but_a_contradiction_is_an_error(built, tmp_path):
+    _, _, (responses, judgements) = built
+    keyed = [p for p in judgements if p.name.endswith("-key.jsonl")]
+    twice = build_details("Tiny-Safety", responses, [*judgements, *keyed], tmp_path / "twice", verify=False)
+    assert twice.rows == {"before": 17, "after": 17}
+    other = tmp_path / "judgements-after-judge-a-again.jsonl"
+    source = next(p for p in judgements if p.name == "judgements-after-judge-a.jsonl")
+    other.write_text(source.read_text("utf-8").replace('"score": 4', '"score": 2'), "utf-8")
+    with pytest.raises(InputError, match="judged twice by judge-a, differently"):
+        build_details("Tiny-Safety", responses, [*judgements, other], tmp_path / "bad", verify=False)
