@@ -167,7 +167,8 @@ def details_rows(responses: Sequence[str | Path], judgements: Sequence[str | Pat
         responses: the responses files (``eval generate``), one per side.
         judgements: the judgement files (``eval judge``) of those sides, any number of judges.
         items: the benchmark items by (benchmark, id), for the references of redistributable
-            benchmarks and to scrub the others' text; None: references are left out.
+            benchmarks and to scrub the others' questions and references; None: no references,
+            and only the questions the responses recorded are scrubbed.
 
     Raises:
         InputError: a missing or malformed file, a side answered twice, a judgement without its response.

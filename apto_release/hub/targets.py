@@ -1,6 +1,7 @@
 """The release's Hub repos: which repos a manifest names (``Target``, ``targets``), with their
 visibility and gating; the guards on what may go into them (every dataset folder from validated
-records, only the sample in a public repo, a model in a model repo); and the rules a user,
+records, only the sample in a public repo, a model in a model repo, a model's own eval details in
+its always-private details repo); and the rules a user,
 organisation, repo or git ref name must meet.
 """
 
