@@ -13,7 +13,8 @@ push, the push going to a local server that speaks the Hub's API (``apto_release
 started for the demo in ``hub/``. The eval stage asks the tiny model's GGUF files (served by
 llama.cpp; the base and merged checkpoints through their F16 GGUF files, as a folder needs vLLM and
 a GPU) a small synthetic AnswerCarefully copy, judged by a scripted judge (``ScriptedServer``)
-started for the demo. Run it again and every stage is up to date.
+started for the demo; its per-item answers and judgements go to a private details dataset. Run it
+again and every stage is up to date.
 """
 
 from __future__ import annotations
@@ -193,6 +194,7 @@ _EVAL = textwrap.dedent('''\
     base = {{ serve = true, path = "base/{base_gguf}" }}
     tuned = {{ serve = true, path = "out/models/{model}/gguf/{model}-F16.gguf" }}
     gguf = [{eval_quants}]
+    details_repo = "{model}-eval-details"  # the per-item answers and judgements: a private dataset repo
     ''')
 
 
@@ -223,6 +225,7 @@ class DemoResult:
             (models / "merged", "the merged checkpoint and its card"),
             (models / "gguf", f"the GGUF files ({', '.join(DEMO_QUANTS)}) and their card"),
             (models / "eval", "the evaluation results and chart (the eval stage; the cards show them)"),
+            (models / "eval" / "results-details", "the per-item answers and judgements (pushed as a private dataset)"),
             (self.hub_folder, "the local Hub's storage (the pushed repos, tagged v1.0.0)"),
         ]
 

@@ -21,7 +21,7 @@ def test_the_map_names_the_manifests_folders(tmp_path):
     assert places == [
         release.manifest.resolve(), manifest.data.records, release.base.resolve(), manifest.data.sample_folder,
         sample.folder, full.folder, model.adapter, model.merged, model.gguf_folder, model.evaluation.parent,
-        (release.folder / "hub").resolve(),
+        model.details_folder, (release.folder / "hub").resolve(),
     ]
     assert demo.sample_dataset.resolve() == sample.folder
     assert model.name == DEMO_MODEL

@@ -119,9 +119,9 @@ def check_card(text: str, kind: str) -> list[str]:
 
 def check_card_text(text: str, kind: str) -> list[str]:
     """The problems of a card the push uploads (empty: fine): ``check_card`` for model repos
-    (``kind`` "model", "adapter" or "gguf"); a dataset card's YAML must parse into a mapping with
+    (``kind`` "model", "adapter" or "gguf"); a dataset or details card's YAML must parse into a mapping with
     ``configs``."""
-    if kind != "dataset":
+    if kind not in ("dataset", "details"):  # details: the private evaluation-details dataset
         return check_card(text, kind)
     try:
         meta, _ = read_front_matter(text)

@@ -272,6 +272,7 @@ def common_context(manifest: Manifest, model: ModelTarget, *, provenance: Mappin
         "repo": model.repo,
         "gguf_repo": model.gguf_repo if model.gguf else None,
         "adapter_repo": model.adapter_repo,
+        "details_repo": model.eval.details_repo if model.eval else None,  # the private details dataset
         "datasets": public_datasets(manifest),
         "provenance": dict(provenance),
         "toolkit_version": __version__,

@@ -84,6 +84,11 @@ class BenchmarkSpec:
     def pinned(self) -> bool:
         return bool(self.source.get("pinned"))
 
+    @property
+    def redistribute(self) -> bool:
+        """Whether the licence lets a details dataset carry the items' text (``[source] redistribute``)."""
+        return self.source.get("redistribute") is True
+
 
 @dataclass(frozen=True)
 class Item:

@@ -134,7 +134,8 @@ def judge(client: ChatClient | None, responses: str | Path, dest: str | Path, *,
                 if parsed.ok or attempt == JUDGE_ATTEMPTS:
                     judged = judgement_line(item, line["answer"], parsed, judge=judge_name, side=line["label"],
                                             turn=int(line["turn"]))
-                    out.add({**judged, "served": served(line), "attempts": attempt, HASH_FIELD: digest})
+                    raw = {"output": parsed.raw} if parsed.ok else {}  # unparseable: the line's own field holds it
+                    out.add({**judged, **raw, "served": served(line), "attempts": attempt, HASH_FIELD: digest})
                 else:
                     again.append(pending[index])
             pending = again

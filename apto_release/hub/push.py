@@ -29,7 +29,14 @@ from apto_release.hub.client import (
     progress_bars,
     transport_errors,
 )
-from apto_release.hub.targets import Target, check_model_folder, check_public_dataset, read_build_marker, targets
+from apto_release.hub.targets import (
+    Target,
+    check_details_folder,
+    check_model_folder,
+    check_public_dataset,
+    read_build_marker,
+    targets,
+)
 from apto_release.io import hash_file, human_size
 
 if TYPE_CHECKING:  # the release hands the push its manifest; the hub never imports the release
@@ -118,7 +125,9 @@ def prepare(target: Target, hasher: Hasher = hash_file, allow_secrets: Mapping[P
         raise InputError(f"the {target.role} card is not valid: " + "; ".join(problems), path=card)
     check_model_folder(target, paths)
     rows = None
-    if target.repo_type == "dataset":
+    if target.card_kind == "details":  # its own guard: the build marker is for record-built folders
+        rows = check_details_folder(target, paths)
+    elif target.repo_type == "dataset":
         rows = read_build_marker(target, paths)[1] if target.private else check_public_dataset(target, paths)
     check_secrets(target, paths, allow_secrets)
     files = {}
@@ -194,6 +203,14 @@ class RepoPlan:
     @property
     def upload_bytes(self) -> int:
         return sum(f.size for f in self.add + self.change)
+
+    @property
+    def visibility_conflict(self) -> str | None:
+        """Why the push refuses this repo as it is on the Hub: a details repo that exists and is public."""
+        if self.target.card_kind == "details" and self.exists and self.remote_private is False:
+            return (f"the details repo {self.repo_id} is public on the Hub; its per-item answers are never published "
+                    "into a public repo")
+        return None
 
     @property
     def tag_conflict(self) -> str | None:
@@ -540,11 +557,14 @@ def push(
             if dry_run:
                 results = [RepoResult(p, "planned", commit=p.head, added=len(p.add), changed=len(p.change),
                                       deleted=len(p.delete), bytes_uploaded=p.upload_bytes,
-                                      error=p.tag_conflict) for p in plans]
+                                      error=p.visibility_conflict or p.tag_conflict) for p in plans]
                 for r in results:
                     if on_result:
                         on_result(r)
                 return results
+            public = [p.visibility_conflict for p in plans if p.visibility_conflict]
+            if public:
+                raise UsageError("; ".join(public), hint="make the repo private on the Hub (or name another details_repo), then push again")
             conflicts = [p for p in plans if p.tag_conflict]
             if conflicts:
                 lines = "; ".join(f"{p.repo_id}: {p.tag_conflict}" for p in conflicts)
@@ -591,7 +611,8 @@ def summary_line(result: RepoResult) -> str:
         text = (f"{head} ({where}): would commit {counts} ({human_size(result.bytes_uploaded)} to upload)"
                 if plan.changed else f"{head}: unchanged at {(plan.head or '?')[:12]}")
         tag = "new" if plan.tag_commit is None else "CONFLICT" if plan.tag_conflict else "kept"
-        return f"{text}; tag {plan.tag}: {tag}" + (f" ({plan.tag_conflict})" if plan.tag_conflict else "") + kept_text(plan)
+        refused = f"; REFUSED: {plan.visibility_conflict}" if plan.visibility_conflict else ""
+        return f"{text}; tag {plan.tag}: {tag}" + (f" ({plan.tag_conflict})" if plan.tag_conflict else "") + refused + kept_text(plan)
     else:
         return f"{head}: {result.status}" + (f": {result.error}" if result.error else "")
     return text + (f", tag {plan.tag} {result.tag_action}" if result.tag_action else "") + kept_text(plan)

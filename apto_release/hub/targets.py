@@ -1,6 +1,7 @@
 """The release's Hub repos: which repos a manifest names (``Target``, ``targets``), with their
 visibility and gating; the guards on what may go into them (every dataset folder from validated
-records, only the sample in a public repo, a model in a model repo); and the rules a user,
+records, only the sample in a public repo, a model in a model repo, a model's own eval details in
+its always-private details repo); and the rules a user,
 organisation, repo or git ref name must meet.
 """
 
@@ -112,14 +113,14 @@ class Target:
     """One repo of the release and the local folder (or files) that go into it."""
 
     name: str  # the --only name it belongs to: dataset.sample, dataset.full or a model name
-    role: str  # "dataset sample", "dataset full", "model", "GGUF", "adapter"
+    role: str  # "dataset sample", "dataset full", "model", "GGUF", "adapter", "eval details"
     repo_id: str
     repo_type: str  # "dataset" or "model"
     folder: Path
     private: bool
     gated: str | bool = False
     max_rows: int | None = None
-    card_kind: str = "model"  # "dataset", "model", "gguf", "adapter"
+    card_kind: str = "model"  # "dataset", "model", "gguf", "adapter", "details"
     gguf_types: tuple[str, ...] = ()
     model_name: str | None = None
 
@@ -152,6 +153,9 @@ def targets(manifest: Manifest, only: Iterable[str] | None = None) -> list[Targe
         if model.adapter_repo:
             out.append(Target(model.name, "adapter", model.adapter_repo, "model", model.adapter, model.private,
                               card_kind="adapter", model_name=model.name))
+        if model.details_folder is not None:  # always private: no manifest key makes it public
+            out.append(Target(model.name, "eval details", model.eval.details_repo, "dataset", model.details_folder, True,
+                              card_kind="details", model_name=model.name))
     return out
 
 
@@ -172,6 +176,34 @@ def count_parquet_rows(files: Iterable[Path]) -> int:
     return total
 
 
+def _read_marker(target: Target, name: str, where: str, hint: str, missing: str) -> dict[str, Any]:
+    """The JSON object of the folder's hidden marker ``name``; ``UsageError`` when absent or unreadable."""
+    marker_path = target.folder / name
+    if os.path.lexists(marker_path):
+        from apto_release.hub.filerules import check_file
+
+        # Never opened unless it is a regular file of the folder: a FIFO would hang the read.
+        check_file(target.folder, marker_path)
+    try:
+        marker = json.loads(marker_path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{where}: it has no {name}, {missing}", hint=hint) from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{where}: {name} cannot be read ({exc})", hint=hint) from None
+    if not isinstance(marker, dict):
+        raise UsageError(f"{where}: {name} is not a JSON object", hint=hint)
+    return marker
+
+
+def _marker_rows(marker: dict[str, Any], name: str, files: Sequence[Path], where: str, hint: str) -> int:
+    """The Parquet files' row count, which must be the marker's ``rows``; ``UsageError`` otherwise."""
+    rows = count_parquet_rows(p for p in files if p.suffix == ".parquet")
+    if marker.get("rows") != rows:
+        raise UsageError(f"{where}: its Parquet files hold {rows:,} rows but {name} says {marker.get('rows')}: "
+                         "the folder changed after it was built", hint=hint)
+    return rows
+
+
 def read_build_marker(target: Target, files: Sequence[Path]) -> tuple[dict[str, Any], int]:
     """The provenance guard of every dataset repo, private full set included: the folder must carry
     ``dataset build``'s marker naming the SHA-256 of a records file that passed validation, and its
@@ -184,20 +216,7 @@ def read_build_marker(target: Target, files: Sequence[Path]) -> tuple[dict[str, 
     """
     where = f"refusing to push {target.folder} to the dataset repo {target.repo_id}"
     hint = "build it with 'apto-release dataset build' (or the release's dataset stage), which validates the records first"
-    marker_path = target.folder / BUILD_MARKER
-    if os.path.lexists(marker_path):
-        from apto_release.hub.filerules import check_file
-
-        # Never opened unless it is a regular file of the folder: a FIFO would hang the read.
-        check_file(target.folder, marker_path)
-    try:
-        marker = json.loads(marker_path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{where}: it has no {BUILD_MARKER}, so nothing says its records were validated", hint=hint) from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{where}: {BUILD_MARKER} cannot be read ({exc})", hint=hint) from None
-    if not isinstance(marker, dict):
-        raise UsageError(f"{where}: {BUILD_MARKER} is not a JSON object", hint=hint)
+    marker = _read_marker(target, BUILD_MARKER, where, hint, "so nothing says its records were validated")
     records = marker.get("records")
     sha = records.get("sha256") if isinstance(records, dict) else None
     if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
@@ -207,11 +226,23 @@ def read_build_marker(target: Target, files: Sequence[Path]) -> tuple[dict[str, 
     if verdict not in ("PASSED", "PASSED with warnings"):
         raise UsageError(f"{where}: {BUILD_MARKER} says its records file {str(records.get('file') or '')!r} "
                          f"(SHA-256 {sha[:12]}…) did not pass validation ({verdict!r})", hint=hint)
-    rows = count_parquet_rows(p for p in files if p.suffix == ".parquet")
-    if marker.get("rows") != rows:
-        raise UsageError(f"{where}: its Parquet files hold {rows:,} rows but {BUILD_MARKER} says {marker.get('rows')}: "
-                         "the folder changed after it was built", hint="build it again")
-    return marker, rows
+    return marker, _marker_rows(marker, BUILD_MARKER, files, where, "build it again")
+
+
+def check_details_folder(target: Target, files: Sequence[Path]) -> int:
+    """The details guard: a details repo is private, and its folder is what ``evals.details`` built
+    for this model (its marker, kind "details", names the model and counts the Parquet rows).
+    Returns the row count. Raises ``UsageError`` (before any request) otherwise."""
+    from apto_release.evals.details import DETAILS_MARKER
+
+    where = f"refusing to push {target.folder} to the details repo {target.repo_id}"
+    hint = "build it with the release's eval stage ([model.eval] details_repo)"
+    if not target.private:  # pragma: no cover - targets() never makes one; the guard holds anyway
+        raise UsageError(f"{where}: a details repo is always private")
+    marker = _read_marker(target, DETAILS_MARKER, where, hint, "so it is not a details dataset")
+    if marker.get("kind") != "details" or marker.get("model") != target.model_name:
+        raise UsageError(f"{where}: {DETAILS_MARKER} does not say it holds the details of {target.model_name}", hint=hint)
+    return _marker_rows(marker, DETAILS_MARKER, files, where, "run the eval stage again")
 
 
 def check_public_dataset(target: Target, files: Sequence[Path]) -> int:

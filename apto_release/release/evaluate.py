@@ -1,6 +1,6 @@
 """One model's ``[model.eval]``: generate answers for the base ("before"), the tuned model ("after")
 and each listed GGUF file (labelled with its type), judge them with every judge, and summarize
-to the model's ``evaluation`` file. Each step is resumable: its files live under
+to the model's ``evaluation`` file (and, with ``details_repo``, the details dataset). Each step is resumable: its files live under
 ``<state folder>/eval/<model>/`` and an engine is started only for a step with requests left.
 """
 
@@ -28,6 +28,7 @@ class EvalRun:
     labels: tuple[str, ...]
     asked: int
     kept: int
+    details: Path | None = None  # the details dataset's folder, when ``details_repo`` is set
 
 
 def engine_name(spec: EngineSpec) -> str:
@@ -129,4 +130,11 @@ def evaluate_model(model: ModelTarget, work: Path, *, base_folder: Path | None =
                          path=work, hint="see apto-release eval summarize on the files there")
     chart = model.evaluation.parent / CHART_NAME
     write_results(summary, model.evaluation, chart=chart)
-    return EvalRun(model.evaluation, chart, tuple(judgements), asked, kept)
+    details = model.details_folder
+    if details is not None:
+        from apto_release.evals.details import build_details
+
+        say(f"{model.name}: writing the details dataset")
+        build_details(model.name, [work / f"responses-{label}.jsonl" for label in judgements], paths, details,
+                      items={(i.benchmark, i.id): i for i in items}, repo_id=config.details_repo, model_repo=model.repo)
+    return EvalRun(model.evaluation, chart, tuple(judgements), asked, kept, details)

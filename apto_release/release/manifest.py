@@ -41,6 +41,7 @@ Example::
     benchmarks = ["AnswerCarefully", "MT-Bench-ja"]
     judges = [{ url = "http://gpu01:8000/v1", model = "Qwen/Qwen3-235B-A22B", api_key_env = "JUDGE_KEY" }]
     gguf = ["Q4_K_M"]                # a subset of gguf; base and tuned default to { serve = true }
+    details_repo = "27b-eval-details" # optional: per-item responses and judgements, a dataset repo that is always private
 
     [data]                           # what `apto-release release` cuts the release from
     records = "data/ja-safety-sft.jsonl"   # the full set (schema v1): validated, sampled, built, trained on
@@ -180,6 +181,7 @@ class EvalConfig:
     limit: int | None = None
     max_tokens: int | None = None
     parallel: int = 4
+    details_repo: str | None = None  # the private details dataset's repo (``evals.details``)
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,14 @@ class ModelTarget:
     train: TrainOptions = TrainOptions()
     gguf_verify: bool = True  # the release checks each GGUF file in llama.cpp (needs RAM for a float32 reference)
     eval: EvalConfig | None = None  # [model.eval]: what ``eval run`` and the release's eval stage do
+
+    @property
+    def details_folder(self) -> Path | None:
+        """The details dataset's folder when ``[model.eval] details_repo`` is set: beside the
+        evaluation file, named ``<its stem>-details`` (``eval/27b.json`` -> ``eval/27b-details``)."""
+        if self.eval is None or self.eval.details_repo is None or self.evaluation is None:
+            return None
+        return self.evaluation.with_name(f"{self.evaluation.stem}-details")
 
 
 @dataclass(frozen=True)
@@ -254,7 +264,7 @@ _MODEL = {
     "name", "base_model", "variant", "preset", "adapter", "merged", "gguf", "gguf_folder", "evaluation",
     "push_adapter", "private", "repo", "gguf_repo", "adapter_repo", "base", "train", "gguf_verify", "eval",
 }
-_EVAL = {"benchmarks", "bench_dir", "limit", "max_tokens", "judges", "base", "tuned", "gguf", "parallel"}
+_EVAL = {"benchmarks", "bench_dir", "limit", "max_tokens", "judges", "base", "tuned", "gguf", "parallel", "details_repo"}
 _ENGINE = {"url", "path", "serve", "model", "api_key_env"}
 _TRAIN = {"max_steps", "save_steps", "set"}
 DEFAULT_DATASET_LICENSE = "cc-by-nc-sa-4.0"
@@ -559,7 +569,7 @@ def _models(check: _Checker, tables: Any, organisation: str | None) -> list[Mode
             check.problem(f"{where}adapter_repo", "set, but push_adapter is false")
         base = check.path(table, "base", where, required=False)
         train = _train_options(check, table["train"], preset, f"{where}train.") if "train" in table else TrainOptions()
-        evaluate = _eval(check, table["eval"], cleaned, f"{where}eval.") if "eval" in table else None
+        evaluate = _eval(check, table["eval"], cleaned, f"{where}eval.", organisation) if "eval" in table else None
         if evaluate is not None and evaluation is None and "evaluation" not in table:
             check.problem(f"{where}evaluation", "missing: [model.eval] writes its results to the model's evaluation file")
         if None not in (name, base_model, preset, adapter, merged, repo, gguf_repo):
@@ -605,8 +615,9 @@ def _engine(check: _Checker, table: Any, where: str, *, default_path: bool) -> E
     return EngineSpec(url=url, model=model, api_key_env=key_env)
 
 
-def _eval(check: _Checker, table: Any, quants: list[str], where: str) -> EvalConfig | None:
-    """``[model.eval]``; ``quants`` are the model's GGUF types (the evaluated ones are a subset)."""
+def _eval(check: _Checker, table: Any, quants: list[str], where: str, organisation: str | None = None) -> EvalConfig | None:
+    """``[model.eval]``; ``quants`` are the model's GGUF types (the evaluated ones are a subset);
+    ``details_repo`` a repo of the release (always private), named as the other repos are."""
     from apto_release.evals.metrics import BENCHMARK_NAMES, find_benchmark
 
     if not isinstance(table, dict):
@@ -642,10 +653,11 @@ def _eval(check: _Checker, table: Any, quants: list[str], where: str) -> EvalCon
         numbers[key] = check.get(table, key, int, where, required=False, default=default)
         if isinstance(numbers[key], int) and numbers[key] < 1:
             check.problem(f"{where}{key}", "must be at least 1")
+    details = check.repo(check.get(table, "details_repo", str, where, required=False), organisation, f"{where}details_repo")
     if len(check.problems) > before or base is None or tuned is None:
         return None
     return EvalConfig(tuple(names), tuple(judges), base, tuned, tuple(types), bench_dir, numbers["limit"],
-                      numbers["max_tokens"], numbers["parallel"])
+                      numbers["max_tokens"], numbers["parallel"], details)
 
 
 def _preset_names() -> list[str]:

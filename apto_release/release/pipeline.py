@@ -552,7 +552,7 @@ class _Plan:
 
             with ctx.progress.task(f"eval {model.name}", total=None, unit="step") as task:
                 done = evaluate_model(model, work, base_folder=base_folder(), progress=lambda _: task.advance())
-            written[:] = [done.evaluation] + ([done.chart] if done.chart.is_file() else [])
+            written[:] = [done.evaluation] + ([done.chart] if done.chart.is_file() else []) + _details_files(model)
             return (f"{', '.join(done.labels)} evaluated ({done.asked:,} requests, {done.kept:,} kept); "
                     f"wrote {done.evaluation.name}")
 
@@ -560,7 +560,7 @@ class _Plan:
             from apto_release.evals.chart import CHART_NAME
 
             chart = model.evaluation.parent / CHART_NAME
-            return written or [p for p in (model.evaluation, chart) if p.is_file()]
+            return written or [p for p in (model.evaluation, chart) if p.is_file()] + _details_files(model)
 
         deps = (f"merge:{model.name}",) + ((f"gguf:{model.name}",) if model.gguf else ())
         return Job("eval", model.name, inputs, run, outputs, deps=deps)
@@ -626,6 +626,12 @@ class _Plan:
 
         deps = (f"dataset:{name}",) if name.startswith("dataset.") else (f"cards:{name}",)
         return Job("push", name, dict, run, list, deps=deps, always=True)
+
+
+def _details_files(model: ModelTarget) -> list[Path]:
+    """The details dataset's files (its hidden marker included), when the model has one."""
+    folder = model.details_folder
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder is not None and folder.is_dir() else []
 
 
 def json_safe(value: Any) -> Any:

@@ -9,7 +9,7 @@ pytest.importorskip("torch")
 pytest.importorskip("llama_cpp")
 
 from apto_release.dataset.build import load_offline  # noqa: E402
-from apto_release.demo import DEMO_MODEL, write_demo_release  # noqa: E402
+from apto_release.demo import DEMO_MODEL, DEMO_ORG, write_demo_release  # noqa: E402
 
 DEMO = ("-n", "300", "--sample-size", "40", "--steps", "2", "--progress", "lines")
 
@@ -36,12 +36,35 @@ def test_demo_runs_end_to_end_then_everything_is_up_to_date(run_cli, tmp_path, m
     ds = load_offline(out_dir / "out" / "dataset-sample", "mid_refusal", cache_dir=tmp_path / "cache")
     assert 0 < ds.num_rows < 40
     assert "| train | Apto-Tiny-Qwen3.5-Safety | done |" in summary.read_text()
+    _the_details_dataset_is_on_the_hub_private_and_loads(out_dir, tmp_path)
 
     code, out, err = run_cli("demo", "-o", out_dir, *DEMO)
     assert code == 0, err
     table = out[out.index("stage "):out.index("Where everything is:")]
     assert table.count("up to date") == 12 and " done " not in table
     assert "unchanged at" in out and "tag v1.0.0 kept" in out
+
+
+def _the_details_dataset_is_on_the_hub_private_and_loads(out_dir, tmp_path):
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from apto_release.testing.hub import LocalHub
+
+    repo = f"{DEMO_ORG}/{DEMO_MODEL}-eval-details"
+    models = out_dir / "out" / "models" / DEMO_MODEL
+    for card in ("merged", "gguf"):  # both cards link it
+        assert f"https://huggingface.co/datasets/{repo}" in (models / card / "README.md").read_text("utf-8")
+    with LocalHub(out_dir / "hub", namespaces=[DEMO_ORG]) as hub:  # the demo's Hub, from its storage
+        assert hub.api().dataset_info(repo).private is True
+        with pytest.raises(RepositoryNotFoundError):
+            hub.api(token=False).dataset_info(repo)  # not visible without a token
+        got = snapshot_download(repo, repo_type="dataset", revision="v1.0.0", endpoint=hub.url, token=hub.token,
+                                cache_dir=tmp_path / "hf")
+    for side in ("before", "after", "Q8_0", "Q4_K_M"):  # the 6 AnswerCarefully items, one judge
+        ds = load_offline(got, side, cache_dir=tmp_path / "cache" / side)
+        assert ds.num_rows == 6 and set(ds["label"]) == {side} and set(ds["judge"]) == {"scripted-judge"}
+        assert set(ds["prompt"]) == {None}  # AnswerCarefully's questions are not redistributed
 
 
 def test_release_dry_run_on_a_fresh_release_writes_nothing(run_cli, tmp_path):

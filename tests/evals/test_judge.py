@@ -51,6 +51,10 @@ def test_every_benchmark_is_judged_and_read_back_by_summarize(responses, tmp_pat
     maths2 = next(r for r in log if "外接円の面積は5πです。" in r.messages[-1]["content"])
     assert "考える" not in maths2.messages[-1]["content"] and "回答(3)" in maths2.messages[-1]["content"]
     assert {r.body["temperature"] for r in log} == {0.0}
+    # a parsed line keeps the judge's raw output (the details dataset shows it); JMMLU's has none
+    lines = {(x["benchmark"], x["item"], x.get("turn")): x for x in read_lines(dest)}
+    assert lines[("MT-Bench-ja", "11", 2)]["output"] == judge_script(maths2.messages)
+    assert "output" not in lines[("JMMLU", "virology-1", None)]
 
 
 def test_unparseable_answers_are_retried_then_written_raw_and_counted(responses, tmp_path):

@@ -168,3 +168,24 @@ def test_the_gguf_sides_are_found_as_the_cards_and_the_push_find_them(tmp_path):
     (model.gguf_folder / f"{model.name}-Q4_K_M.gguf").write_bytes(b"GGUF")  # a stale single file beside the set
     with pytest.raises(InputError, match="more than one output for Q4_K_M"):
         eval_sides(model, None)
+
+
+def test_with_details_repo_the_stage_builds_the_details_folder_as_one_of_its_outputs(release, tmp_path):
+    write, (model, a, b) = release
+    manifest = write()
+    manifest.write_text(manifest.read_text("utf-8") + 'details_repo = "Tiny-Safety-eval-details"\n', "utf-8")
+    [report] = run_release(load_manifest(manifest), stages=["eval"]).reports
+    assert report.status == "done"
+    folder = tmp_path / "eval" / "tiny-details"
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        ".apto-details.json", "README.md", "data/after.parquet", "data/before.parquet"]
+    # one row per (benchmark, item, turn, side, judge): 2 AC x 2 judges, 2 MT x 2 turns x 2 judges, 2 JMMLU (the key)
+    assert json.loads((folder / ".apto-details.json").read_text())["configs"] == {"before": 14, "after": 14}
+    assert "apto-test/Tiny-Safety-eval-details" in (folder / "README.md").read_text("utf-8")
+    # the folder is an output: removed, the stage runs again (asking nothing) and puts it back
+    (folder / "data" / "after.parquet").unlink()
+    asked = len(model.completions)
+    [report] = run_release(load_manifest(manifest), stages=["eval"]).reports
+    assert report.status == "done" and (folder / "data" / "after.parquet").is_file() and len(model.completions) == asked
+    [report] = run_release(load_manifest(manifest), stages=["eval"]).reports
+    assert report.status == "up to date"

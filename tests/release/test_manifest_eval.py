@@ -69,3 +69,24 @@ def test_an_eval_table_needs_the_evaluation_file(tmp_path):
     text = WITH_EVAL.replace('evaluation = "eval/27b.json"\n', "", 1)
     assert problems_of(tmp_path, text) == [
         "model[1].evaluation: missing: [model.eval] writes its results to the model's evaluation file"]
+
+
+def test_details_repo_is_a_repo_of_the_release_with_its_folder_beside_the_evaluation(tmp_path):
+    text = WITH_EVAL.replace("parallel = 8\n", 'parallel = 8\ndetails_repo = "27b-eval-details"\n', 1)
+    model = load_manifest(write(tmp_path, text)).models[0]
+    assert model.eval.details_repo == "apto-ai/27b-eval-details"
+    assert model.details_folder == tmp_path / "eval" / "27b-details"
+    assert load_manifest(write(tmp_path, WITH_EVAL)).models[0].details_folder is None
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ('"a/b/c"', "model[1].eval.details_repo: 'a/b/c' is not a Hub repo id"),
+    ("true", "model[1].eval.details_repo: expected a string, found True"),
+    ('"apto-ai/ja-safety-sft"', "model[1].eval.details_repo: repo 'apto-ai/ja-safety-sft' is also the target of dataset.full.repo"),
+])
+def test_a_bad_details_repo_is_one_problem(tmp_path, value, problem):
+    text = WITH_EVAL.replace("parallel = 8\n", f"parallel = 8\ndetails_repo = {value}\n", 1)
+    problems = problems_of(tmp_path, text)
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+    typo = problems_of(tmp_path, WITH_EVAL.replace("parallel = 8\n", 'parallel = 8\ndetail_repo = "x"\n', 1))
+    assert typo == ["model[1].eval.detail_repo: unknown key (did you mean 'details_repo'?)"]
