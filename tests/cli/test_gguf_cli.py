@@ -45,7 +45,8 @@ def test_convert_quantizes_splits_and_verifies(run_cli, tiny_qwen3, tmp_path):
     f16 = sorted(tmp_path.glob("TinyQwen3-F16-*-of-*.gguf"))
     assert len(f16) > 1 and not (tmp_path / "TinyQwen3-F16.gguf").exists()
     assert (tmp_path / "TinyQwen3-Q4_K_M.gguf").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left
+    # no staging left; only the build record the card reads (gguf.provenance)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".gguf-build.json"]
     lines = [line for line in out.splitlines() if line.startswith(str(tmp_path))]
     assert len(lines) == 2 and all(line.endswith("verified") for line in lines), out
     assert f"(+{len(f16) - 1} split files)" in lines[0]
