@@ -80,7 +80,7 @@ class KernelReport:
         """``flash-linear-attention 0.6.0`` or ``torch`` (the PyTorch fallback) for a package's ops."""
         ops = [o for o in self.ops if o.package == package]
         if all(o.fast for o in ops):
-            return f"{ops[0].distribution} {ops[0].version}"
+            return f"{ops[0].distribution} {ops[0].version}" if ops[0].version else ops[0].distribution
         return "torch"
 
     def describe(self) -> str:

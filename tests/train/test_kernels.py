@@ -1,14 +1,15 @@
 """The kernel check: which Gated DeltaNet / causal-conv1d kernels a run uses, and what is refused.
 
-The packages are absent on this machine (the [gpu] extra needs CUDA to build); "present" is
-faked by tiny ``fla`` / ``causal_conv1d`` / ``liger_kernel`` packages, with dist-info metadata,
-on ``sys.path``, and CUDA by patching ``torch.cuda.is_available``. One test checks in a fresh
-interpreter that transformers' own Qwen3.5 takes the same fakes, so the check and transformers agree.
+"Absent" is made sure of (``None`` in ``sys.modules``, as if not installed, so the tests hold on a
+machine with the [gpu] extra too); "present" is faked by tiny ``fla`` / ``causal_conv1d`` /
+``liger_kernel`` packages, with dist-info metadata, on ``sys.path``, and CUDA by patching
+``torch.cuda.is_available``. One test checks in a fresh interpreter that transformers' own
+Qwen3.5 takes the same fakes, so the check and transformers agree.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import re
@@ -85,13 +86,21 @@ def _forget_fakes() -> None:
             del sys.modules[name]
 
 
+@pytest.fixture(autouse=True)
+def absent(monkeypatch):
+    """The kernel packages do not import, whatever this machine has installed."""
+    for name in FAKES:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
 @pytest.fixture
 def fakes(tmp_path, monkeypatch):
     """``fakes(**which)`` puts fake kernel packages on ``sys.path`` for this test."""
-    _forget_fakes()
 
     def install(**which) -> Path:
         root = write_fakes(tmp_path / "site", **which)
+        for name in FAKES:
+            monkeypatch.delitem(sys.modules, name, raising=False)
         monkeypatch.syspath_prepend(str(root))
         importlib.invalidate_caches()
         return root
@@ -136,9 +145,7 @@ def test_the_ops_are_those_transformers_qwen35_routes_to_packages():
     assert hub_kernels._PACKAGE_TO_DISTRIBUTION["fla"] == K.DISTRIBUTIONS["fla"][0]
 
 
-def test_absent_here_the_fallback_is_reported_and_cpu_refuses_nothing():
-    if any(importlib.util.find_spec(p) for p in ("fla", "causal_conv1d")):
-        pytest.fail("this check expects a machine without the [gpu] extra (CI has none)")
+def test_absent_the_fallback_is_reported_and_cpu_refuses_nothing():
     report = K.kernel_report()
     assert report.device == "cpu" and not report.fast
     assert report.missing == ["flash-linear-attention", "causal-conv1d"]
@@ -150,36 +157,49 @@ def test_absent_here_the_fallback_is_reported_and_cpu_refuses_nothing():
     assert K.preflight(load_preset("tiny")) == report  # CPU: the fallback is the only path
 
 
-def test_transformers_takes_the_fakes_and_refuses_cu_seqlens_without_them(tmp_path):
-    """In a fresh interpreter (transformers decides when it imports Qwen3.5): with the fakes on the
-    path its ops call them, as kernel_report says; in this one (no fla) its fallback cannot take the
-    packed-sequence boundaries that packing needs."""
+_AGREEMENT = """
+import importlib, json, sys, torch
+from apto_release.train.kernels import kernel_report
+
+# Without the packages: transformers' fallback refuses the boundaries of packed samples.
+sys.modules["fla"] = sys.modules["causal_conv1d"] = None
+from transformers.models.qwen3_5 import modeling_qwen3_5 as m
+q, g = torch.zeros(1, 4, 1, 8), torch.zeros(1, 4, 1)
+try:
+    m.torch_chunk_gated_delta_rule(q, q, q, g=g, beta=g, cu_seqlens=torch.tensor([0, 2, 4]))
+    packed = "accepted"
+except ValueError as exc:
+    packed = str(exc)
+absent = kernel_report().record()
+
+# With the fakes (on PYTHONPATH): transformers decides again when the module is loaded again.
+del sys.modules["fla"], sys.modules["causal_conv1d"]
+m = importlib.reload(m)
+x = torch.zeros(1, 2, 3)
+print(json.dumps({"packed": packed, "absent": absent,
+                  "chunk": m.torch_chunk_gated_delta_rule(x, x, x, g=x, beta=x)[0],
+                  "recurrent": m.torch_recurrent_gated_delta_rule(x, x, x, g=x, beta=x)[0],
+                  "conv": m.causal_conv1d_fn(x, x), "update": m.causal_conv1d_update(x, x, x),
+                  "report": kernel_report().record()}))
+"""
+
+
+def test_transformers_qwen35_uses_what_the_report_finds(tmp_path):
+    """In a fresh interpreter (transformers decides when it loads Qwen3.5): without the packages its
+    fallback refuses packed-sample boundaries (the packing refusal's reason); with the fakes on the
+    path its four ops call them, and kernel_report says so both times."""
     root = write_fakes(tmp_path / "site")
-    script = (
-        "import json, torch\n"
-        "from transformers.models.qwen3_5 import modeling_qwen3_5 as m\n"
-        "from apto_release.train.kernels import kernel_report\n"
-        "x = torch.zeros(1, 2, 3)\n"
-        "print(json.dumps({'chunk': m.torch_chunk_gated_delta_rule(x, x, x, g=x, beta=x)[0],\n"
-        "                  'recurrent': m.torch_recurrent_gated_delta_rule(x, x, x, g=x, beta=x)[0],\n"
-        "                  'conv': m.causal_conv1d_fn(x, x), 'update': m.causal_conv1d_update(x, x, x),\n"
-        "                  'report': kernel_report().record()}))\n"
-    )
+    script = _AGREEMENT
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(root), str(ROOT)])}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen.pop("packed").startswith("`chunk_gated_delta_rule` can't keep packed sequences apart without `flash-linear-attention`")
+    assert seen.pop("absent") == {"device": "cpu", "gated_deltanet": "torch", "causal_conv1d": "torch", "liger_kernel": None}
     assert seen == {"chunk": "fake-fla-chunk", "recurrent": "fake-fla-recurrent", "conv": "fake-causal-conv1d",
                     "update": "fake-causal-conv1d-update",
                     "report": {"device": "cpu", "gated_deltanet": "flash-linear-attention 0.6.0",
                                "causal_conv1d": "causal-conv1d 1.7.0", "liger_kernel": None}}
-
-    from transformers.models.qwen3_5 import modeling_qwen3_5 as m
-
-    q = torch.zeros(1, 4, 1, 8)
-    g = torch.zeros(1, 4, 1)
-    with pytest.raises(ValueError, match="can't keep packed sequences apart without `flash-linear-attention`"):
-        m.torch_chunk_gated_delta_rule(q, q, q, g=g, beta=g, cu_seqlens=torch.tensor([0, 2, 4]))
 
 
 # -- the refusal on CUDA ----------------------------------------------------------------------
