@@ -72,7 +72,7 @@ def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, 
 
     preview = preview_training(config, base=base, data=data_path, begin=TRAINED_BEGIN, end=TRAINED_END)
     click.echo(f"Dry run: preset {config.name}, base {base}, data {data_path} ({preview.records:,} records); nothing written to {out_dir}/")
-    click.echo(render_kernels(preview.kernels, allow_slow=allow_slow_kernels))
+    click.echo(render_kernels(preview.kernels, config, allow_slow=allow_slow_kernels))
     click.echo("")
     click.echo(render_statistics(preview.statistics))
     click.echo("")
@@ -101,14 +101,21 @@ def render_examples(examples, config) -> str:
     return "\n".join(lines)
 
 
-def render_kernels(report, *, allow_slow: bool) -> str:
-    """The dry run's kernel line: what a run would use, and whether ``train`` would refuse it."""
-    from apto_release.train.kernels import INSTALL
+def render_kernels(report, config, *, allow_slow: bool) -> str:
+    """The dry run's kernel line: what a run here would use, and whether ``train`` would refuse it."""
+    from apto_release.errors import UsageError
+    from apto_release.train.kernels import INSTALL, check_liger
 
     line = f"Kernels {report.describe()}"
     if report.device == "cuda" and not report.fast:
         line += ("; --allow-slow-kernels: train runs on the fallback" if allow_slow
                  else f"; train refuses this without --allow-slow-kernels (install: {INSTALL})")
+    if config.train.liger_kernel:
+        try:
+            check_liger(config, report)
+            line += f"; Liger: liger-kernel {report.liger_version}"
+        except UsageError as exc:
+            line += f"; train would refuse: {exc.message}"
     return line
 
 

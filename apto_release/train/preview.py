@@ -1,8 +1,8 @@
 """The training dry run: what a run would train on, computed without training (``train --dry-run``).
 
 Reads and validates the records, loads only the tokenizer, and returns the token counts per
-category, one masked example per category and the kernels a run would use (refusing the settings
-a run would refuse); the CLI renders them with the resolved config.
+category, one masked example per category and the kernels a run on this machine would use
+(refusing packing, which no machine runs); the CLI renders them with the resolved config.
 """
 
 from __future__ import annotations
@@ -41,16 +41,16 @@ def preview_training(config, *, base: str | Path, data: str | Path, begin: str, 
     (see ``collate.masked_examples``). Nothing is written.
 
     Raises:
-        UsageError: ``data.packing`` or ``train.liger_kernel`` that a run would refuse
-            (``train.kernels``); slow kernels are reported in ``kernels``, not refused.
+        UsageError: ``data.packing = true`` (``train.kernels.check_packing``). What depends on the
+            machine (slow kernels, Liger) is reported in ``kernels``, not refused: a dry run on a
+            laptop checks a GPU run.
         ValidationFailed: the data file has validation errors (checked before the tokenizer loads).
         InputError: the tokenizer cannot be loaded from ``base``.
     """
-    from apto_release.train.kernels import check_liger, check_packing, kernel_report
+    from apto_release.train.kernels import check_packing, kernel_report
 
     kernels = kernel_report()
     check_packing(config, kernels)
-    check_liger(config, kernels)
     records = read_training_records(data)
     tokenizer = load_tokenizer(base)
     return TrainingPreview(

@@ -264,7 +264,7 @@ def test_train_on_cuda_without_kernels_exits_2_and_the_override_goes_on(cuda, to
     assert "cannot load the base model" in capsys.readouterr().err
 
 
-def test_dry_run_says_which_kernels_the_run_would_use(tokenizer_dir, tmp_path, capsys, monkeypatch):
+def test_dry_run_says_which_kernels_the_run_would_use(fakes, tokenizer_dir, tmp_path, capsys, monkeypatch):
     data = write_jsonl(tmp_path / "data.jsonl", make_records(8))
     args = ("train", "--preset", "tiny", "--base", tokenizer_dir, "--data", data, "-o", tmp_path / "out", "--dry-run")
     assert run(*args) == 0
@@ -277,6 +277,16 @@ def test_dry_run_says_which_kernels_the_run_would_use(tokenizer_dir, tmp_path, c
         "; train refuses this without --allow-slow-kernels (install: pip install -c constraints.txt '.[gpu]')")
     assert run(*args, "--allow-slow-kernels") == 0
     assert capsys.readouterr().out.splitlines()[1].endswith("; --allow-slow-kernels: train runs on the fallback")
+    # Liger depends on the machine: the dry run (perhaps on a laptop, for a GPU run) reports, train refuses.
+    assert run(*args, "--allow-slow-kernels", "--set", "train.liger_kernel=true") == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith(
+        "; train would refuse: train.liger_kernel = true needs liger-kernel >= 0.3.0, which is not installed; "
+        "install it with pip install -c constraints.txt '.[gpu]' on a CUDA machine")
+    fakes(liger=True)
+    assert run(*args, "--set", "train.liger_kernel=true") == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "Kernels on cuda: Gated DeltaNet: flash-linear-attention 0.6.0; causal conv1d: causal-conv1d 1.7.0; "
+        "Liger: liger-kernel 0.8.5")
 
 
 # -- packing and Liger ------------------------------------------------------------------------
