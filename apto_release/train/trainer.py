@@ -284,7 +284,6 @@ def train(
 
     from apto_release.io import atomic_dir
     from apto_release.merge.merge import CHAT_TEMPLATE_FILE
-    from apto_release.train.kernels import preflight
     from apto_release.train.collate import (
         collator_for,
         encode_records,
@@ -292,6 +291,7 @@ def train(
         read_training_records,
         resolve_chat_template,
     )
+    from apto_release.train.kernels import preflight
 
     started = time.perf_counter()
     started_at = _now()
