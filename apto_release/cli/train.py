@@ -29,8 +29,9 @@ EPILOG = (
 @click.option("--save-steps", type=click.IntRange(1), default=200, show_default=True, help="Checkpoint every this many steps.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep OUTPUT.checkpoints/ after a successful run.")
 @click.option("--base-model-id", metavar="HUB_ID", help="The base model id written into adapter_config.json [default: --base].")
+@click.option("--allow-slow-kernels", is_flag=True, help="Train on a CUDA GPU without flash-linear-attention and causal-conv1d (the [gpu] extra), on transformers' much slower PyTorch fallback.")
 @with_validation_report
-def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, overwrite, max_steps, save_steps, keep_checkpoints, base_model_id):
+def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, overwrite, max_steps, save_steps, keep_checkpoints, base_model_id, allow_slow_kernels):
     """Tune a LoRA adapter on safety records with a preset.
 
     The loss covers the assistant's answers and their end-of-turn token only; the harmful prefix
@@ -41,6 +42,10 @@ def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, 
     parallel ship in apto_release/train/accelerate/), e.g. torchrun --nproc_per_node 8 -m
     apto_release train ...; each process trains on its own share of the records and only the
     main process writes OUTPUT.
+
+    On a CUDA GPU the run needs the fast Gated DeltaNet kernels (pip install -c constraints.txt
+    '.[gpu]'); without them it is refused unless --allow-slow-kernels. The dry run says which
+    kernels a run would use.
     """
     from apto_release.train.presets import load_preset, parse_overrides
 
@@ -56,7 +61,7 @@ def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, 
             result = train(
                 config, base=base, data=data_path, out_dir=out_dir, resume=resume, overwrite=overwrite,
                 max_steps=max_steps, save_steps=save_steps, keep_checkpoints=keep_checkpoints, base_model_id=base_model_id,
-                on_step=task.update,
+                on_step=task.update, allow_slow_kernels=allow_slow_kernels,
             )
         if result.is_main_process:
             loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
@@ -67,6 +72,7 @@ def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, 
 
     preview = preview_training(config, base=base, data=data_path, begin=TRAINED_BEGIN, end=TRAINED_END)
     click.echo(f"Dry run: preset {config.name}, base {base}, data {data_path} ({preview.records:,} records); nothing written to {out_dir}/")
+    click.echo(render_kernels(preview.kernels, config, allow_slow=allow_slow_kernels))
     click.echo("")
     click.echo(render_statistics(preview.statistics))
     click.echo("")
@@ -93,6 +99,24 @@ def render_examples(examples, config) -> str:
         lines += ["", f"--- {ex.category}: record {ex.record_id}, {ex.n_tokens:,} tokens, {ex.n_trained:,} trained{note} ---"]
         lines += ["    " + line for line in ex.text.split("\n")]
     return "\n".join(lines)
+
+
+def render_kernels(report, config, *, allow_slow: bool) -> str:
+    """The dry run's kernel line: what a run here would use, and whether ``train`` would refuse it."""
+    from apto_release.errors import UsageError
+    from apto_release.train.kernels import INSTALL, check_liger
+
+    line = f"Kernels {report.describe()}"
+    if report.device == "cuda" and not report.fast:
+        line += ("; --allow-slow-kernels: train runs on the fallback" if allow_slow
+                 else f"; train refuses this without --allow-slow-kernels (install: {INSTALL})")
+    if config.train.liger_kernel:
+        try:
+            check_liger(config, report)
+            line += f"; Liger: liger-kernel {report.liger_version}"
+        except UsageError as exc:
+            line += f"; train would refuse: {exc.message}"
+    return line
 
 
 def render_statistics(stats) -> str:

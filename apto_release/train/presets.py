@@ -135,6 +135,8 @@ class TrainSettings:
     gradient_checkpointing: bool
     fsdp: bool
     seed: int
+    # Settings added after the first presets: a file that predates one gets its default.
+    liger_kernel: bool = False  # the Trainer's use_liger_kernel (refused where it cannot run: train.kernels)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class DataSettings:
     chat_template: str
     end_of_turn: str
     thinking: str
+    packing: bool = False  # several records per row; refused for Qwen3.5 (train.kernels.check_packing)
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,11 @@ def _build_fields() -> dict[str, tuple[str, str, Any]]:
 
 
 _FIELDS = _build_fields()
+#: Keys a preset file may leave out (settings added after presets were first written), by default.
+_DEFAULTS: dict[str, Any] = {
+    f"{section}.{f.name}": f.default
+    for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+}
 
 
 def known_keys() -> list[str]:
@@ -440,7 +448,7 @@ def config_from_dict(data: Mapping[str, Any], *, name: str, source: str = "<conf
         PresetError: an unknown or missing key, a value of the wrong type, a value out of range.
     """
     flat = _flatten(data, source)
-    missing = [key for key in _FIELDS if key not in flat]
+    missing = [key for key in _FIELDS if key not in flat and key not in _DEFAULTS]
     if missing:
         raise PresetError(f"missing key(s) {', '.join(missing)}: a preset states every setting (and why)", path=source, field=missing[0])
     values = {key: _coerce(key, _FIELDS[key][2], value, source) for key, value in flat.items()}

@@ -1,13 +1,15 @@
 """The training dry run: what a run would train on, computed without training (``train --dry-run``).
 
 Reads and validates the records, loads only the tokenizer, and returns the token counts per
-category and one masked example per category; the CLI renders them with the resolved config.
+category, one masked example per category and the kernels a run on this machine would use
+(refusing packing, which no machine runs); the CLI renders them with the resolved config.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from apto_release.train.collate import (
     MaskedExample,
@@ -18,6 +20,9 @@ from apto_release.train.collate import (
     token_statistics,
 )
 
+if TYPE_CHECKING:
+    from apto_release.train.kernels import KernelReport
+
 
 @dataclass(frozen=True)
 class TrainingPreview:
@@ -26,6 +31,7 @@ class TrainingPreview:
     records: int
     statistics: TokenStatistics
     examples: list[MaskedExample]
+    kernels: KernelReport | None = None  # which Gated DeltaNet / causal-conv1d kernels a run would use
 
 
 def preview_training(config, *, base: str | Path, data: str | Path, begin: str, end: str) -> TrainingPreview:
@@ -35,13 +41,21 @@ def preview_training(config, *, base: str | Path, data: str | Path, begin: str, 
     (see ``collate.masked_examples``). Nothing is written.
 
     Raises:
+        UsageError: ``data.packing = true`` (``train.kernels.check_packing``). What depends on the
+            machine (slow kernels, Liger) is reported in ``kernels``, not refused: a dry run on a
+            laptop checks a GPU run.
         ValidationFailed: the data file has validation errors (checked before the tokenizer loads).
         InputError: the tokenizer cannot be loaded from ``base``.
     """
+    from apto_release.train.kernels import check_packing, kernel_report
+
+    kernels = kernel_report()
+    check_packing(config, kernels)
     records = read_training_records(data)
     tokenizer = load_tokenizer(base)
     return TrainingPreview(
         records=len(records),
         statistics=token_statistics(records, tokenizer, config),
         examples=masked_examples(records, tokenizer, config, begin=begin, end=end),
+        kernels=kernels,
     )

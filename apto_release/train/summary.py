@@ -2,7 +2,7 @@
 
 The file is published with the adapter: the preset and its final settings, the data file's name,
 hash and record count, token statistics per category, the loss history, the records each rank
-trained on and the library versions. ``TrainingSummary`` keeps the whole file (``raw``, written
+trained on, the kernels it ran on (``train.kernels``) and the library versions. ``TrainingSummary`` keeps the whole file (``raw``, written
 as is) and the values the cards show, checked when the record is made.
 
 Nothing heavy is imported here: the trainer imports this module at load time, and so do the cards.
@@ -36,6 +36,9 @@ class TrainingSummary:
     toolkit_version: str | None
     path: Path | None = None  # the file it was read from (None: not read from a file)
     loss_curve: Path | None = None  # the adapter's loss_curve.png, where there is one
+    #: Device and Gated DeltaNet / causal-conv1d / Liger implementations (``KernelReport.record``);
+    #: None for a summary written before they were recorded.
+    kernels: Mapping[str, Any] | None = None
 
     def setting(self, key: str, default: Any = None) -> Any:
         return self.config.get(key, default)
@@ -80,10 +83,13 @@ class TrainingSummary:
                 "tokens": int(stats.get("tokens", 0)),
                 "trained_tokens": int(stats.get("trained_tokens", 0)),
             })
+        kernels = raw.get("kernels")
+        if kernels is not None and not isinstance(kernels, Mapping):
+            raise InputError(f"the training summary's 'kernels' is {kernels!r}", path=path, field="kernels")
         return cls(
             raw=raw, preset=preset, config=config, data_sha256=sha, records=records, categories=categories,
             toolkit_version=raw.get("apto_release_version") if isinstance(raw.get("apto_release_version"), str) else None,
-            path=path, loss_curve=loss_curve,
+            path=path, loss_curve=loss_curve, kernels=kernels,
         )
 
     def to_json(self) -> str:

@@ -236,6 +236,7 @@ def _training_arguments(config, checkpoints: Path, *, max_steps: int | None, sav
         # process must not ask for a backend, or accelerate waits for a process group.
         ddp_backend="gloo" if not on_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         dataloader_num_workers=0,
+        use_liger_kernel=t.liger_kernel,  # checked first by train.kernels.check_liger
         **kwargs,
     )
 
@@ -253,6 +254,7 @@ def train(
     keep_checkpoints: bool = False,
     base_model_id: str | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    allow_slow_kernels: bool = False,
 ) -> TrainResult:
     """Train a LoRA adapter on ``data`` for the model at ``base``, into ``out_dir``.
 
@@ -268,9 +270,11 @@ def train(
             process only (for progress output). The Trainer's own printing of each step's log
             is then left out, so that it does not tear a progress bar; the losses are in
             ``training_summary.json`` either way.
+        allow_slow_kernels: train on CUDA even without the fast Gated DeltaNet kernels.
 
     Raises:
-        UsageError: ``out_dir`` exists without ``overwrite``; ``resume`` without a complete checkpoint.
+        UsageError: ``out_dir`` exists without ``overwrite``; ``resume`` without a complete checkpoint;
+            a refusal of ``train.kernels.preflight`` (slow kernels on CUDA, packing, Liger).
         ValidationFailed: the data file has validation errors.
         InputError: the base model or tokenizer cannot be loaded, or no record fits.
     """
@@ -287,12 +291,14 @@ def train(
         read_training_records,
         resolve_chat_template,
     )
+    from apto_release.train.kernels import preflight
 
     started = time.perf_counter()
     started_at = _now()
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise UsageError("the output folder already exists", path=out_dir, hint="choose another -o or pass --overwrite")
+    kernels = preflight(config, allow_slow=allow_slow_kernels)
     checkpoints = checkpoint_dir(out_dir)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     main_process = int(os.environ.get("RANK", "0")) == 0
@@ -400,6 +406,7 @@ def train(
                 {"rank": rank, "examples": len(ids), "record_ids": sorted(set(ids))}
                 for rank, ids in enumerate(seen_by_rank)
             ],
+            "kernels": kernels.record(liger=config.train.liger_kernel),
             "versions": _versions(),
         })
         result.summary = summary

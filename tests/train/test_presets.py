@@ -251,3 +251,13 @@ def test_a_subset_of_targets():
     assert not re.fullmatch(regex, "model.layers.3.self_attn.k_proj")
     with pytest.raises(ValueError, match="unknown target module"):
         target_regex(["qkv"])
+
+
+def test_settings_added_later_may_be_left_out_of_a_file_and_default_to_off(tmp_path):
+    path = write_variant(tmp_path, replace={"liger_kernel = false\n": "", "packing = false\n": ""})
+    config = load_preset(path)
+    assert config.train.liger_kernel is False and config.data.packing is False
+    assert list(config.flat())[-1] == "data.packing"
+    assert load_preset(path, ["data.packing=true", "train.liger_kernel=yes"]).data.packing is True
+    with pytest.raises(PresetError, match="'data.packing' must be a boolean"):
+        load_preset(write_variant(tmp_path, replace={"packing = false": 'packing = "no"'}))

@@ -62,6 +62,10 @@ def test_single_process_run_writes_adapter_summary_and_curve(workspace):
     assert summary["training"]["world_size"] == 1
     assert set(summary["tokens"]["per_category"]) >= {"safety_refusal", "mid_refusal"}
     assert {"torch", "transformers", "peft"} <= set(summary["versions"])
+    # On CPU the PyTorch fallback is the only Gated DeltaNet path, and the summary says so.
+    assert summary["kernels"] == {"device": "cpu", "gated_deltanet": "torch", "causal_conv1d": "torch", "liger_kernel": None}
+    assert list(summary) == ["apto_release_version", "preset", "config", "base", "base_model_id", "data", "tokens",
+                             "training", "ranks", "kernels", "versions"]
     assert (out / "loss_curve.png").read_bytes().startswith(b"\x89PNG")
     assert not checkpoint_dir(out).exists()
 
