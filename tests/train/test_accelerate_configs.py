@@ -171,11 +171,15 @@ def test_the_zero3_config_launches_stage_3_gathering_16bit_weights_on_save(monke
     assert "deepspeed" not in (ROOT / ".ci" / "run").read_text()
 
 
-def test_the_preset_reads_fsdp_settings_from_the_shipped_file():
+def test_the_preset_reads_fsdp_settings_from_the_shipped_file(monkeypatch):
     config = fsdp_training_config()
     assert config["version"] == 2 and config["transformer_layer_cls_to_wrap"] == "Qwen3_5DecoderLayer"
     assert config["cpu_offload"] is False and "offload_params" not in config
+    # ddp.yaml sets up neither FSDP nor DeepSpeed: the 27B preset still shards, the 9B does not.
+    env = _launch_env(CONFIGS["ddp"], monkeypatch, prepare_multi_gpu_env)
+    assert "ACCELERATE_USE_FSDP" not in env and "ACCELERATE_USE_DEEPSPEED" not in env
     assert fsdp_arguments(load_preset("qwen3.5-27b")) == {"fsdp": True, "fsdp_config": config}
+    assert fsdp_arguments(load_preset("qwen3.5-9b")) == {}
 
 
 def _changed_by_merge(base: Path, merged: Path) -> set[str]:
