@@ -37,6 +37,9 @@ def test_wheel_contents(wheel):
     assert {n for n in names if n.startswith("apto_release/evals/prompts/")} == {
         f"apto_release/evals/prompts/{p}.md" for p in ("answercarefully", "sorry-bench", "multijail", "mt-bench-ja")}
     assert any(n.endswith("entry_points.txt") for n in names)
+    from apto_release.train.distributed import CONFIGS  # the accelerate configs the README launches with
+
+    assert {f"apto_release/train/accelerate/{p.name}" for p in CONFIGS.values()} <= names
 
 
 def test_installed_wheel_renders_the_card_away_from_the_checkout(wheel, tmp_path):

@@ -38,10 +38,10 @@ def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, 
     of mid_refusal records opens the final answer but carries no loss. Records longer than
     data.max_length tokens are dropped whole, never cut.
 
-    Several processes: launch it with torchrun or accelerate launch (configs for FSDP and data
-    parallel ship in apto_release/train/accelerate/), e.g. torchrun --nproc_per_node 8 -m
-    apto_release train ...; each process trains on its own share of the records and only the
-    main process writes OUTPUT.
+    Several processes: launch it with accelerate launch (configs for FSDP2, DeepSpeed ZeRO-3 and
+    data parallel ship in apto_release/train/accelerate/) or torchrun, e.g. accelerate launch
+    --config_file .../fsdp-27b.yaml -m apto_release train ...; each process trains on its own
+    share of the records and only the main process writes OUTPUT.
 
     On a CUDA GPU the run needs the fast Gated DeltaNet kernels (pip install -c constraints.txt
     '.[gpu]'); without them it is refused unless --allow-slow-kernels. The dry run says which

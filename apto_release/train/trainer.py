@@ -23,6 +23,7 @@ from typing import Any
 from apto_release import __version__
 from apto_release.errors import InputError, UsageError
 from apto_release.io import sha256_file, write_json
+from apto_release.train.distributed import adapter_state_dict, fsdp_arguments, strategy, warn_if_not_sharded
 from apto_release.train.summary import LOSS_CURVE_NAME, TrainingSummary
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -200,12 +201,8 @@ def _training_arguments(config, checkpoints: Path, *, max_steps: int | None, sav
 
     t = config.train
     on_gpu = torch.cuda.is_available()
-    kwargs: dict[str, Any] = {}
-    if t.fsdp:
-        # Shard parameters, gradients and optimizer state over the GPUs, wrapping each decoder
-        # layer; the shipped accelerate config (train/accelerate/fsdp.yaml) says the same.
-        kwargs["fsdp"] = "full_shard auto_wrap"
-        kwargs["fsdp_config"] = {"transformer_layer_cls_to_wrap": ["Qwen3_5DecoderLayer"], "use_orig_params": True}
+    # The preset's train.fsdp: the shipped FSDP2 config, unless `accelerate launch` set one up.
+    kwargs: dict[str, Any] = fsdp_arguments(config)
     # transformers renamed gradient_checkpointing to activation_checkpointing (the old name warns).
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
     kwargs[checkpointing] = t.gradient_checkpointing
@@ -320,6 +317,9 @@ def train(
                            "resumed_from": resume_from.name if resume_from else None}, fresh=resume_from is None)
 
     dtype = torch.bfloat16 if config.train.precision == "bf16" else torch.float32
+    # Before the model: under `accelerate launch` with ZeRO-3 the arguments register DeepSpeed's
+    # config, and from_pretrained then loads the weights partitioned (zero.Init), not whole per process.
+    args = _training_arguments(config, checkpoints, max_steps=max_steps, save_steps=save_steps)
     try:
         # The causal-LM class loads the text decoder only: a Qwen3.5 checkpoint's vision tower and
         # multi-token-prediction weights are left out of training (and copied as they are by merge).
@@ -342,12 +342,12 @@ def train(
             task_type="CAUSAL_LM",
         ),
     )
-    args = _training_arguments(config, checkpoints, max_steps=max_steps, save_steps=save_steps)
     seen: list[str] = []
     carried = _carried_records(resumed_state) if resumed_state else []
     trainer = _recording_trainer()(model=model, args=args, train_dataset=dataset, data_collator=_IndexingCollator(collator_for(tokenizer)),
                                    callbacks=[_record_log_callback(seen, carried)])
     trainer.record_ids, trainer.seen = [e.record_id for e in encoded], seen
+    warn_if_not_sharded(trainer, config)
     if on_step is not None:
         # disable_tqdm already keeps the Trainer's bar away; it prints each step's log instead.
         trainer.remove_callback(PrinterCallback)
@@ -381,6 +381,7 @@ def train(
         resumed_from=resume_from.name if resume_from else None,
         steps_trained=state.global_step - steps_before,
     )
+    adapter = adapter_state_dict(trainer)  # under FSDP2 / ZeRO-3 a collective: every rank gathers
     if result.is_main_process:
         summary = TrainingSummary.from_dict({
             "apto_release_version": __version__,
@@ -411,7 +412,7 @@ def train(
         })
         result.summary = summary
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-            trainer.model.save_pretrained(str(tmp))
+            trainer.model.save_pretrained(str(tmp), state_dict=adapter)
             (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty card stub; cards come from `cards`
             if template:  # the format the adapter learned; merge gives it to the merged model
                 (tmp / CHAT_TEMPLATE_FILE).write_text(template, "utf-8")
@@ -419,7 +420,7 @@ def train(
             summary.write(tmp)
             plot_loss(history, tmp / LOSS_CURVE_NAME, title=f"{config.name} on {Path(str(base)).name}")
         _log_run(out_dir, {"finished": _now(), "seconds": round(result.seconds, 3), "steps_trained": result.steps_trained,
-                           "steps": result.steps})
+                           "steps": result.steps, "strategy": strategy(trainer)})
         if not keep_checkpoints:
             shutil.rmtree(checkpoints, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()

@@ -13,21 +13,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from apto_release.dataset.example import write_example_data  # noqa: E402
 from apto_release.errors import UsageError  # noqa: E402
 from apto_release.train.presets import load_preset  # noqa: E402
 from apto_release.train.trainer import checkpoint_dir, latest_checkpoint, run_log_path, train  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    from apto_release.testing import build_japanese_tokenizer, build_tiny_qwen35
-
-    root = tmp_path_factory.mktemp("train")
-    base = build_tiny_qwen35(root / "base", tokenizer=build_japanese_tokenizer())
-    data = root / "data.jsonl"
-    write_example_data(data, n=16)
-    return root, base, data
 
 
 def _lora_tensors(adapter: Path):
