@@ -27,6 +27,7 @@ Figures: seconds per optimiser step (median of ``--steps`` after ``--warmup``), 
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import json
 import statistics
@@ -62,10 +63,19 @@ SHAPES: dict[str, dict] = {
 }
 
 
+def force_pytorch_fallback() -> None:
+    """Make transformers take its PyTorch Gated DeltaNet path even where fla is installed.
+
+    Call before transformers' Qwen3.5 module is imported: ``None`` in ``sys.modules`` makes
+    ``import fla`` (and ``causal_conv1d``) fail, and transformers then binds its torch functions.
+    """
+    sys.modules["fla"] = None  # type: ignore[assignment]
+    sys.modules["causal_conv1d"] = None  # type: ignore[assignment]
+
+
 def bound_kernel() -> str:
     """The module of the Gated DeltaNet chunk kernel that transformers bound ("fla..." or transformers')."""
-    from transformers.models.qwen3_5 import modeling_qwen3_5 as qwen35
-
+    qwen35 = importlib.import_module("transformers.models.qwen3_5.modeling_qwen3_5")
     implementation = inspect.getclosurevars(qwen35.torch_chunk_gated_delta_rule).nonlocals.get("implementation")
     return getattr(implementation, "__module__", "?")
 
@@ -73,8 +83,7 @@ def bound_kernel() -> str:
 def run_case(shape_name: str, kernels: str, *, steps: int, warmup: int, batch: int, seq: int, cpu: bool) -> dict:
     """Train ``steps + warmup`` LoRA steps on ``shape_name``; in a fresh process (see the module docstring)."""
     if kernels == "fallback":
-        sys.modules["fla"] = None  # type: ignore[assignment]  # import fla / causal_conv1d now fails
-        sys.modules["causal_conv1d"] = None  # type: ignore[assignment]
+        force_pytorch_fallback()
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen3_5ForCausalLM, Qwen3_5TextConfig

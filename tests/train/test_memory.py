@@ -253,3 +253,23 @@ def test_the_gpu_benchmark_runs_its_cpu_smoke_mode():
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "fallback (transformers.models.qwen3_5.modeling_qwen3_5)"  # the PyTorch path was bound
     assert cells[3] == "2 x 64" and float(cells[4]) > 0 and "device: cpu" in proc.stdout
+
+
+def test_the_benchmark_forces_the_pytorch_path_even_with_fla_installed(tmp_path):
+    # A stand-in fla on the path, where transformers looks for it (fla.ops.gated_delta_rule):
+    # transformers binds it; after force_pytorch_fallback(), its own PyTorch function.
+    kernel = tmp_path / "site" / "fla" / "ops" / "gated_delta_rule"
+    kernel.mkdir(parents=True)
+    for folder in (kernel.parent.parent, kernel.parent):
+        (folder / "__init__.py").write_text("")
+    (kernel / "__init__.py").write_text("def chunk_gated_delta_rule(*a, **k): ...\ndef fused_recurrent_gated_delta_rule(*a, **k): ...\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(ROOT), str(ROOT / "benchmarks")]))
+    script = (
+        "import sys, bench_train_gpu as b\n"
+        "first = b.bound_kernel()\n"
+        "del sys.modules['transformers.models.qwen3_5.modeling_qwen3_5']  # transformers binds when it imports this\n"
+        "b.force_pytorch_fallback()\n"
+        "print(first, b.bound_kernel())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True).stdout.split()
+    assert out == ["fla.ops.gated_delta_rule", "transformers.models.qwen3_5.modeling_qwen3_5"]
