@@ -172,25 +172,34 @@ class ModelShape:
         chosen = set(targets)
         return sum(r * (i + o) for kind in self.layer_types for name, (i, o) in self.projections(kind).items() if name in chosen)
 
-    def layer_activation_bytes(self, kind: str, dtype_bytes: int = 2) -> int:
+    def layer_activation_bytes(self, kind: str, *, dtype_bytes: int = 2, lora_r: int = 0,
+                               lora_targets: Sequence[str] = (), lora_dropout: float = 0.0) -> int:
         """Bytes per token that autograd keeps for one decoder layer of ``kind`` (its full activations).
 
-        Counted from transformers' modelling code, not measured: the two RMSNorms (input kept,
-        fp32 normalised copy, output: 2 + 4 + 2 B per width each), the SwiGLU MLP (gate, up,
-        their activation and product: 4 x intermediate), and the token mixer: for full attention
-        the q/gate, k and v projections, their normed and rotated copies, the attention output,
-        its sigmoid gate and the product (7 x query width + 4 x KV width); for Gated DeltaNet the
-        qkv projection, the convolution before and after its activation (3 x conv width), the
-        l2-normed q and k (2 x key width), and z, the core output, the gated norm's fp32 copy and
-        output (5 x value width). The PyTorch fallback keeps its chunk matrices on top of this.
+        Read from transformers' and PEFT's code and checked against what autograd saves on a CPU
+        (tests/train/test_memory.py). Base layer (activations in ``dtype_bytes``): the two
+        RMSNorms keep their fp32 inputs (2 x hidden x 4 B); the SwiGLU MLP keeps gate, up and
+        their activation (3 x intermediate). Gated attention: the fp32 inputs of q_norm and
+        k_norm, the attention's q, k, v and output, the output gate and the gated product.
+        Gated DeltaNet with fla: the convolution's input and its activation's input (2 x conv
+        width), the q, k, v that fla's chunk kernel keeps (conv width) with its 64-wide WY matrix
+        per value head, and the gated norm's three fp32 copies and output (value width each); the
+        PyTorch fallback keeps its per-chunk matrices on top of this (not counted). LoRA: every
+        adapted projection keeps an fp32 copy of its input (PEFT casts it to the adapter's dtype),
+        plus its rank-wide intermediate, plus a 1-byte dropout mask per input value when
+        ``lora_dropout`` > 0 (CUDA's fused dropout; the CPU keeps an fp32 mask instead).
         """
-        h, f = self.hidden_size, self.intermediate_size
-        common = 2 * h * (2 + 4 + 2) + 4 * f * dtype_bytes
+        h, f, a = self.hidden_size, self.intermediate_size, dtype_bytes
         if kind == "full_attention":
             q, kv = self.num_attention_heads * self.head_dim, self.num_key_value_heads * self.head_dim
-            return common + (7 * q + 4 * kv) * dtype_bytes
-        conv = 2 * self.key_dim + self.value_dim
-        return common + (3 * conv + 2 * self.key_dim + 5 * self.value_dim) * dtype_bytes
+            base = 4 * (2 * h + q + kv) + a * (4 * q + 2 * kv + 3 * f)
+        else:
+            conv, v = 2 * self.key_dim + self.value_dim, self.value_dim
+            base = 4 * (2 * h + 3 * v) + a * (3 * conv + v + 64 * self.linear_num_value_heads + 3 * f)
+        chosen = set(lora_targets) if lora_r else set()
+        per_input = 4 + (1 if lora_dropout > 0 else 0)
+        lora = sum(i * per_input + 4 * lora_r for name, (i, _) in self.projections(kind).items() if name in chosen)
+        return base + lora
 
 
 def known_shape(model_id: str) -> ModelShape | None:
@@ -313,7 +322,12 @@ def estimate_memory(shape: ModelShape, config, *, gpus: int = 1, strategy: str =
         f"{lora:,} LoRA parameters (r = {config.lora.r}) x {LORA_STATE_BYTES} B (weight 4, gradient 4, AdamW 8)"
         + (f" / {gpus} GPUs" if sharded and gpus > 1 else ""),
     ))
-    per_layer = {kind: shape.layer_activation_bytes(kind, wbytes) for kind in set(shape.layer_types)}
+    lora_set = config.lora
+    per_layer = {
+        kind: shape.layer_activation_bytes(kind, dtype_bytes=wbytes, lora_r=lora_set.r, lora_targets=lora_set.target_modules,
+                                           lora_dropout=lora_set.dropout)
+        for kind in set(shape.layer_types)
+    }
     if t.gradient_checkpointing:
         lines.append(MemoryLine(
             "kept", "activations kept (checkpointing)", shape.num_layers * tokens * shape.hidden_size * wbytes,
