@@ -4,8 +4,8 @@ Run by hand on a CUDA machine (never in CI):
     python benchmarks/bench_train_gpu.py [--steps 10] [--warmup 2] [--json OUT]
     python benchmarks/bench_train_gpu.py --smoke      # CPU, a tiny shape, 2 steps, fallback only (a test runs it)
 
-Shapes (random weights, bf16, the qwen3.5-9b preset's LoRA: rank 32 on every text projection,
-gradient checkpointing, AdamW on the adapter; micro-batch ``--batch`` x ``--seq`` tokens):
+Shapes (random weights, bf16, the qwen3.5-9b preset's LoRA: rank 32, dropout 0.05, every text
+projection; gradient checkpointing, AdamW on the adapter; micro-batch ``--batch`` x ``--seq`` tokens):
 
 - ``2b``: Qwen3.5-9B's real widths (hidden 4096, FFN 12288, 16/4 heads of 256, Gated DeltaNet
   16 QK / 32 V heads of 128) over 8 layers (two 3 + 1 cycles), vocabulary cut to 32,000: about
@@ -36,11 +36,6 @@ import sys
 import time
 
 GIB = 1 << 30
-TARGETS = [
-    "q_proj", "k_proj", "v_proj", "o_proj",
-    "in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a", "out_proj",
-    "gate_proj", "up_proj", "down_proj",
-]
 _ROPE_9B = {"rope_type": "default", "rope_theta": 10_000_000.0, "partial_rotary_factor": 0.25, "mrope_section": [11, 11, 10], "mrope_interleaved": True}
 _WIDTHS_9B = {
     "hidden_size": 4096, "intermediate_size": 12288, "num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 256,
@@ -88,9 +83,13 @@ def run_case(shape_name: str, kernels: str, *, steps: int, warmup: int, batch: i
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen3_5ForCausalLM, Qwen3_5TextConfig
 
+    from apto_release.train.presets import load_preset
+
     bound = bound_kernel()
     if kernels == "fla" and not bound.startswith("fla"):
         return {"shape": shape_name, "kernels": kernels, "skipped": f"fla is not in use (transformers bound {bound}); pip install -e '.[gpu]'"}
+    if cpu:
+        torch.set_num_threads(1)  # the smoke shape is tiny: threads only contend on a shared machine
     device = torch.device("cpu" if cpu else "cuda")
     dtype = torch.float32 if cpu else torch.bfloat16
     torch.manual_seed(0)
@@ -100,7 +99,8 @@ def run_case(shape_name: str, kernels: str, *, steps: int, warmup: int, batch: i
     params = sum(p.numel() for p in model.parameters())
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
-    model = get_peft_model(model, LoraConfig(r=32, lora_alpha=64, lora_dropout=0.0, target_modules=TARGETS))
+    lora = load_preset("qwen3.5-9b").lora  # rank 32, alpha 64, dropout 0.05, every text projection
+    model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_regex))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
     if not cpu:
