@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from apto_release.cli.render import with_validation_report
+from apto_release.errors import UsageError
 from apto_release.cli.options import dry_run_option, output_dir_option, overwrite_option
 
 EPILOG = (
@@ -30,8 +31,10 @@ EPILOG = (
 @click.option("--keep-checkpoints", is_flag=True, help="Keep OUTPUT.checkpoints/ after a successful run.")
 @click.option("--base-model-id", metavar="HUB_ID", help="The base model id written into adapter_config.json [default: --base].")
 @click.option("--allow-slow-kernels", is_flag=True, help="Train on a CUDA GPU without flash-linear-attention and causal-conv1d (the [gpu] extra), on transformers' much slower PyTorch fallback.")
+@click.option("--gpus", type=click.IntRange(1), help="With --dry-run: the GPUs the memory estimate is for [default: the preset's documented hardware].")
+@click.option("--gpu-memory", metavar="SIZE", help="With --dry-run: memory per GPU, e.g. 80G (GiB); the dry run warns when the run will not fit.")
 @with_validation_report
-def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, overwrite, max_steps, save_steps, keep_checkpoints, base_model_id, allow_slow_kernels):
+def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, overwrite, max_steps, save_steps, keep_checkpoints, base_model_id, allow_slow_kernels, gpus, gpu_memory):
     """Tune a LoRA adapter on safety records with a preset.
 
     The loss covers the assistant's answers and their end-of-turn token only; the harmful prefix
@@ -47,10 +50,14 @@ def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, 
     '.[gpu]'); without them it is refused unless --allow-slow-kernels. The dry run says which
     kernels a run would use.
     """
+    from apto_release.train.memory import dry_run_memory, parse_gpu_memory
     from apto_release.train.presets import load_preset, parse_overrides
 
     typed = parse_overrides(overrides)
     config = load_preset(preset, typed)
+    if (gpus or gpu_memory) and not dry_run:
+        raise UsageError("--gpus and --gpu-memory size the dry run's memory estimate", hint="add --dry-run")
+    memory_bytes = parse_gpu_memory(gpu_memory) if gpu_memory else None
     if not dry_run:
         from apto_release.progress import Progress
         from apto_release.train.trainer import train
@@ -79,6 +86,8 @@ def train_command(preset, base, data_path, out_dir, overrides, dry_run, resume, 
     click.echo(render_examples(preview.examples, config))
     click.echo("")
     click.echo(render_config(config, set(typed)))
+    click.echo("")
+    click.echo(dry_run_memory(config, base=base, gpus=gpus, gpu_memory=memory_bytes))
     return 0
 
 
