@@ -57,7 +57,7 @@ def test_k_quants_reuse_the_f16_of_the_same_run(models, tmp_path, monkeypatch):
 
     assert [f.quant for f in files] == ["F16", "Q4_K_M", "Q6_K"]
     assert calls == [tmp_path / "Wide-F16.gguf"] * 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["Wide-F16.gguf", "Wide-Q4_K_M.gguf", "Wide-Q6_K.gguf", "params"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".gguf-build.json", "Wide-F16.gguf", "Wide-Q4_K_M.gguf", "Wide-Q6_K.gguf", "params"]
     assert files[1].tensor_types.get("Q4_K", 0) > 0
 
 
@@ -73,7 +73,7 @@ def test_a_bfloat16_checkpoint_is_quantized_from_a_temporary_bf16(models, tmp_pa
     build_gguf(models["bf16"], tmp_path, ["Q4_K_M"], name="Wide", verify=False)
 
     assert sources == [("Wide-BF16.gguf", gguf.LlamaFileType.MOSTLY_BF16)]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["Wide-Q4_K_M.gguf", "params"]  # the intermediate is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".gguf-build.json", "Wide-Q4_K_M.gguf", "params"]  # the intermediate is gone
 
 
 def test_split_sets_and_verification(models, reference, tmp_path, monkeypatch):

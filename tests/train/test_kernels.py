@@ -258,10 +258,17 @@ def test_train_on_cuda_without_kernels_exits_2_and_the_override_goes_on(cuda, to
     assert err[0].startswith("Error: Qwen3.5's Gated DeltaNet layers would run on transformers' PyTorch fallback")
     assert err[0].endswith("install the kernels with pip install -c constraints.txt '.[gpu]'")
     assert err[1] == "Hint: or pass --allow-slow-kernels to train on the fallback anyway" and len(err) == 2
-    # With the override the run passes the check and goes on to load the model (a tokenizer-only
-    # folder here, so it stops there: proof that the kernels were not what stopped it).
+    # With the override the run passes the check and goes on to its training arguments, stopped
+    # there (the GPU is faked: nothing may touch it): proof that the kernels were not what stopped it.
+    from apto_release.errors import UsageError
+    from apto_release.train import trainer
+
+    def stop(*_, **__):
+        raise UsageError("stopped after the kernel check")
+
+    monkeypatch.setattr(trainer, "_training_arguments", stop)
     assert run(*args, "--allow-slow-kernels") == 2
-    assert "cannot load the base model" in capsys.readouterr().err
+    assert "stopped after the kernel check" in capsys.readouterr().err
 
 
 def test_dry_run_says_which_kernels_the_run_would_use(fakes, tokenizer_dir, tmp_path, capsys, monkeypatch):
