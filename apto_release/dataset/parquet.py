@@ -25,7 +25,7 @@ CDC_OPTIONS: dict[str, int] = {"min_chunk_size": 256 * 1024, "max_chunk_size": 1
 #: The most Arrow bytes in one row group. Row groups are what the Hub's dataset viewer and
 #: ``datasets`` read at a time; a row-group boundary at a fixed row count moves with every inserted
 #: record (and so changes the pages at each boundary), so the cap is in bytes and large: a file of
-#: this project's size (an 18,000-record set is about 40 MB of Arrow data) is one row group, and
+#: this project's size (18,000 example records: 32 MB of Arrow data) is one row group, and
 #: every row group stays under the viewer's 100 MB limit for using a file as it is.
 ROW_GROUP_BYTES = 64 * 1024 * 1024
 #: Leaf columns with few distinct values, dictionary-encoded. A dictionary over unique texts

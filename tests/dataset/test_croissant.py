@@ -17,8 +17,6 @@ from apto_release.dataset.validate import ValidateOptions
 from apto_release.errors import BuildError
 from apto_release.schema import CATEGORIES
 
-pytest.importorskip("mlcroissant")
-
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
