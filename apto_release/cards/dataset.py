@@ -129,6 +129,12 @@ class CardOptions:
     citation_year: int | None = None
     #: Where to ask questions or report problems (optional).
     contact: str | None = None
+    #: How the annotations (category, has_jailbreak, harm_category, judge_score) and the text
+    #: were made, in the Hub's terms: the prompts, labels and exemplary answers were written by
+    #: people who know the policies; the harmful prefixes come from model answers and the judge
+    #: scores from an LLM judge (checked by people). See the README's dataset section.
+    annotations_creators: tuple[str, ...] = ("expert-generated", "machine-generated")
+    language_creators: tuple[str, ...] = ("expert-generated", "machine-generated")
     #: Rows of the card's provenance table (item, value): the hashes and versions that lead
     #: back to what the release was cut from; empty leaves the section out.
     provenance: tuple[tuple[str, str], ...] = ()
@@ -274,9 +280,13 @@ def card_data(
         pretty_name=options.pretty_name,
         language=["ja"],
         license=options.license,
-        multilinguality="monolingual",
+        annotations_creators=list(options.annotations_creators),
+        language_creators=list(options.language_creators),
+        multilinguality=["monolingual"],
         source_datasets=["original"],
         task_categories=["text-generation"],
+        # multi-turn chats to fine-tune a chat model on (huggingface.js' text-generation subtasks)
+        task_ids=["dialogue-modeling"],
         size_categories=[size_category(total)],
         tags=list(options.tags),
         **extra,

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from apto_release import schema
 from apto_release.cards.dataset import CardOptions, config_names, configs_metadata, render_dataset_card
-from apto_release.dataset.parquet import metadata_keys
+from apto_release.dataset.parquet import metadata_keys, write_table
 from apto_release.errors import BuildError, InputError, UsageError
 from apto_release.io import atomic_dir
 
@@ -153,8 +153,8 @@ def _write_parquet(rows: list[dict[str, Any]], features, dest: Path) -> None:
             f"the records do not fit record schema v1: {e}", hint="check them with 'apto-release validate'"
         ) from e
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with offline_and_quiet():
-        ds.to_parquet(str(dest))
+    # datasets' features ride along in the schema's "huggingface" metadata, as to_parquet writes them
+    write_table(ds.data.table.cast(features.arrow_schema), dest)
 
 
 def _split_sizes(tmp: Path, present: Sequence[str], features, cache_dir: Path) -> dict[str, dict[str, int]]:

@@ -42,8 +42,11 @@ def test_the_push_checks_model_cards_with_check_card(release):
 
 
 def test_a_dataset_card_needs_parsing_yaml_with_configs():
-    good = "---\nconfigs:\n- config_name: default\n  data_files: data/*.parquet\n---\n# A dataset\n"
-    assert check_card_text(good, "dataset") == []
+    assert check_card_text(_dataset_card(), "dataset") == []
+    bare = "---\nconfigs:\n- config_name: default\n  data_files: data/*.parquet\n---\n# A dataset\n"
+    assert check_card_text(bare, "dataset") == [f"metadata key '{key}' is missing" for key in (
+        "pretty_name", "language", "license", "annotations_creators", "language_creators", "multilinguality",
+        "size_categories", "source_datasets", "task_categories")]
     assert check_card_text("# no metadata\n", "dataset")[0].startswith("no YAML metadata block")
     assert check_card_text("---\nconfigs: [a\n---\n", "dataset")[0].startswith("the YAML metadata does not parse")
     assert check_card_text("---\n- a\n---\n", "dataset") == ["the YAML metadata is not a mapping but list"]
@@ -56,3 +59,41 @@ def test_the_header_reader_takes_a_byte_order_mark_and_windows_line_ends():
     assert read_front_matter("\ufeff---\r\na: 1\r\n---\r\nbody") == ({"a": 1}, "body")
     with pytest.raises(ValueError, match="no YAML metadata block"):
         read_front_matter("a: 1\n---\n")
+
+
+def _dataset_card(**changes) -> str:
+    from apto_release.cards.dataset import render_dataset_card
+
+    text = render_dataset_card({"safety_refusal": 600, "mid_refusal": 500})
+    for old, new in changes.items():
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return text
+
+
+def test_a_dataset_card_carries_the_hubs_fields_with_accepted_values():
+    assert check_card_text(_dataset_card(), "dataset", rows=1100) == []
+    missing = _dataset_card(**{"annotations_creators:\n- expert-generated\n- machine-generated\n": ""})
+    assert check_card_text(missing, "dataset") == ["metadata key 'annotations_creators' is missing"]
+    bad = _dataset_card(**{"language_creators:\n- expert-generated": "language_creators:\n- written-by-us"})
+    assert check_card_text(bad, "dataset") == [
+        "language_creators has 'written-by-us', which the Hub does not accept "
+        "(crowdsourced, expert-generated, found, machine-generated, other)"]
+    task = _dataset_card(**{"- dialogue-modeling": "- sentiment-analysis"})
+    assert check_card_text(task, "dataset") == [
+        "task_ids has 'sentiment-analysis', which is no subtask of the task_categories (text-generation)"]
+    assert check_card_text(_dataset_card(**{"multilinguality:\n- monolingual": "multilinguality:\n- bilingual"}),
+                           "dataset") == ["multilinguality has 'bilingual', which the Hub does not accept "
+                                          "(monolingual, multilingual, translation, other)"]
+
+
+def test_a_wrong_size_category_for_the_row_count_is_an_error():
+    card = _dataset_card()
+    assert "size_categories:\n- 1K<n<10K\n" in card
+    assert check_card_text(card, "dataset", rows=999) == [
+        "size_categories is ['1K<n<10K'] but the dataset has 999 rows: it must be ['n<1K']"]
+    assert check_card_text(card, "dataset", rows=10_000) == [
+        "size_categories is ['1K<n<10K'] but the dataset has 10,000 rows: it must be ['10K<n<100K']"]
+    unknown = _dataset_card(**{"- 1K<n<10K": "- 1K-10K"})
+    assert check_card_text(unknown, "dataset") == [
+        "size_categories has '1K-10K', which the Hub does not accept (n<1K, 1K<n<10K, ..., n>1T, other)"]

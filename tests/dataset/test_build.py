@@ -217,6 +217,11 @@ def test_card_metadata_parses_with_huggingface_hub(built):
     assert data.license == "cc-by-nc-sa-4.0"
     assert data.size_categories == ["n<1K"]
     assert data.task_categories == ["text-generation"]
+    assert data.task_ids == ["dialogue-modeling"]
+    assert data.annotations_creators == ["expert-generated", "machine-generated"]
+    assert data.language_creators == ["expert-generated", "machine-generated"]
+    assert data.multilinguality == ["monolingual"]
+    assert data.source_datasets == ["original"]
     assert data.pretty_name == options.pretty_name
     assert {"safety", "alignment", "red-teaming", "japanese", "sft", "refusal"} <= set(data.tags)
     configs = data["configs"]
@@ -236,6 +241,22 @@ def test_card_metadata_parses_with_huggingface_hub(built):
     assert infos["default"].download_size == sum(
         (built.out_dir / f).stat().st_size for f in built.files if f.suffix == ".parquet"
     )
+
+
+def test_the_built_card_passes_the_push_check_and_round_trips(built):
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from apto_release.cards.check import check_card_text, read_front_matter
+
+    text = (built.out_dir / "README.md").read_text("utf-8")
+    assert check_card_text(text, "dataset") == []
+    assert check_card_text(text, "dataset", rows=40) == []
+    meta, _ = read_front_matter(text)
+    assert DatasetCard(text).data.to_dict() == meta
+    assert DatasetCardData(**meta).to_dict() == meta
+    # the row count the push counts from the Parquet files decides the bucket
+    assert check_card_text(text, "dataset", rows=1000) == [
+        "size_categories is ['n<1K'] but the dataset has 1,000 rows: it must be ['1K<n<10K']"]
 
 
 def test_card_body_is_bilingual_and_complete(built):
