@@ -59,6 +59,7 @@ class Session:
                                     os.environ.get("HF_OIDC_ID_TOKEN")} if s]
         # With HF_OIDC_RESOURCE the client itself exchanged the CI's id token for that one repo.
         self.scope = os.environ.get("HF_OIDC_RESOURCE") or None if not isinstance(api.token, str) else None
+        self._renew: Callable[[bool], str] | None = None
         self.attempts = max(1, attempts)
         self.backoff = backoff
         self.sleep = sleep
@@ -66,19 +67,33 @@ class Session:
     def redact(self, text: str) -> str:
         return redact(text, self.secrets)
 
-    def scoped(self, token: str, scope: str) -> Session:
+    def scoped(self, token: str, scope: str, renew: Callable[[bool], str] | None = None) -> Session:
         """A session on the same endpoint whose requests carry ``token``, exchanged for ``scope``
-        (it shares this session's secrets and retry policy)."""
+        (it shares this session's secrets and retry policy); ``renew(force)``: the repo's token
+        again, a new one when the old one is old (or ``force``)."""
         from huggingface_hub import HfApi
 
         api = self.api
         child = Session(HfApi(endpoint=api.endpoint, token=token, library_name=api.library_name,
                               library_version=api.library_version, user_agent=api.user_agent, headers=api.headers),
                         attempts=self.attempts, backoff=self.backoff, sleep=self.sleep)
-        child.secrets, child.scope = self.secrets, scope
+        child.secrets, child.scope, child._renew = self.secrets, scope, renew
         if token not in self.secrets:
             self.secrets.append(token)
         return child
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Trusted Publishing: take a new token for the repo when this one is old (or ``force``: it
+        was refused); True when the token changed."""
+        if self._renew is None:
+            return False
+        token = self._renew(force)
+        if token == self.token:
+            return False
+        self.api.token = self.token = token
+        if token not in self.secrets:
+            self.secrets.append(token)
+        return True
 
     def redact_error(self, exc: AptoError) -> None:
         """Take the token out of the error's message and hint."""

@@ -459,6 +459,7 @@ def _publish(session: Session, prepared: Prepared, plan: RepoPlan, version_tag: 
     attempted: RepoPlan | None = None  # the plan of the last commit sent (it may have gone through unseen)
     commit = None
     attempt = 0
+    renewed = False
     while True:
         if conflict := plan.tag_conflict:
             raise PushError(conflict, repo=target.repo_id, hint="bump the version in the manifest: a published tag is never moved")
@@ -481,10 +482,14 @@ def _publish(session: Session, prepared: Prepared, plan: RepoPlan, version_tag: 
             break
         except HfHubHTTPError as exc:
             status = http_status(exc)
-            if status not in RETRYABLE or attempt >= session.attempts:
+            # An exchanged token lasts an hour: one that ran out during a long upload is renewed, once.
+            if status == 401 and not renewed and session.refresh(force=True):
+                renewed = True
+            elif status not in RETRYABLE or attempt >= session.attempts:
                 tries = f" (after {attempt} attempts)" if attempt > 1 else ""
                 raise PushError(f"the commit failed{tries}: {session.describe(exc)}", repo=target.repo_id) from None
-            session.sleep(0 if status == 412 else session.wait(exc, attempt))
+            else:
+                session.sleep(0 if status == 412 else session.wait(exc, attempt))
         except (*transport_errors(), ValueError) as exc:  # connection errors; the client's own checks (e.g. the card)
             if not isinstance(exc, ValueError) and attempt < session.attempts:
                 session.sleep(session.wait(exc, attempt))
@@ -566,6 +571,7 @@ def push(
             results: list[RepoResult] = []
             for i, (prep, plan) in enumerate(zip(prepared, plans)):
                 try:
+                    sessions[prep.target].refresh()  # Trusted Publishing: a fresh token when the repo's is old
                     result = _publish(sessions[prep.target], prep, plan, manifest.tag, prune)
                 except PushError as exc:
                     failed = RepoResult(plan, "failed", error=exc.message)

@@ -7,6 +7,7 @@ exchange), scoped to that repo. docs/push.md, "Tokens", says when which is used.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
 
 #: Where the Hub's documentation says to add a repo's trusted publisher.
 DOCS = "https://huggingface.co/docs/hub/trusted-publishers"
+#: Seconds after which a repo's token is exchanged again before its repo is published: the Hub's
+#: tokens last an hour and cannot be refreshed, and a release's uploads can take longer.
+RENEW_AFTER = 300.0
 
 
 def oidc_resource(target: Target) -> str:
@@ -56,7 +60,7 @@ class TrustedPublishing:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.endpoint = session.api.endpoint
-        self._tokens: dict[str, str] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}  # resource -> (token, when it was exchanged)
 
     def _id_token(self) -> str:
         from huggingface_hub._oidc import get_oidc_token
@@ -74,14 +78,17 @@ class TrustedPublishing:
         self.session.secrets.append(token)
         return token
 
-    def token_for(self, target: Target) -> str:
-        """A token scoped to ``target``'s repo (one exchange per repo and push)."""
+    def token_for(self, target: Target, max_age: float | None = None) -> str:
+        """A token scoped to ``target``'s repo: the one exchanged before unless it is older than
+        ``max_age`` seconds (None: any age)."""
         from huggingface_hub._oidc import exchange_oidc_token
         from huggingface_hub.errors import HfHubHTTPError
 
         resource = oidc_resource(target)
         if resource in self._tokens:
-            return self._tokens[resource]
+            token, when = self._tokens[resource]
+            if max_age is None or time.monotonic() - when <= max_age:
+                return token
         subject = self._id_token()
         try:
             answer = self.session.call(
@@ -97,8 +104,13 @@ class TrustedPublishing:
                                   "and --no-trusted-publishing") from None
         token = answer["access_token"]
         self.session.secrets.append(token)
-        self._tokens[resource] = token
+        self._tokens[resource] = (token, time.monotonic())
         return token
+
+    def renewer(self, target: Target):
+        """``renew(force)`` for ``target``'s session: its token again, or a new one when it is older
+        than ``RENEW_AFTER`` (or ``force``)."""
+        return lambda force: self.token_for(target, max_age=0.0 if force else RENEW_AFTER)
 
 
 def check_scope(scope: str, selected: Sequence[Target]) -> None:
@@ -122,4 +134,4 @@ def target_sessions(session: Session, trusted: TrustedPublishing | None, selecte
         if check and session.scope:
             check_scope(session.scope, selected)
         return {t: session for t in selected}
-    return {t: session.scoped(trusted.token_for(t), oidc_resource(t)) for t in selected}
+    return {t: session.scoped(trusted.token_for(t), oidc_resource(t), trusted.renewer(t)) for t in selected}

@@ -153,3 +153,20 @@ def test_the_commands_pass_trusted_publishing_on(release, capsys, command):
         main([*command, "--manifest", str(release.path), "--trusted-publishing"])
     err = capsys.readouterr().err
     assert exit_info.value.code != 0 and "Trusted Publishing needs an OIDC id token" in err, err
+
+
+def test_a_token_that_runs_out_is_exchanged_again(hub, release, monkeypatch):
+    """The Hub's tokens last an hour with no refresh: an old one is exchanged again before its repo
+    is published, and one that runs out during the upload is renewed and the commit tried again."""
+    from apto_release.hub import tokens
+
+    full = f"{release.organisation}/ja-safety-sft"
+    before = _trust(hub, release)
+    monkeypatch.setenv("HF_OIDC_ID_TOKEN", hub.issue_id_token())
+    monkeypatch.setattr(tokens, "RENEW_AFTER", 0.0)  # every token counts as old before its repo's publish
+    hub.clear_requests()
+    hub.before("POST", rf"^/api/datasets/{full}/preupload/", hub.expire_exchanged_tokens)  # runs out mid-commit
+    (result,) = push(release, api=_anonymous(hub), only=["dataset.full"], backoff=0)
+    assert result.status == "committed" and result.tag_action == "created"
+    assert len(hub.repo_state(full, "dataset")["commits"]) == before[full] + 1
+    assert [r.status for r in hub.requests if r.status == 401] and len(hub.log("POST", "^/oauth/token$")) == 3

@@ -138,6 +138,11 @@ class _TrustedPublishing:
         return _json({"access_token": token, "token_type": "bearer", "expires_in": SCOPED_LIFETIME,
                       "issued_token_type": ACCESS_TOKEN_TYPE})
 
+    def expire_exchanged_tokens(self) -> None:
+        """Every token the exchange gave runs out now (an upload that outlived its token's hour)."""
+        with self._lock:
+            self._scoped = {t: Scope(s.repo_type, s.repo_id, s.read_only, 0.0) for t, s in self._scoped.items()}
+
     def _scope_of(self, authorization: str) -> Scope | None:
         """The scope of an unexpired exchanged token in an ``Authorization`` header (None: not one)."""
         token = authorization[len("Bearer "):] if authorization.startswith("Bearer ") else ""
