@@ -61,13 +61,39 @@ def test_least_privilege_and_pinning():
                     if step["uses"].startswith("actions/checkout@"):
                         assert step["with"]["persist-credentials"] is False
     publish = load("publish.yml")
-    # The token only in the protected environment's job, only through env:, only on push steps.
+    # The fallback token only in the protected environment's job, only through env:, only on push
+    # steps, and only when the repository variable asks for it.
     for job_name, job in publish["jobs"].items():
         for step in job["steps"]:
             uses_token = "HF_TOKEN" in str(step)
             assert not uses_token or (job.get("environment") == "huggingface" and "secrets.HF_TOKEN" in str(step.get("env"))), step
+            assert not uses_token or step["env"]["HF_TOKEN"] == FALLBACK_TOKEN, step
             assert "secrets." not in step.get("run", ""), step
     assert publish["concurrency"]["cancel-in-progress"] is False
+
+
+FALLBACK_TOKEN = "${{ vars.HF_PUBLISH_WITH_TOKEN == 'true' && secrets.HF_TOKEN || '' }}"
+
+
+def test_trusted_publishing_only_in_the_push_job_with_one_exchange_per_repo():
+    """Only the push job may mint GitHub's id token; its push steps exchange it (apto-release's
+    --trusted-publishing: one token per repo) unless the fallback variable is set, and together they
+    push every repo of the manifest exactly once."""
+    publish = load("publish.yml")
+    for path in WORKFLOWS:
+        for job_name, job in yaml.safe_load(path.read_text("utf-8"))["jobs"].items():
+            want = "write" if (path.name, job_name) == ("publish.yml", "push") else None
+            assert (job.get("permissions") or {}).get("id-token") == want, (path.name, job_name)
+    push_job = publish["jobs"]["push"]
+    assert push_job["environment"] == "huggingface"
+    assert push_job["env"]["HF_AUTH"] == ("${{ vars.HF_PUBLISH_WITH_TOKEN == 'true' && '--no-trusted-publishing' "
+                                          "|| '--trusted-publishing' }}")
+    pushes = [s["run"] for s in push_job["steps"] if "--stages push" in s.get("run", "")]
+    assert pushes and all("$HF_AUTH" in run for run in pushes)
+    names = [w for run in pushes for w in re.findall(r"--only (\S+)", run)]
+    manifest = load_manifest(ROOT / "release.toml")
+    assert sorted(names) == sorted(manifest.target_names())
+    assert "HF_OIDC_RESOURCE" not in str(publish)  # the client's one-repo exchange would refuse the others
 
 
 def test_the_models_matrix_follows_the_manifest():
@@ -93,13 +119,14 @@ def apto_calls() -> list[tuple[str, dict[str, str], str]]:
     return calls
 
 
+@pytest.mark.parametrize("auth", ["--trusted-publishing", "--no-trusted-publishing"])
 @pytest.mark.parametrize("dry_run", ["--dry-run", ""])
-def test_every_apto_release_call_parses(tmp_path, monkeypatch, dry_run):
+def test_every_apto_release_call_parses(tmp_path, monkeypatch, dry_run, auth):
     calls = apto_calls()
     assert {c.split()[1] for _, _, c in calls} >= {"validate", "release"}
     monkeypatch.chdir(tmp_path)
     for _, env, command in calls:
-        values = {**env, "DRY_RUN": dry_run}
+        values = {**env, "DRY_RUN": dry_run, "HF_AUTH": auth}
         words = shlex.split(re.sub(r"\$\{?(\w+)\}?", lambda m: values.get(m.group(1), m.group(0)), command))
         assert words[0] == "apto-release" and "$" not in " ".join(words), command
         for word in words[1:]:  # paths the command reads must exist for click's checks
