@@ -139,3 +139,19 @@ def test_every_apto_release_call_parses(tmp_path, monkeypatch, dry_run, auth):
             parent = click.Context(command, info_name=command.name, parent=parent)
             name, command, args = command.resolve_command(parent, args)
         command.make_context(name, args, parent=parent)  # parses and checks every option and argument
+
+
+def test_the_readme_says_how_to_set_up_trusted_publishing_as_the_workflow_does_it():
+    """The README's step-by-step set-up names what publish.yml really uses: the environment, the
+    permission, the workflow file, the fallback's variable and secret."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    section = readme.split("#### Publishing from GitHub Actions: Trusted Publishers", 1)[1].split("\n### ", 1)[0]
+    publish = load("publish.yml")
+    push_job = publish["jobs"]["push"]
+    variable = re.search(r"vars\.(\w+)", push_job["env"]["HF_AUTH"]).group(1)
+    header = (ROOT / ".github" / "workflows" / "publish.yml").read_text("utf-8").split("\nname:", 1)[0]
+    assert 'README, "Publishing from GitHub Actions"' in header.replace("\n# ", " ")
+    for needed in ("Trusted Publishers", f"`{push_job['environment']}`", "id-token: write", "`publish.yml`",
+                   f"`{variable}`", "`HF_TOKEN`", "--no-trusted-publishing", "Read-only", "`repository`",
+                   "/datasets/<org>/<name>/settings"):
+        assert needed in section, needed
