@@ -24,6 +24,16 @@ progress_option = click.option(
 )
 
 
+#: ``--trusted-publishing/--no-trusted-publishing``: where push and release get the Hub tokens.
+trusted_publishing_option = click.option(
+    "--trusted-publishing/--no-trusted-publishing", "trusted_publishing", default=None,
+    help="Get each repo its own one-hour token by exchanging the CI's OIDC id token (the Hub's Trusted "
+         "Publishers); --no-trusted-publishing: the one token of HF_TOKEN or the login. [default: Trusted "
+         "Publishing when an id token is at hand (GitHub Actions with id-token: write, or HF_OIDC_ID_TOKEN) "
+         "and neither HF_TOKEN nor HF_OIDC_RESOURCE is set]",
+)
+
+
 def overwrite_option(help: str = "Replace an existing output folder."):
     """``--overwrite``: replace what the command would otherwise refuse to write over."""
     return click.option("--overwrite", is_flag=True, help=help)

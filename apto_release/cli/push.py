@@ -6,7 +6,7 @@ import os
 
 import click
 
-from apto_release.cli.options import dry_run_option, manifest_option, only_option
+from apto_release.cli.options import dry_run_option, manifest_option, only_option, trusted_publishing_option
 
 
 @click.command("push", epilog="Example: apto-release push --manifest release.toml --only dataset.sample --dry-run")
@@ -15,7 +15,8 @@ from apto_release.cli.options import dry_run_option, manifest_option, only_optio
 @dry_run_option("Compare with the remote repos and list what would change; write nothing.")
 @click.option("--prune", is_flag=True,
               help="Also delete remote files that no release of ours published (by default they are kept and listed).")
-def push_command(manifest_path, only, dry_run, prune):
+@trusted_publishing_option
+def push_command(manifest_path, only, dry_run, prune, trusted_publishing):
     """Publish the release: each repo gets one commit with all its changes, then the tag v<version>.
 
     Compares the local files' checksums with the remote's, so unchanged files are not uploaded and
@@ -24,7 +25,8 @@ def push_command(manifest_path, only, dry_run, prune):
     listed ("kept: NOTICE.md, not ours") unless --prune is given. Every dataset folder must come
     from validated records (the marker written by 'dataset build'); a public dataset repo only
     takes the sample (built with --report, at most max_rows rows). The token comes from
-    HF_TOKEN or the local login; HF_ENDPOINT is honoured. A Markdown summary is appended to
+    HF_TOKEN or the local login, or with Trusted Publishing from one exchange per repo of the
+    CI's OIDC id token (see --trusted-publishing); HF_ENDPOINT is honoured. A Markdown summary is appended to
     $GITHUB_STEP_SUMMARY when it is set. Exit 2 for a problem with the inputs, 1 when a push fails.
     """
     from apto_release.release.manifest import load_manifest
@@ -41,7 +43,8 @@ def push_command(manifest_path, only, dry_run, prune):
                 click.echo(line)
 
     try:
-        results = push(manifest, only=only or None, dry_run=dry_run, on_result=show, prune=prune)
+        results = push(manifest, only=only or None, dry_run=dry_run, on_result=show, prune=prune,
+                       trusted_publishing=trusted_publishing)
     except PushError as exc:
         if os.environ.get("GITHUB_STEP_SUMMARY"):
             append_step_summary(push_step_summary(exc.results, tag=manifest.tag, error=str(exc)))

@@ -13,6 +13,7 @@ from apto_release.cli.options import (
     output_dir_option,
     progress_option,
     seed_option,
+    trusted_publishing_option,
 )
 
 STATUS_MARKS = {"done": "✓", "up to date": "=", "failed": "✗", "would run": "→", "planned": "→"}
@@ -75,7 +76,8 @@ def _finish(result, error=None) -> None:
 @only_option("Only these targets: data, dataset.sample, dataset.full or a model's name. Repeatable.")
 @dry_run_option("Say what would run and why, and the push's plan; write nothing.")
 @progress_option
-def release_command(manifest_path, stages, only, dry_run, progress_mode):
+@trusted_publishing_option
+def release_command(manifest_path, stages, only, dry_run, progress_mode, trusted_publishing):
     """Cut the release: validate → sample → dataset build → train → merge → GGUF → eval → cards → push.
 
     A state file (the manifest's `state`, by default .apto-release/state.json beside it) records
@@ -91,7 +93,7 @@ def release_command(manifest_path, stages, only, dry_run, progress_mode):
     click.echo(f"apto-release release {manifest.tag} ({manifest_path})" + (": dry run, nothing is written" if dry_run else ""))
     try:
         result = run_release(manifest, stages=chosen, only=only, dry_run=dry_run, progress=_progress(progress_mode),
-                             on_start=_echo_start, on_report=_echo_report)
+                             on_start=_echo_start, on_report=_echo_report, trusted_publishing=trusted_publishing)
     except ReleaseError as exc:
         _finish(exc.result, exc.message)
         raise

@@ -24,8 +24,10 @@ RETRYABLE = frozenset({408, 412, 429, 500, 502, 503, 504})
 RETRY_AFTER_CAP = 10.0  # seconds: a longer Retry-After is cut to this
 DEFAULT_ATTEMPTS = 4
 REDACTED = "hf_***"
-#: What a Hugging Face token looks like: the CLI's last line of defence redacts any such text.
-TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{8,}")
+#: What a Hugging Face token looks like (a user token; an exchanged ``hf_jwt_``/``hf_oauth_`` one;
+#: a CI's OIDC id token, a JWT): the CLI's last line of defence redacts any such text.
+TOKEN_SHAPE = re.compile(r"hf_(?:jwt|oauth)_[A-Za-z0-9._~+/=-]{8,}|hf_[A-Za-z0-9]{8,}"
+                         r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 
 
 class PushError(AptoError, RuntimeError):
@@ -43,20 +45,55 @@ def redact(text: str, secrets: Iterable[str | None], *, token_shapes: bool = Fal
 
 
 class Session:
-    """The api, the secrets to redact, and the retry policy."""
+    """The api, the secrets to redact, and the retry policy; ``scope``: the one repo (its OIDC
+    resource) that the token was exchanged for, when it was (None: a user token)."""
 
     def __init__(self, api, *, attempts: int, backoff: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        import os
+
         from huggingface_hub import get_token
 
         self.api = api
         self.token = api.token if isinstance(api.token, str) else (None if api.token is False else get_token())
-        self.secrets = [s for s in {self.token, api.token if isinstance(api.token, str) else None, get_token()} if s]
+        self.secrets = [s for s in {self.token, api.token if isinstance(api.token, str) else None, get_token(),
+                                    os.environ.get("HF_OIDC_ID_TOKEN")} if s]
+        # With HF_OIDC_RESOURCE the client itself exchanged the CI's id token for that one repo.
+        self.scope = os.environ.get("HF_OIDC_RESOURCE") or None if not isinstance(api.token, str) else None
+        self._renew: Callable[[bool], str] | None = None
         self.attempts = max(1, attempts)
         self.backoff = backoff
         self.sleep = sleep
 
     def redact(self, text: str) -> str:
         return redact(text, self.secrets)
+
+    def scoped(self, token: str, scope: str, renew: Callable[[bool], str] | None = None) -> Session:
+        """A session on the same endpoint whose requests carry ``token``, exchanged for ``scope``
+        (it shares this session's secrets and retry policy); ``renew(force)``: the repo's token
+        again, a new one when the old one is old (or ``force``)."""
+        from huggingface_hub import HfApi
+
+        api = self.api
+        child = Session(HfApi(endpoint=api.endpoint, token=token, library_name=api.library_name,
+                              library_version=api.library_version, user_agent=api.user_agent, headers=api.headers),
+                        attempts=self.attempts, backoff=self.backoff, sleep=self.sleep)
+        child.secrets, child.scope, child._renew = self.secrets, scope, renew
+        if token not in self.secrets:
+            self.secrets.append(token)
+        return child
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Trusted Publishing: take a new token for the repo when this one is old (or ``force``: it
+        was refused); True when the token changed."""
+        if self._renew is None:
+            return False
+        token = self._renew(force)
+        if token == self.token:
+            return False
+        self.api.token = self.token = token
+        if token not in self.secrets:
+            self.secrets.append(token)
+        return True
 
     def redact_error(self, exc: AptoError) -> None:
         """Take the token out of the error's message and hint."""
@@ -71,6 +108,8 @@ class Session:
         text = " ".join(str(exc).split()) or type(exc).__name__
         if status is not None and str(status) not in text[:20]:
             text = f"HTTP {status}: {text}"
+        if status in (403, 404) and self.scope:
+            text += f" (the token was exchanged for {self.scope} only: Trusted Publishing scopes a token to one repo)"
         return self.redact(text)
 
     def wait(self, exc: BaseException, attempt: int) -> float:

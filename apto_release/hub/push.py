@@ -342,7 +342,7 @@ def _plan(session: Session, prepared: Prepared, tag: str, prune: bool = False) -
     return plan
 
 
-def check_cards_on_hub(session: Session, plans: Sequence[RepoPlan]) -> None:
+def check_cards_on_hub(session: Session, plans: Sequence[RepoPlan], sessions: Mapping[Target, Session] | None = None) -> None:
     """Pre-flight: every card this push will commit is sent to the Hub's own validator
     (``POST /api/validate-yaml``, what ``RepoCard.validate`` calls), which also judges the commit:
     a card it rejects would fail that repo's commit after the earlier repos were published."""
@@ -354,9 +354,10 @@ def check_cards_on_hub(session: Session, plans: Sequence[RepoPlan]) -> None:
             continue
         body = {"repoType": plan.repo_type, "content": plan.local[README].local.read_text("utf-8")}
         url = f"{session.api.endpoint}/api/validate-yaml"
+        token = (sessions or {}).get(plan.target, session).token
 
-        def post(url=url, body=body):
-            response = get_session().post(url, json=body, headers={**build_hf_headers(token=session.token),
+        def post(url=url, body=body, token=token):
+            response = get_session().post(url, json=body, headers={**build_hf_headers(token=token),
                                                                     "Accept": "text/plain"})
             if response.status_code >= 500 or response.status_code == 429:
                 from huggingface_hub.utils import hf_raise_for_status
@@ -475,6 +476,7 @@ def _publish(session: Session, prepared: Prepared, plan: RepoPlan, version_tag: 
     attempted: RepoPlan | None = None  # the plan of the last commit sent (it may have gone through unseen)
     commit = None
     attempt = 0
+    renewed = False
     while True:
         if conflict := plan.tag_conflict:
             raise PushError(conflict, repo=target.repo_id, hint="bump the version in the manifest: a published tag is never moved")
@@ -497,10 +499,14 @@ def _publish(session: Session, prepared: Prepared, plan: RepoPlan, version_tag: 
             break
         except HfHubHTTPError as exc:
             status = http_status(exc)
-            if status not in RETRYABLE or attempt >= session.attempts:
+            # An exchanged token lasts an hour: one that ran out during a long upload is renewed, once.
+            if status == 401 and not renewed and session.refresh(force=True):
+                renewed = True
+            elif status not in RETRYABLE or attempt >= session.attempts:
                 tries = f" (after {attempt} attempts)" if attempt > 1 else ""
                 raise PushError(f"the commit failed{tries}: {session.describe(exc)}", repo=target.repo_id) from None
-            session.sleep(0 if status == 412 else session.wait(exc, attempt))
+            else:
+                session.sleep(0 if status == 412 else session.wait(exc, attempt))
         except (*transport_errors(), ValueError) as exc:  # connection errors; the client's own checks (e.g. the card)
             if not isinstance(exc, ValueError) and attempt < session.attempts:
                 session.sleep(session.wait(exc, attempt))
@@ -528,8 +534,13 @@ def push(
     on_result: Callable[[RepoResult], None] | None = None,
     hasher: Hasher = hash_file,
     prune: bool = False,
+    trusted_publishing: bool | None = None,
 ) -> list[RepoResult]:
     """Publish the release's repos (see the module docstring); ``dry_run``: plan only, write nothing.
+
+    ``trusted_publishing``: each repo gets its own token from an exchange of the CI's OIDC id token
+    (``hub.tokens``); False: the one token of ``api`` / HF_TOKEN / the login; None: Trusted
+    Publishing when an id token is at hand and no token is given.
 
     ``prune``: also delete remote files that no release of ours published (by default they are
     kept, and listed in each plan's ``kept``).
@@ -544,16 +555,22 @@ def push(
         InputError: a missing folder, file or GGUF type; an invalid card.
         PushError: a repo failed; ``results`` says which repos were done and which were not.
     """
+    from apto_release.hub.tokens import TrustedPublishing, target_sessions, use_trusted_publishing
+
     session = Session(make_api(api), attempts=attempts, backoff=backoff)
-    if not dry_run and not session.token:
+    trusted = TrustedPublishing(session) if use_trusted_publishing(trusted_publishing, session.api) else None
+    if not dry_run and not session.token and trusted is None:
         raise UsageError("no Hugging Face token: a push needs one with write access",
-                         hint="set HF_TOKEN, or log in with 'hf auth login'")
+                         hint="set HF_TOKEN, log in with 'hf auth login', or use Trusted Publishing (--trusted-publishing)")
     try:
         prepared = _prepare_all(manifest, only, hasher)
-        if not dry_run:
-            check_write_access(session, [p.target for p in prepared])  # pre-flight: before the first request that reads a repo
+        # Pre-flight, before the first request that reads a repo: every repo's token (Trusted
+        # Publishing: its exchange; one scoped token: its repo), then a user token's write access.
+        sessions = target_sessions(session, trusted, [p.target for p in prepared], check=not dry_run)
+        if not dry_run and trusted is None and not session.scope:
+            check_write_access(session, [p.target for p in prepared])
         with progress_bars(progress):
-            plans = [_plan(session, p, manifest.tag, prune) for p in prepared]
+            plans = [_plan(sessions[p.target], p, manifest.tag, prune) for p in prepared]
             if dry_run:
                 results = [RepoResult(p, "planned", commit=p.head, added=len(p.add), changed=len(p.change),
                                       deleted=len(p.delete), bytes_uploaded=p.upload_bytes,
@@ -570,11 +587,12 @@ def push(
                 lines = "; ".join(f"{p.repo_id}: {p.tag_conflict}" for p in conflicts)
                 raise UsageError(f"the release {manifest.tag} is already published differently: {lines}",
                                  path=manifest.path, hint="bump the version in the manifest: a published tag is never moved")
-            check_cards_on_hub(session, plans)
+            check_cards_on_hub(session, plans, sessions)
             results: list[RepoResult] = []
             for i, (prep, plan) in enumerate(zip(prepared, plans)):
                 try:
-                    result = _publish(session, prep, plan, manifest.tag, prune)
+                    sessions[prep.target].refresh()  # Trusted Publishing: a fresh token when the repo's is old
+                    result = _publish(sessions[prep.target], prep, plan, manifest.tag, prune)
                 except PushError as exc:
                     failed = RepoResult(plan, "failed", error=exc.message)
                     rest = [RepoResult(p, "not started") for p in plans[i + 1:]]

@@ -2,7 +2,9 @@
 
 What is looked for (``PATTERNS``; the README lists them too):
 
-- Hugging Face tokens: ``hf_`` and 34 or more letters and digits;
+- Hugging Face tokens: ``hf_`` and 34 or more letters and digits; exchanged ones (Trusted
+  Publishing, OAuth): ``hf_jwt_``/``hf_oauth_`` and 20 or more token characters; OIDC id tokens
+  (a JWT: ``eyJ…`` header, ``.eyJ…`` claims, ``.`` signature);
 - OpenAI keys ``sk-…`` / ``sk-proj-…`` and Anthropic keys ``sk-ant-…`` (20 or more key characters);
 - AWS access key ids ``AKIA``/``ASIA`` + 16 upper-case letters and digits, and a 40-character secret
   key within three lines of one (or after ``aws_secret_access_key``);
@@ -45,6 +47,8 @@ NEAR_LINES = 3  # an AWS secret key this close to an access key id is one
 _B = r"(?<![A-Za-z0-9_-])"  # a key starts at a word boundary
 PATTERNS: dict[str, str] = {
     "a Hugging Face token": _B + r"hf_[A-Za-z0-9]{34,}",
+    "an exchanged Hugging Face token": _B + r"hf_(?:jwt|oauth)_[A-Za-z0-9._-]{20,}",
+    "an OIDC id token (JWT)": _B + r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}",
     "an Anthropic API key": _B + r"sk-ant-[A-Za-z0-9_-]{20,}",
     "an OpenAI API key": _B + r"sk-(?!ant-)(?:proj-)?[A-Za-z0-9_-]{20,}",
     "an AWS access key id": r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])",
@@ -60,7 +64,7 @@ _AWS_ID = re.compile(PATTERNS["an AWS access key id"].encode())
 _AWS_SECRET_SHAPE = re.compile(rb"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 _NETRC_MACHINE = re.compile(rb"^[ \t]*machine[ \t]+\S+", re.M)
 _NETRC_PASSWORD = re.compile(rb"^[ \t]*(?:(?:login|account)[ \t]+\S+[ \t]+)*password[ \t]+\S+", re.M)
-_MASK_PREFIXES = ("sk-proj-", "sk-ant-", "hf_", "sk-", "AKIA", "ASIA", "AIza")
+_MASK_PREFIXES = ("sk-proj-", "sk-ant-", "hf_jwt_", "hf_oauth_", "hf_", "sk-", "AKIA", "ASIA", "AIza", "eyJ")
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ def mask(kind: str, text: str) -> str:
 
 #: Every pattern holds one of these; only the text around them is searched with the patterns
 #: (``bytes.find`` runs at memory speed, a regex alternation at every position does not).
-ANCHORS = (b"hf_", b"sk-", b"AKIA", b"ASIA", b"AIza", b"PRIVATE KEY", b"machine", b"ecret", b"ECRET")
+ANCHORS = (b"hf_", b"sk-", b"AKIA", b"ASIA", b"AIza", b"PRIVATE KEY", b"machine", b"ecret", b"ECRET", b"eyJ")
 _BEFORE, _AFTER = 256, 4096  # the window searched around an anchor
 CHUNK = 16 << 20  # text files are read in chunks of whole lines of about this size
 

@@ -85,6 +85,8 @@ class ReleaseContext:
     progress: Any
     api: Any = None
     dry_run: bool = False
+    #: The push's tokens: Trusted Publishing (True), the one token (False), or as hub.tokens decides (None).
+    trusted_publishing: bool | None = None
     #: The job's previous unfinished run had the same inputs (training resumes from checkpoints).
     resuming: bool = False
     #: Set by a job whose report is not plain "done" (a push that found nothing to commit).
@@ -619,7 +621,7 @@ class _Plan:
             # On a terminal the client draws the upload bars; in a log the task's lines say it is alive.
             with ctx.progress.task(f"push {name}", unit="repo") if not ctx.progress.bars else contextlib.nullcontext():
                 results = push(self.m, only=[name], api=ctx.api, dry_run=ctx.dry_run, hasher=self.state.hash_file,
-                               progress=ctx.progress.bars)
+                               progress=ctx.progress.bars, trusted_publishing=ctx.trusted_publishing)
             if all(r.status == "unchanged" or r.status == "planned" and not r.plan.changed for r in results):
                 ctx.status = "up to date"
             return "; ".join(summary_line(r) for r in results)
@@ -674,10 +676,12 @@ def run_release(
     progress=None,
     on_report: Callable[[JobReport], None] | None = None,
     on_start: Callable[[Job, str], None] | None = None,
+    trusted_publishing: bool | None = None,
 ) -> ReleaseResult:
     """Run (or, with ``dry_run``, plan) the release's jobs; see docs/release-pipeline.md.
 
     ``on_start(job, reason)`` is called before a job runs; ``on_report`` with each job's report.
+    ``trusted_publishing``: the push's tokens (``hub.push.push``).
 
     Raises:
         ReleaseError: a job failed (its error is the message; ``result`` has the reports so far).
@@ -731,7 +735,7 @@ def run_release(
                 report(JobReport(job.stage, job.target, "would run", reason))
                 continue
             context = ReleaseContext(manifest, state, progress, api=api, dry_run=dry_run,
-                                     resuming=state.running.get(job.key) == inputs)
+                                     resuming=state.running.get(job.key) == inputs, trusted_publishing=trusted_publishing)
             if on_start:
                 on_start(job, reason)
             if not job.always:

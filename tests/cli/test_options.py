@@ -40,14 +40,23 @@ def test_help_renders_with_usage_and_an_example(run_cli, path):
 
 
 def _help_line(run_cli, path: tuple[str, ...], option: str) -> str:
+    """The option's whole entry in ``--help``, its wrapped lines joined (the column width differs
+    from one command to another)."""
     _, out, _ = run_cli(*path, "--help")
-    (line,) = [line.strip() for line in out.splitlines() if line.strip().startswith(option + " ")]
-    return " ".join(line.split())
+    lines = out.splitlines()
+    (start,) = [i for i, line in enumerate(lines) if line.strip().startswith(option + " ")]
+    entry = [lines[start]]
+    for line in lines[start + 1:]:
+        if not line.strip() or line.lstrip().startswith("-"):
+            break
+        entry.append(line)
+    return " ".join(" ".join(entry).split())
 
 
 @pytest.mark.parametrize(("option", "paths"), [
     ("--manifest", [("cards",), ("push",), ("release",)]),
     ("--progress", [("release",), ("demo",)]),
+    ("--trusted-publishing", [("push",), ("release",)]),
 ])
 def test_a_shared_option_reads_the_same_in_every_command(run_cli, option, paths):
     lines = {path: _help_line(run_cli, path, option) for path in paths}

@@ -19,6 +19,9 @@ UPPER = "QX7Z2W4N6M8P3R5T"  # 16
 AWS_SECRET = "wJalrXUtnFEMI" + "/K7MDENG/bPxRfiCY" + "EXAMPLEKEY"  # 40
 FAKES = {
     "a Hugging Face token": ("token = '" + "hf" + "_" + ALNUM + "'", "hf_Zq**** (37 chars)"),
+    "an exchanged Hugging Face token": ("HF_TOKEN=" + "hf" + "_jwt_" + "eyJ" + ALNUM + ".x-Y_z", "hf_jwt_ey**** (50 chars)"),
+    "an OIDC id token (JWT)": ("HF_OIDC_ID_TOKEN=" + "eyJ" + "hbGciOiJSUzI1NiJ9." + "eyJ" + ALNUM + "." + ALNUM[::-1],
+                               "eyJhb**** (93 chars)"),
     "an OpenAI API key": ("OPENAI_API_KEY=" + "sk" + "-" + ALNUM, "sk-Zq**** (37 chars)"),
     "an OpenAI API key ": ("key: " + "sk" + "-proj-" + ALNUM + "_" + ALNUM, "sk-proj-Zq****"),
     "an Anthropic API key": ("ANTHROPIC_API_KEY=" + "sk" + "-ant-api03-" + ALNUM, "sk-ant-ap****"),

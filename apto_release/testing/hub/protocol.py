@@ -148,7 +148,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(raw_path)
         body = self._read_body()
         auth = self.headers.get("Authorization") or ""
-        authed = hmac.compare_digest(auth.encode(), f"Bearer {hub.token}".encode())
+        # True: the hub's token; a Scope: a token of the exchange (one repo); False: none or unknown.
+        authed = hmac.compare_digest(auth.encode(), f"Bearer {hub.token}".encode()) or hub._scope_of(auth) or False
         injected = False
         with hub._lock:
             hook = _take(hub._hooks, method, path)
@@ -160,7 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
             if injection is not None:
                 injected = True
                 raise _HubError(injection.status, f"Injected failure ({injection.status})", headers=injection.headers)
-            if auth and not authed and not raw_path.startswith("/_lfs/"):
+            if auth and not authed and not raw_path.startswith(("/_lfs/", "/_actions/")):
                 raise _HubError(401, "Invalid credentials in Authorization header")
             response = hub._dispatch(method, raw_path, parse_qs(query, keep_blank_values=True), self.headers, body, authed)
         except _HubError as e:
@@ -175,7 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
         # Logged before the answer goes out: once the client has its response, the log shows the request.
         with hub._lock:
             sent = 0 if method == "HEAD" else length
-            hub.requests.append(RequestRecord(method, path, query, response.status, body.size, sent, authed, injected))
+            hub.requests.append(RequestRecord(method, path, query, response.status, body.size, sent, bool(authed), injected))
         self._send(response, length)
 
     def _send(self, response: _Response, length: int) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from apto_release.testing.hub.cards import _front_matter, validate_card_yaml
+from apto_release.testing.hub.oidc import ACTIONS_PATH, Scope
 from apto_release.testing.hub.protocol import _Body, _HubError, _json, _Response
 from apto_release.testing.hub.storage import _glob_match, _lfs_pointer, _now, _Storage
 
@@ -168,6 +169,10 @@ class _Routes(_Storage):
 
     def _dispatch(self, method: str, raw_path: str, params: dict, headers: Any, body: _Body, authed: bool) -> _Response:
         parts = [unquote(p) for p in raw_path.strip("/").split("/")]
+        if parts == ["oauth", "token"] and method == "POST":
+            return self._token_exchange(body, headers)
+        if raw_path == ACTIONS_PATH and method == "GET":
+            return self._actions_id_token(params, headers)
         if parts[:1] == ["api"]:
             return self._api(method, parts[1:], params, headers, body, authed)
         if parts[:2] == ["_lfs", "upload"] and method == "PUT":
@@ -192,6 +197,8 @@ class _Routes(_Storage):
         if route == ("GET", "whoami-v2"):
             if not authed:
                 raise _HubError(401, "Invalid credentials in Authorization header")
+            if isinstance(authed, Scope):
+                return _json(self._scoped_whoami(authed))
             return _json({
                 "type": "user", "id": hashlib.sha1(self.user.encode()).hexdigest()[:24], "name": self.user,
                 "fullname": self.user, "email": None, "emailVerified": False, "isPro": False, "canPay": False,
@@ -272,6 +279,8 @@ class _Routes(_Storage):
             raise _HubError(401, "You must be authenticated to create a repository.")
         payload = body.json() or {}
         name, namespace = payload.get("name"), payload.get("organization") or self.user
+        if isinstance(authed, Scope):  # its repo exists already (the exchange needs it): nothing to create
+            raise _HubError(403, f"You don't have the rights to create a repository: the token is scoped to {authed.resource}")
         repo_type = payload.get("type") or "model"
         if repo_type not in REPO_TYPES:
             raise _HubError(400, f"LocalHub supports repo types {REPO_TYPES}, not {repo_type!r}")
@@ -446,7 +455,9 @@ class _Routes(_Storage):
             errors, _, _ = validate_card_yaml(content, repo_type)
             if errors:
                 raise _HubError(400, "Invalid metadata in README.md.\n" + "\n".join(f"- {e}" for e in errors))
-        oid = self._new_commit(repo, head, tree, header.get("summary") or "", header.get("description") or "", self.user)
+        # The Hub attributes a Trusted Publisher's commits to a synthetic "[OIDC]" user.
+        author = "[OIDC]" if isinstance(authed, Scope) else self.user
+        oid = self._new_commit(repo, head, tree, header.get("summary") or "", header.get("description") or "", author)
         repo["branches"][branch] = oid
         self._save()
         return _json({"success": True, "commitOid": oid, "commitUrl": f"{self._repo_url(repo_type, repo_id)}/commit/{oid}",

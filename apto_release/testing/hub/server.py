@@ -15,13 +15,14 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from apto_release.testing.threaded import serve_in_thread
+from apto_release.testing.hub.oidc import _TrustedPublishing
 from apto_release.testing.hub.protocol import RequestRecord, _Handler, _Hook, _Injection
 from apto_release.testing.hub.routes import _Routes
 
 LFS_THRESHOLD = 1 << 20  # files this large go through LFS (the Hub's own threshold is 10 MB)
 
 
-class LocalHub(_Routes):
+class LocalHub(_Routes, _TrustedPublishing):
     """A Hub on 127.0.0.1 for the real client (see docs/local-hub.md).
 
     ``LocalHub(root=None, *, user="apto-tester", token=None, namespaces=None, lfs_threshold=LFS_THRESHOLD,
@@ -31,7 +32,8 @@ class LocalHub(_Routes):
     ``url`` and ``token``; ``api()`` (an ``HfApi`` on this hub), ``client_env(hf_home)`` (alias ``env``:
     the environment for a subprocess), ``patch_client(monkeypatch)`` / ``xet_off()`` (Xet off in this
     process); ``before``, ``inject``, ``requests``, ``log``, ``clear_requests``; ``repo_state`` and ``blob_path``
-    to look at what was stored.
+    to look at what was stored; Trusted Publishing: ``add_trusted_publisher``, ``issue_id_token``,
+    ``actions_env`` (the exchange at ``/oauth/token`` gives tokens scoped to one repo).
     """
 
     def __init__(
@@ -68,6 +70,9 @@ class LocalHub(_Routes):
         self._hooks: list[_Hook] = []
         self._lock = threading.RLock()
         self._secret = secrets.token_bytes(16)
+        self._publishers: dict[tuple[str, str], list] = {}  # (repo type, repo id) -> [(claims, read_only)]
+        self._scoped: dict = {}  # exchanged token -> its Scope (never written to the state file)
+        self.actions_request_token = "actions_" + secrets.token_hex(16)
         state_path = self.root / "state.json"
         self._repos: dict[str, dict] = json.loads(state_path.read_text()) if state_path.exists() else {}
         for repo in self._repos.values():

@@ -97,6 +97,14 @@ class _Storage:
             token["fineGrained"] = {"canReadGatedRepos": True, "global": [], "scoped": self.fine_grained}
         return token
 
+    def _scoped_whoami(self, scope) -> dict:
+        # Not documented for exchanged tokens: shown as a fine-grained token on its one repo.
+        permissions = ["repo.content.read"] + ([] if scope.read_only else ["repo.write"])
+        entry = {"entity": {"type": scope.repo_type, "name": scope.repo_id}, "permissions": permissions}
+        return {"type": "user", "name": "[OIDC]", "orgs": [], "auth": {"type": "access_token", "accessToken": {
+            "displayName": "trusted publisher", "role": "fineGrained",
+            "fineGrained": {"canReadGatedRepos": False, "global": [], "scoped": [entry]}}}}
+
     def _can_write(self, repo_type: str, repo_id: str) -> bool:
         namespace = repo_id.split("/")[0]
         if self.token_role == "read" or self.org_roles.get(namespace) == "read":
@@ -110,13 +118,20 @@ class _Storage:
             for entry in self.fine_grained
         )
 
-    def _repo(self, repo_type: str, repo_id: str, authed: bool, *, write: bool = False) -> dict:
+    def _repo(self, repo_type: str, repo_id: str, authed, *, write: bool = False) -> dict:
+        """The repo, for a request whose token is ``authed`` (the hub's: True; an exchanged one: its
+        ``Scope``; none: False); 401/403/404 as the Hub answers when the token may not read or write it."""
         repo = self._repos.get(f"{repo_type}:{repo_id}")
-        if repo is None or (repo["private"] and not authed):
+        scope = authed if hasattr(authed, "covers") else None
+        if repo is None or (repo["private"] and (not authed or scope and not scope.covers(repo_type, repo_id))):
             raise _HubError(401 if not authed else 404, "Repository not found", "RepoNotFound")
         if write and not authed:
             raise _HubError(401, "You must be authenticated to write to this repository.")
-        if write and not self._can_write(repo_type, repo_id):
+        if write and scope is not None:
+            if scope.read_only or not scope.covers(repo_type, repo_id):
+                why = "read-only" if scope.covers(repo_type, repo_id) else f"scoped to {scope.resource}"
+                raise _HubError(403, f"You don't have the rights to write to {repo_id}: the token is {why}")
+        elif write and not self._can_write(repo_type, repo_id):
             raise _HubError(403, f"You don't have the rights to write to {repo_id}: the token lacks write access")
         return repo
 
