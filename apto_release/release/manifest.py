@@ -150,6 +150,8 @@ class TrainOptions:
     overrides: tuple[tuple[str, Any], ...] = ()  # preset keys (``lora.r``) and values, in file order
     max_steps: int | None = None
     save_steps: int = 200
+    #: Train on a CUDA GPU without the fast Gated DeltaNet kernels (``train --allow-slow-kernels``).
+    allow_slow_kernels: bool = False
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,7 @@ _MODEL = {
 }
 _EVAL = {"benchmarks", "bench_dir", "limit", "max_tokens", "judges", "base", "tuned", "gguf", "parallel", "details_repo"}
 _ENGINE = {"url", "path", "serve", "model", "api_key_env"}
-_TRAIN = {"max_steps", "save_steps", "set"}
+_TRAIN = {"max_steps", "save_steps", "set", "allow_slow_kernels"}
 DEFAULT_DATASET_LICENSE = "cc-by-nc-sa-4.0"
 
 
@@ -471,6 +473,7 @@ def _train_options(check: _Checker, table: Any, preset: str | None, where: str) 
     for key, value in (("max_steps", max_steps), ("save_steps", save_steps)):
         if isinstance(value, int) and value < 1:
             check.problem(f"{where}{key}", "must be at least 1")
+    slow = check.get(table, "allow_slow_kernels", bool, where, required=False, default=False)
     overrides = check.get(table, "set", dict, where, required=False, default={})
     if overrides and preset is not None:
         from apto_release.train.presets import load_preset
@@ -479,7 +482,7 @@ def _train_options(check: _Checker, table: Any, preset: str | None, where: str) 
             load_preset(check.root / preset if preset.endswith(".toml") else preset, overrides)
         except UsageError as exc:  # an unknown key or a value of the wrong type, named by the preset loader
             check.problem(f"{where}set", exc.message)
-    return TrainOptions(tuple(overrides.items()), max_steps, save_steps or 200)
+    return TrainOptions(tuple(overrides.items()), max_steps, save_steps or 200, bool(slow))
 
 
 def _datasets(check: _Checker, tables: Any, organisation: str | None) -> dict[str, DatasetTarget]:

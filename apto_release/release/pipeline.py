@@ -437,7 +437,7 @@ class _Plan:
                 result = train(
                     self._train_config(model), base=str(self._base_folder(model)), data=self._data().records, out_dir=model.adapter,
                     resume=resume, overwrite=True, max_steps=model.train.max_steps, save_steps=model.train.save_steps,
-                    base_model_id=model.base_model, on_step=task.update,
+                    base_model_id=model.base_model, on_step=task.update, allow_slow_kernels=model.train.allow_slow_kernels,
                 )
             loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
             resumed = f" (resumed from step {result.steps - result.steps_trained})" if result.resumed_from else ""

@@ -122,7 +122,7 @@ def test_two_targets_on_one_repo_are_refused(tmp_path):
 
 RELEASE = 'state = "out/state.json"\n' + GOOD.replace('push_adapter = true', '''push_adapter = true
 base = "models/Qwen3.5-9B-Base"
-train = { max_steps = 50, set = { "lora.r" = 8, "train.learning_rate" = 5e-5 } }''') + '''
+train = { max_steps = 50, allow_slow_kernels = true, set = { "lora.r" = 8, "train.learning_rate" = 5e-5 } }''') + '''
 [data]
 records = "data/all.jsonl"
 sample_size = 300
@@ -141,6 +141,7 @@ def test_the_release_command_s_keys(tmp_path):
     assert big.base == "Qwen/Qwen3.5-27B" and big.train.overrides == () and big.train.max_steps is None
     assert small.base == str(tmp_path / "models/Qwen3.5-9B-Base")
     assert small.train.max_steps == 50 and dict(small.train.overrides) == {"lora.r": 8, "train.learning_rate": 5e-5}
+    assert (small.train.allow_slow_kernels, big.train.allow_slow_kernels) == (True, False)
     assert big.gguf_verify is True
 
 
@@ -152,13 +153,15 @@ def test_without_state_the_state_file_is_beside_the_manifest(tmp_path):
 
 def test_bad_release_keys_are_all_listed(tmp_path):
     text = RELEASE.replace("sample_size = 300", "sample_size = 0\nsede = 1").replace(
-        '"lora.r" = 8', '"lora.rank" = 8').replace("max_steps = 50", "max_steps = -1")
+        '"lora.r" = 8', '"lora.rank" = 8').replace("max_steps = 50", "max_steps = -1").replace(
+        "allow_slow_kernels = true", 'allow_slow_kernels = "yes"')
     with pytest.raises(ManifestError) as info:
         load_manifest(write(tmp_path, text))
     problems = info.value.problems
     assert "data.sample_size: must be at least 1" in problems
     assert "data.sede: unknown key (did you mean 'seed'?)" in problems
     assert "model[2].train.max_steps: must be at least 1" in problems
+    assert "model[2].train.allow_slow_kernels: expected true/false, found 'yes'" in problems, problems
     assert any(p.startswith("model[2].train.set: ") and "lora.rank" in p for p in problems), problems
 
 

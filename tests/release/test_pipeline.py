@@ -398,3 +398,23 @@ def test_a_failing_stage_stops_the_release_and_is_rerun(own_release):
         run_release(load_manifest(own_release / "release.toml"), stages=["validate", "sample"])
     assert "validate of data failed" in info.value.message and "1 validation error" in info.value.message
     assert [r.status for r in info.value.result.reports] == ["failed"]
+
+
+def test_the_train_stage_passes_the_manifest_s_allow_slow_kernels(own_release, monkeypatch):
+    """The demo's manifest lets its tiny model train on a GPU without the [gpu] kernels: the train
+    stage hands that to `train` (a real run on CUDA would otherwise be refused)."""
+    from apto_release.errors import UsageError
+    from apto_release.train import trainer
+
+    seen = {}
+
+    def fake_train(*args, **kwargs):
+        seen.update(kwargs)
+        raise UsageError("stopped before training")
+
+    manifest = own_release / "release.toml"
+    manifest.write_text(manifest.read_text("utf-8").replace('"data.max_length" = 512', '"data.max_length" = 500'), "utf-8")
+    monkeypatch.setattr(trainer, "train", fake_train)
+    with pytest.raises(ReleaseError, match="stopped before training"):
+        run_release(load_manifest(manifest), stages=["train"])
+    assert seen["allow_slow_kernels"] is True
