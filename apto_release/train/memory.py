@@ -50,7 +50,7 @@ KNOWN_SHAPES: dict[str, dict[str, Any]] = {
 
 #: The hardware each shipped preset's comments size it for: (GPUs, GiB each).
 #: qwen3.5-27b: "sharded by FSDP ... 2 sequences of 4,096 tokens per GPU", "on the 4 GPUs of one
-#: node", "an 80 GB GPU"; the 9B presets: "4 sequences of 4,096 tokens fit on one 80 GB GPU".
+#: node", "an 80 GB GPU"; the 9B presets: "2 sequences of 4,096 tokens ... of an 80 GB GPU".
 DOCUMENTED_HARDWARE: dict[str, tuple[int, int]] = {
     "qwen3.5-27b": (4, 80),
     "qwen3.5-9b": (1, 80),

@@ -256,12 +256,12 @@ def test_the_dry_run_prints_the_estimate_for_the_documented_hardware(dry_run):
     code, out, err = dry_run("qwen3.5-9b", "--dry-run")
     assert code == 0, err
     section = memory_section(out)
-    assert section[0].startswith("Memory per GPU (estimate): 1 GPU of 80.0 GiB (the preset's documented hardware); micro-batch 4 x 4,096 tokens; shape Qwen/Qwen3.5-9B")
+    assert section[0].startswith("Memory per GPU (estimate): 1 GPU of 80.0 GiB (the preset's documented hardware); micro-batch 2 x 4,096 tokens; shape Qwen/Qwen3.5-9B")
     assert section[1].split() == ["one", "GPU", "/", "DDP*", "FSDP2", "full", "shard", "ZeRO-3"]
     total = next(line for line in section if line.strip().startswith("total"))
     expected = estimate_memory(known_shape("Qwen/Qwen3.5-9B"), load_preset("qwen3.5-9b")).total
     assert total.split()[1] == f"{expected / GIB:.1f}"
-    assert any("logits and loss (not chunked): 4 x 4,096 tokens x 248,320 vocabulary x 12 B" in line for line in section)
+    assert any("logits and loss (not chunked): 2 x 4,096 tokens x 248,320 vocabulary x 12 B" in line for line in section)
     assert section[-1].startswith("  Fits: ") and not any(line.startswith("Warning") for line in section)
 
 
