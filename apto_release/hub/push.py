@@ -120,15 +120,16 @@ def prepare(target: Target, hasher: Hasher = hash_file, allow_secrets: Mapping[P
     if not card.is_file():
         raise InputError(f"the {target.role} folder has no README.md card", path=folder,
                          hint="write the cards with 'apto-release cards'" if target.repo_type == "model" else "build it with 'apto-release dataset build'")
-    problems = check_card_text(card.read_text("utf-8"), target.card_kind)
-    if problems:
-        raise InputError(f"the {target.role} card is not valid: " + "; ".join(problems), path=card)
     check_model_folder(target, paths)
     rows = None
     if target.card_kind == "details":  # its own guard: the build marker is for record-built folders
         rows = check_details_folder(target, paths)
     elif target.repo_type == "dataset":
         rows = read_build_marker(target, paths)[1] if target.private else check_public_dataset(target, paths)
+    # a dataset card's size_categories is checked against the rows of its Parquet files
+    problems = check_card_text(card.read_text("utf-8"), target.card_kind, rows=rows if target.card_kind == "dataset" else None)
+    if problems:
+        raise InputError(f"the {target.role} card is not valid: " + "; ".join(problems), path=card)
     check_secrets(target, paths, allow_secrets)
     files = {}
     for path in paths:

@@ -206,6 +206,21 @@ def test_a_model_card_with_bad_yaml_is_refused_before_any_request(hub, api, rele
     assert hub.requests == []
 
 
+def test_a_dataset_card_s_size_category_is_checked_against_its_parquet_rows(hub, api, release):
+    import re
+
+    card = release.datasets["sample"].folder / "README.md"
+    text = card.read_text("utf-8")
+    assert "- n<1K" in text
+    # a card that agrees with itself (its own row count moved too) but not with its Parquet files
+    text = re.sub(r"num_examples: \d+", "num_examples: 5000", text.replace("- n<1K", "- 1K<n<10K"))
+    card.write_text(text, "utf-8")
+    hub.clear_requests()
+    with pytest.raises(InputError, match=r"size_categories is \['1K<n<10K'\] but the dataset has \d+ rows: it must be \['n<1K'\]"):
+        push(release, api=api, only=["dataset.sample"])
+    assert hub.requests == []
+
+
 # --- the public-repo guard --------------------------------------------------------------------
 
 
