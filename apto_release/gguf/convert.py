@@ -261,6 +261,13 @@ def _convert_tensor(tensor, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
 # The conversion
 
 
+def check_name(name: str) -> str:
+    """``name`` when it can be part of a file name; else a UsageError."""
+    if not _SAFE_NAME.match(name):
+        raise UsageError(f"the model name '{name}' cannot be a file name; use letters, digits, '.', '_', '+', '-'", field="name")
+    return name
+
+
 def output_name(name: str, quant: str) -> str:
     """``<Model>-<TYPE>.gguf``."""
     return f"{name}-{quant}.gguf"
@@ -341,9 +348,7 @@ def convert(
             path=config_path, field="architectures",
         )
 
-    name = name or model_dir.resolve().name
-    if not _SAFE_NAME.match(name):
-        raise UsageError(f"the model name '{name}' cannot be a file name; use letters, digits, '.', '_', '+', '-'", field="name")
+    name = check_name(name or model_dir.resolve().name)
     stem = output_name(name, quant).removesuffix(".gguf")
     output.check_free(out_dir, stem, overwrite=overwrite)
 

@@ -39,6 +39,7 @@ from apto_release.gguf.convert import (
     Planned,
     add_general,
     card_metadata,
+    check_name,
     tensor_nbytes,
     tensor_type,
     write_planned,
@@ -106,9 +107,10 @@ def convert_mmproj(
     Args:
         quant: ``F16``, ``BF16`` or ``Q8_0``.
         name: ``general.name`` and the file name's stem; default the model folder's name.
-        general: the text files' metadata (``convert``'s basename, finetune, version, size_label,
-            license, base_model, tags, languages, datasets, quantized_by); other keys (``mtp``,
-            ``pre``) are the text model's and ignored here.
+        general: the text files' metadata (``convert``'s basename, finetune, version, license,
+            base_model, tags, languages, datasets, quantized_by); the others (``size_label``,
+            ``mtp``, ``pre``) describe the text model and are ignored: the size label is the
+            projector's own parameter count.
 
     Raises:
         UsageError: an unknown ``quant``, a checkpoint without a Qwen3.5 vision tower, a bad name,
@@ -129,7 +131,7 @@ def convert_mmproj(
     if hf_arch not in VISION_ARCHITECTURES or not isinstance(vision, dict):
         raise UsageError(f"'{hf_arch}' has no vision tower llama.cpp can load as an mmproj; supported: {', '.join(VISION_ARCHITECTURES)}"
                          " with a vision_config", path=config_path, field="vision_config")
-    name = name or model_dir.resolve().name
+    name = check_name(name or model_dir.resolve().name)
     stem = mmproj_name(name, quant).removesuffix(".gguf")
     output.check_free(out_dir, stem, overwrite=overwrite)
 
@@ -139,9 +141,9 @@ def convert_mmproj(
     plan = _plan(index, hparams, target)
     n_params = sum(math.prod(p.shape) for p in plan)
     card = card_metadata(model_dir)
-    keep = ("basename", "finetune", "version", "size_label", "license", "quantized_by", "base_model", "tags", "languages", "datasets")
+    keep = ("basename", "finetune", "version", "license", "quantized_by", "base_model", "tags", "languages", "datasets")
     general = {k: v for k, v in general.items() if k in keep}
-    general["size_label"] = general.get("size_label") or gguf.size_label(n_params, 0, 0, 0)
+    general["size_label"] = gguf.size_label(n_params, 0, 0, 0)  # the projector's own, as llama.cpp's converter counts
 
     def metadata(writer: gguf.GGUFWriter) -> None:
         add_general(writer, gguf.GGUFType.MMPROJ, card, sampling_defaults(model_dir), name=name, **general)
