@@ -70,5 +70,9 @@ def test_convert_writes_the_vision_projector_of_a_qwen35_beside_its_files(run_cl
     code, _, err = run_cli("gguf", "convert", model, "-o", out, "--quant", "Q8_0", "--mmproj-type", "BF16", "--no-verify")
     assert code == 2 and err.startswith(f"Error: {out / 'mmproj-TinyVL-BF16.gguf'}: the output file exists")
     assert not (out / "TinyVL-Q8_0.gguf").exists()
+    # overwritten with another type: the old projector goes (only one is published)
+    code, _, err = run_cli("gguf", "convert", model, "-o", out, "--quant", "F16", "--no-verify", "--overwrite")
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("mmproj-*")) == ["mmproj-TinyVL-F16.gguf"]
     code, stdout, err = run_cli("gguf", "convert", model, "-o", tmp_path / "text", "--quant", "F16", "--no-mmproj", "--no-verify")
     assert code == 0 and "vision projector" not in stdout and not list((tmp_path / "text").glob("mmproj-*"))
