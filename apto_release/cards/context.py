@@ -24,7 +24,7 @@ from apto_release.gguf.memory import CARD_CONTEXTS, estimate
 from apto_release.train.summary import LOSS_CURVE_NAME, TrainingSummary
 
 if TYPE_CHECKING:  # the release hands cards its manifest; cards never import the release
-    from apto_release.cards.model import GGUFOutput
+    from apto_release.cards.model import GGUFFile, GGUFOutput
     from apto_release.release.manifest import Manifest, ModelTarget
 
 LANGUAGES = ["ja", "en"]
@@ -374,6 +374,11 @@ def gguf_context(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None = 
             QUANT_SAFETY[0]) if quant_safety else [],
         "quant_reference": _quant_reference(quant_safety, evaluation),
     }
+
+
+def mmproj_rows(files: Sequence[GGUFFile]) -> list[dict[str, Any]]:
+    """The GGUF card's rows for the vision projector (``mmproj-<Model>-<TYPE>.gguf``): name, type, size, SHA-256."""
+    return [{"name": f.path.name, "type": f.path.stem.rsplit("-", 1)[-1], "size": f.size, "sha256": f.sha256} for f in files]
 
 
 def _memory_parts(outputs: Sequence[GGUFOutput]) -> dict[str, str]:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from apto_release.cards.check import EXPECTED_VALUES, check_card
 from apto_release.cards.context import (
     COMMON_TAGS, GGUF_ORDER, KIND_TAGS, LANGUAGES, base_provenance, common_context, eval_results, gguf_context, gguf_provenance,
-    public_datasets, tuned_model_context,
+    mmproj_rows, public_datasets, tuned_model_context,
 )
 from apto_release.errors import BuildError, InputError
 from apto_release.evals.chart import CHART_NAME  # the chart module imports matplotlib only when it draws
@@ -142,6 +142,19 @@ def find_gguf_outputs(model: ModelTarget, sha256: Callable[[Path], str] | None =
         files = tuple(GGUFFile(p, p.stat().st_size, (sha256 or sha256_file)(p)) for p in found)
         outputs.append(GGUFOutput(type_, files, sum(gguf_parameter_count(p) for p in found)))
     return outputs
+
+
+def find_mmproj(model: ModelTarget, sha256: Callable[[Path], str] | None = None) -> tuple[GGUFFile, ...]:
+    """The vision projector(s) of ``model`` in its ``gguf_folder`` (``mmproj-<Model>-<TYPE>.gguf``,
+    companion files of the GGUF repo), with sizes and hashes; none for a text-only model."""
+    from apto_release.gguf.output import companion_files
+    from apto_release.hub.filerules import check_file
+    from apto_release.io import sha256_file
+
+    found = [p for p in companion_files(model.gguf_folder, model.name) if p.suffix == ".gguf"]
+    for p in found:
+        check_file(model.gguf_folder, p)
+    return tuple(GGUFFile(p, p.stat().st_size, (sha256 or sha256_file)(p)) for p in found)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,9 +302,11 @@ def render_gguf_card(
     provenance: Mapping[str, str] | None = None,
     year: int | None = None,
     strict: bool = True,
+    mmproj: Sequence[GGUFFile] | None = None,
 ) -> RenderedCard:
     """The GGUF repo's card (``<gguf_folder>/README.md``): the files, which to pick, how to run them,
     and (from ``evaluation``'s ``quants``) each file's safety against the tuned model as served.
+    ``mmproj``: the vision projector's file(s) (default: ``find_mmproj``), listed and shown with image input.
 
     Raises:
         InputError: ``evaluation`` is of another model.
@@ -309,6 +324,7 @@ def render_gguf_card(
                          provenance={**base_provenance(summary), **gguf_provenance(outputs), **(provenance or {})}),
         **gguf_context(outputs, evaluation),
         "sampling_defaults": _sampling_defaults(model.gguf_folder),
+        "mmproj": mmproj_rows(find_mmproj(model) if mmproj is None else mmproj),
     }
     return _finish("gguf", model, data, context, dest=model.gguf_folder / CARD_NAME, strict=strict, repo=model.gguf_repo)
 
@@ -373,7 +389,7 @@ def build_cards(
         if model.gguf:
             outputs = find_gguf_outputs(model, sha256)
             cards.append(render_gguf_card(manifest, model, outputs, summary, evaluation=evaluation, provenance=extra("gguf"),
-                                          year=year, strict=strict))
+                                          year=year, strict=strict, mmproj=find_mmproj(model, sha256)))
     return cards
 
 

@@ -41,19 +41,27 @@ def gguf_group() -> None:
     help="Write F16/BF16/Q8_0 files larger than this as a llama.cpp split set (NAME-TYPE-00001-of-0000N.gguf); "
     "0 never splits. The Hub takes files up to 50 GB.",
 )
+@click.option(
+    "--mmproj-type", default="F16", show_default=True, type=click.Choice(["F16", "BF16", "Q8_0"], case_sensitive=False),
+    help="Type of the vision projector (mmproj-NAME-TYPE.gguf) written when MODEL_DIR has a vision tower (Qwen3.5); "
+    "one serves every file.",
+)
+@click.option("--no-mmproj", is_flag=True, help="Write no vision projector (text only).")
 @click.option("--mtp/--no-mtp", default=None, help="Write the multi-token-prediction layers (Qwen3.5) [default: when the checkpoint has them].")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Check every file with llama.cpp against MODEL_DIR (see `gguf verify`).")
 @threads_option("CPU threads for llama.cpp and the reference [default: up to 4].")
 @overwrite_option("Replace existing files.")
 def convert_command(
     model_dir, out_dir, quants, name, basename, finetune, version, size_label, license_, base_models, tags, languages, datasets,
-    quantized_by, split_max_size, mtp, verify, threads, overwrite,
+    quantized_by, split_max_size, mmproj_type, no_mmproj, mtp, verify, threads, overwrite,
 ):
     """Convert the checkpoint in MODEL_DIR (Qwen3.5, Qwen3 or Qwen2) to GGUF files, tensor by tensor.
 
     The tokenizer, with <|im_end|> as end of sequence and end of turn, and the chat template go
     into every file. Each file appears only when complete; then llama.cpp loads it and `gguf
-    verify`'s checks run on it (exit 1 when one fails; the file stays for inspection).
+    verify`'s checks run on it (exit 1 when one fails; the file stays for inspection). A
+    checkpoint with a vision tower also gets its vision projector, mmproj-NAME-F16.gguf, for image
+    input in llama.cpp (llama-server -hf fetches it) and LM Studio.
     """
     from apto_release.gguf.build import build_gguf, parse_size
     from apto_release.io import human_size
@@ -79,9 +87,17 @@ def convert_command(
         if limit and len(item.paths) == 1 and item.bytes > limit:
             click.echo(f"warning: {item.path.name} is larger than --split-max-size ({human_size(item.bytes)}); K-quants are not split", err=True)
 
+    def show_mmproj(item) -> None:
+        if item is None:
+            click.echo("no vision projector: the checkpoint has no vision tower (text only)")
+        else:
+            types = ", ".join(f"{n} {t}" for t, n in sorted(item.tensor_types.items()))
+            click.echo(f"{item.path}  {human_size(item.bytes)}  ({types})  {item.seconds:.1f}s  vision projector")
+
     files = build_gguf(
         model_dir, out_dir, quants, name=name, split_max_size=limit, verify=verify, overwrite=overwrite,
-        threads=threads, on_file=show, progress=Progress(), **metadata,
+        threads=threads, mmproj=None if no_mmproj else mmproj_type, on_file=show, on_mmproj=show_mmproj, progress=Progress(),
+        **metadata,
     )
     return 0 if all(f.ok for f in files) else 1
 

@@ -7,6 +7,10 @@
   for a bfloat16 checkpoint, F16 otherwise), else one written for the purpose in a hidden staging
   folder and removed afterwards. K-quant files are never split: Ollama does not load split sets,
   and a Q4_K_M is under a third of the F16 (a file over the limit is reported, not hidden).
+- The vision projector of a Qwen3.5 with its vision tower, ``mmproj-<Model>-F16.gguf`` (``mmproj``:
+  another type, or none), as llama.cpp's converter writes it (``gguf.mmproj``); a checkpoint without
+  a vision tower gets none. One projector serves every file: ``llama-server -hf`` takes the
+  ``mmproj`` file of the repo (the nearest in bits when there are several).
 - Ollama's ``params`` file (the stop string and the checkpoint's sampling defaults, ``gguf.sampling``)
   is written beside the files once they are all written.
 - Each file is then checked with llama.cpp against the checkpoint (``verify``) unless
@@ -34,6 +38,7 @@ from typing import Any
 from apto_release.errors import UsageError
 from apto_release.gguf import GGUF_TYPES, output
 from apto_release.gguf.convert import EOT_TOKEN, QUANT_TYPES, convert, output_name
+from apto_release.gguf.mmproj import convert_mmproj, mmproj_name, vision_tower
 from apto_release.gguf.quantize import K_QUANTS, quantize
 from apto_release.gguf.provenance import record_files
 from apto_release.gguf.sampling import OLLAMA_PARAMS, params_text
@@ -94,15 +99,23 @@ def build_gguf(
     verify: bool = True,
     overwrite: bool = False,
     threads: int | None = None,
+    mmproj: str | None = "F16",
     on_file: Callable[[GgufFile], None] | None = None,
+    on_mmproj: Callable[[output.Written | None], None] | None = None,
     progress: Progress | None = None,
     **metadata: Any,
 ) -> list[GgufFile]:
-    """Write ``out_dir/<name>-<TYPE>.gguf`` for each of ``quants`` from the checkpoint in ``model_dir``.
+    """Write ``out_dir/<name>-<TYPE>.gguf`` for each of ``quants`` from the checkpoint in ``model_dir``,
+    and ``out_dir/mmproj-<name>-<mmproj>.gguf`` when the checkpoint has a vision tower.
 
-    ``metadata`` goes to ``convert`` (basename, finetune, version, size_label, license, mtp, ...).
-    ``on_file`` is called with each output as it is finished (and, last, verified), between the
-    tasks of ``progress``, which reports each conversion, quantization and verification.
+    ``metadata`` goes to ``convert`` (basename, finetune, version, size_label, license, mtp, ...)
+    and, but for the text model's own keys, to ``convert_mmproj``. ``mmproj``: the projector's
+    type (``F16``, ``BF16``, ``Q8_0``), or None for no projector. ``on_file`` is called with each
+    output as it is finished (and, last, verified), between the tasks of ``progress``, which
+    reports each conversion, quantization and verification; ``on_mmproj``, last, with the
+    projector written, or with None when ``mmproj`` is set and the checkpoint has no vision tower.
+    The list returned holds the ``quants`` files; the projector is a companion file
+    (``output.COMPANION_FILES``).
     """
     progress = progress or Progress.off()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -110,6 +123,15 @@ def build_gguf(
     name = name or model_dir.resolve().name
     for quant in quants:
         output.check_free(out_dir, output_name(name, quant).removesuffix(".gguf"), overwrite=overwrite)
+    wanted = mmproj is not None
+    if mmproj is not None:
+        mmproj = mmproj.upper()
+        if mmproj not in QUANT_TYPES:
+            raise UsageError(f"unknown mmproj type '{mmproj}'; choose one of {', '.join(QUANT_TYPES)}", field="mmproj-type")
+        if not vision_tower(model_dir):
+            mmproj = None
+        else:
+            output.check_free(out_dir, mmproj_name(name, mmproj).removesuffix(".gguf"), overwrite=overwrite)
     params, params_path = params_text(model_dir, [EOT_TOKEN]), out_dir / OLLAMA_PARAMS
     if not overwrite and params_path.is_file() and params_path.read_bytes() != params.encode("utf-8"):
         raise UsageError(f"{params_path} exists with other settings (another model's?)",
@@ -129,6 +151,14 @@ def build_gguf(
                 on_bytes=task.update, **metadata,
             )
         done(GgufFile.of(result))
+    projector = None
+    if mmproj is not None:
+        with progress.task(f"convert mmproj {mmproj}", unit="B") as task:
+            projector = convert_mmproj(model_dir, out_dir, quant=mmproj, name=name, overwrite=overwrite, on_bytes=task.update, **metadata)
+        if overwrite:  # a projector of another type from an earlier run would be published too
+            for stale in output.companion_files(out_dir, name):
+                if stale.suffix == ".gguf" and stale != projector.path:
+                    stale.unlink()
 
     k_quants = [q for q in quants if q in K_QUANTS]
     if k_quants:
@@ -162,8 +192,13 @@ def build_gguf(
                 item.report = verify_file(item.path, reference, threads=threads)
             if on_file is not None:
                 on_file(item)
-    record_files(out_dir, {path: {"written_by": "llama.cpp's quantizer" if item.quant in K_QUANTS else "gguf-py",
-                                  "verified": verify and item.ok} for item in files for path in item.paths})
+    record = {path: {"written_by": "llama.cpp's quantizer" if item.quant in K_QUANTS else "gguf-py",
+                     "verified": verify and item.ok} for item in files for path in item.paths}
+    if projector is not None:
+        record[projector.path] = {"written_by": "gguf-py", "verified": False}  # `gguf verify` checks text models
+    record_files(out_dir, record)
+    if on_mmproj is not None and (projector is not None or wanted):
+        on_mmproj(projector)
     return files
 
 

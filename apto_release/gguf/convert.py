@@ -80,7 +80,9 @@ class ConvertResult(output.Written):
 
 
 @dataclass(frozen=True)
-class _Planned:
+class Planned:
+    """One tensor of an output: its rule, the shard it is read from, its GGUF type and size."""
+
     rule: TensorRule
     shard: str
     qtype: gguf.GGMLQuantizationType
@@ -200,7 +202,8 @@ def _detect_pre(tok: dict[str, Any], tok_path: Path) -> str:
 # Planning
 
 
-def _tensor_type(planned_shape: tuple[int, ...], target: gguf.GGMLQuantizationType, keep_f32: bool = False) -> gguf.GGMLQuantizationType:
+def tensor_type(planned_shape: tuple[int, ...], target: gguf.GGMLQuantizationType, keep_f32: bool = False) -> gguf.GGMLQuantizationType:
+    """The type a tensor of ``planned_shape`` takes in a ``target`` file (llama.cpp's converter's rules)."""
     if len(planned_shape) <= 1 or keep_f32:
         return QT.F32
     block, _ = gguf.GGML_QUANT_SIZES[target]
@@ -209,13 +212,14 @@ def _tensor_type(planned_shape: tuple[int, ...], target: gguf.GGMLQuantizationTy
     return target
 
 
-def _nbytes(shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> int:
+def tensor_nbytes(shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> int:
+    """The bytes of a tensor of ``shape`` stored as ``qtype``."""
     block, type_size = gguf.GGML_QUANT_SIZES[qtype]
     return math.prod(shape) // block * type_size
 
 
-def _plan(index: CheckpointIndex, spec: ArchSpec, target: gguf.GGMLQuantizationType) -> list[_Planned]:
-    planned: list[_Planned] = []
+def _plan(index: CheckpointIndex, spec: ArchSpec, target: gguf.GGMLQuantizationType) -> list[Planned]:
+    planned: list[Planned] = []
     seen: set[str] = set()
     for shard in index.shards:
         for info in index.tensors_in(shard):
@@ -229,8 +233,8 @@ def _plan(index: CheckpointIndex, spec: ArchSpec, target: gguf.GGMLQuantizationT
             if rule.gguf_name in seen:
                 raise InputError(f"two tensors map to '{rule.gguf_name}'", path=index.root / shard)
             seen.add(rule.gguf_name)
-            qtype = _tensor_type(rule.shape, target, rule.keep_f32)
-            planned.append(_Planned(rule, shard, qtype, _nbytes(rule.shape, qtype)))
+            qtype = tensor_type(rule.shape, target, rule.keep_f32)
+            planned.append(Planned(rule, shard, qtype, tensor_nbytes(rule.shape, qtype)))
     have = {p.hf_name for p in planned}
     missing = [n for n in spec.required() if n not in have]
     if missing:
@@ -255,6 +259,13 @@ def _convert_tensor(tensor, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # The conversion
+
+
+def check_name(name: str) -> str:
+    """``name`` when it can be part of a file name; else a UsageError."""
+    if not _SAFE_NAME.match(name):
+        raise UsageError(f"the model name '{name}' cannot be a file name; use letters, digits, '.', '_', '+', '-'", field="name")
+    return name
 
 
 def output_name(name: str, quant: str) -> str:
@@ -337,9 +348,7 @@ def convert(
             path=config_path, field="architectures",
         )
 
-    name = name or model_dir.resolve().name
-    if not _SAFE_NAME.match(name):
-        raise UsageError(f"the model name '{name}' cannot be a file name; use letters, digits, '.', '_', '+', '-'", field="name")
+    name = check_name(name or model_dir.resolve().name)
     stem = output_name(name, quant).removesuffix(".gguf")
     output.check_free(out_dir, stem, overwrite=overwrite)
 
@@ -350,36 +359,15 @@ def convert(
     sampling = sampling_defaults(model_dir)
     plan = _plan(index, spec, target)
     n_params = sum(math.prod(p.shape) for p in plan)
-    data_bytes = sum(p.nbytes for p in plan)
+
+    def metadata(writer: gguf.GGUFWriter) -> None:
+        add_general(writer, gguf.GGUFType.MODEL, card, sampling, name=name, basename=basename, finetune=finetune, version=version,
+                    size_label=size_label or gguf.size_label(n_params, 0, 0, 0), license=license, quantized_by=quantized_by,
+                    base_model=base_model, tags=tags, languages=languages, datasets=datasets)
+        _add_metadata(writer, spec, vocab, file_type)
 
     with output.staging(out_dir, stem) as staged:
-        writer = gguf.GGUFWriter(
-            staged / f"{stem}.gguf", spec.name, split_max_size=split_max_size if 0 < split_max_size < data_bytes else 0
-        )
-        try:
-            _add_metadata(writer, spec, vocab, file_type, name=name, basename=basename, finetune=finetune, version=version,
-                          size_label=size_label or gguf.size_label(n_params, 0, 0, 0), license=license or card.get("license"),
-                          quantized_by=quantized_by)
-            add_sampling(writer, sampling)
-            _add_sources(
-                writer,
-                base_model=_as_list(base_model if base_model is not None else card.get("base_model")),
-                tags=_as_list(tags if tags is not None else card.get("tags")),
-                languages=_as_list(languages if languages is not None else card.get("language")),
-                datasets=_as_list(datasets if datasets is not None else card.get("datasets")),
-            )
-            # Tensor infos, from the plan (no data yet). Shapes in torch order: the writer reverses them.
-            for p in plan:
-                byte_shape = (*p.shape[:-1], p.nbytes // max(1, math.prod(p.shape[:-1])))
-                writer.add_tensor_info(p.gguf_name, byte_shape, np.dtype(np.uint8), p.nbytes, raw_dtype=p.qtype)
-            # The phases (gguf-py opens every file of a split set here, and fills them in order).
-            writer.write_header_to_file()
-            writer.write_kv_data_to_file()
-            writer.write_ti_data_to_file()
-            _write_data(writer, index, plan, on_bytes)
-            writer.flush()
-        finally:
-            writer.close()
+        write_planned(staged / f"{stem}.gguf", spec.name, index, plan, metadata, split_max_size=split_max_size, on_bytes=on_bytes)
         paths = output.publish(staged, out_dir, stem)
     size = sum(p.stat().st_size for p in paths)
     counts: dict[str, int] = {}
@@ -391,13 +379,57 @@ def convert(
     )
 
 
-def _add_metadata(writer: gguf.GGUFWriter, spec: ArchSpec, vocab: Vocab, file_type: gguf.LlamaFileType, **general: str | None) -> None:
-    """The key/value metadata: what convert_hf_to_gguf.py writes for the architecture, and the tokenizer."""
-    writer.add_type(gguf.GGUFType.MODEL)
-    writer.add_name(general["name"])
-    for key in ("basename", "finetune", "version", "size_label", "license", "quantized_by"):
+def write_planned(
+    path: Path, arch: str, index: CheckpointIndex, plan: list[Planned], metadata: Callable[[gguf.GGUFWriter], None], *,
+    split_max_size: int = 0, on_bytes: Callable[[int, int], None] | None = None,
+) -> None:
+    """Write ``plan``'s tensors from ``index``'s shards to ``path`` (a split set beyond ``split_max_size``),
+    in gguf-py's phases: header, the key/values ``metadata`` adds, tensor infos, then the data tensor by tensor."""
+    data_bytes = sum(p.nbytes for p in plan)
+    writer = gguf.GGUFWriter(path, arch, split_max_size=split_max_size if 0 < split_max_size < data_bytes else 0)
+    try:
+        metadata(writer)
+        # Tensor infos, from the plan (no data yet). Shapes in torch order: the writer reverses them.
+        for p in plan:
+            byte_shape = (*p.shape[:-1], p.nbytes // max(1, math.prod(p.shape[:-1])))
+            writer.add_tensor_info(p.gguf_name, byte_shape, np.dtype(np.uint8), p.nbytes, raw_dtype=p.qtype)
+        # The phases (gguf-py opens every file of a split set here, and fills them in order).
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        _write_data(writer, index, plan, on_bytes)
+        writer.flush()
+    finally:
+        writer.close()
+
+
+def add_general(
+    writer: gguf.GGUFWriter, gguf_type: str, card: dict[str, Any], sampling: dict[str, Any], *, name: str,
+    base_model: str | list[str] | None = None, tags: list[str] | None = None, languages: list[str] | None = None,
+    datasets: list[str] | None = None, license: str | None = None, **general: str | None,
+) -> None:
+    """The ``general.*`` keys: type, name, ``general`` (basename, finetune, version, size_label,
+    quantized_by), the sampling defaults, and the licence and sources given or else the model card's."""
+    # In the order of llama.cpp's converter (gguf-py's Metadata.set_gguf_meta_model), so that
+    # files with the same keys are byte for byte the same.
+    writer.add_type(gguf_type)
+    add_sampling(writer, sampling)
+    writer.add_name(name)
+    general["license"] = license or card.get("license")
+    for key in ("version", "finetune", "basename", "quantized_by", "size_label", "license"):
         if general.get(key):
             getattr(writer, f"add_{key}")(general[key])
+    _add_sources(
+        writer,
+        base_model=_as_list(base_model if base_model is not None else card.get("base_model")),
+        tags=_as_list(tags if tags is not None else card.get("tags")),
+        languages=_as_list(languages if languages is not None else card.get("language")),
+        datasets=_as_list(datasets if datasets is not None else card.get("datasets")),
+    )
+
+
+def _add_metadata(writer: gguf.GGUFWriter, spec: ArchSpec, vocab: Vocab, file_type: gguf.LlamaFileType) -> None:
+    """The architecture's key/values as convert_hf_to_gguf.py writes them, and the tokenizer."""
     spec.add_hparams(writer)
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -465,7 +497,7 @@ BLOCK_BYTES = 64 << 20
 
 
 def _write_data(
-    writer: gguf.GGUFWriter, index: CheckpointIndex, plan: list[_Planned], on_bytes: Callable[[int, int], None] | None
+    writer: gguf.GGUFWriter, index: CheckpointIndex, plan: list[Planned], on_bytes: Callable[[int, int], None] | None
 ) -> None:
     """Each tensor's data, in plan order: read, transform, convert, write; one tensor in memory at a time."""
     reader: ShardReader | None = None
@@ -489,7 +521,7 @@ def _write_data(
             reader.close()
 
 
-def _converted(reader: ShardReader, p: _Planned) -> np.ndarray:
+def _converted(reader: ShardReader, p: Planned) -> np.ndarray:
     """The tensor's GGUF bytes: whole when it has a transform or is small, else in blocks of rows."""
     import torch
 

@@ -57,13 +57,21 @@ def existing_outputs(out_dir: Path, stem: str) -> list[Path]:
     return sorted(p for p in out_dir.iterdir() if p.name == f"{stem}.gguf" or split.fullmatch(p.name))
 
 
-#: Files a GGUF repo publishes beside the GGUF files, written by ``gguf convert`` (``build_gguf``).
-COMPANION_FILES = ("params",)  # Ollama's defaults (gguf.sampling.OLLAMA_PARAMS)
+#: Files a GGUF repo publishes beside the GGUF files, written by ``gguf convert`` (``build_gguf``):
+#: Ollama's defaults (gguf.sampling.OLLAMA_PARAMS) and the vision projector (gguf.mmproj), a glob
+#: in which ``{name}`` is the model's name.
+COMPANION_FILES = ("params", "mmproj-{name}-*.gguf")
 
 
-def companion_files(folder: Path) -> list[Path]:
-    """The ``COMPANION_FILES`` that ``folder`` has."""
-    return [folder / name for name in COMPANION_FILES if (folder / name).is_file()]
+def companion_files(folder: Path, name: str | None = None) -> list[Path]:
+    """The ``COMPANION_FILES`` that ``folder`` has, of the model ``name`` (None: of any model)."""
+    import glob
+
+    found: list[Path] = []
+    for pattern in COMPANION_FILES:
+        pattern = pattern.replace("{name}", "*" if name is None else glob.escape(name))
+        found += sorted(p for p in folder.glob(pattern) if p.is_file()) if folder.is_dir() else []
+    return found
 
 
 def find_output(folder: Path, stem: str, type_: str) -> list[Path]:

@@ -61,10 +61,14 @@ def sampling_defaults(model_dir: str | Path) -> dict[str, float | int]:
     return defaults
 
 
+#: The order llama.cpp's converter writes them in (gguf-py's ``Metadata.set_gguf_meta_model``).
+_GGUF_ORDER = ("top_k", "top_p", "min_p", "temp", "penalty_repeat")
+
+
 def add_to_gguf(writer: Any, defaults: dict[str, float | int]) -> None:
-    """Write ``defaults`` as ``general.sampling.*`` keys (gguf-py's ``add_sampling_<name>``)."""
-    for name, value in defaults.items():
-        getattr(writer, f"add_sampling_{name}")(value)
+    """Write ``defaults`` as ``general.sampling.*`` keys (gguf-py's ``add_sampling_<name>``), in llama.cpp's order."""
+    for name in sorted(defaults, key=_GGUF_ORDER.index):
+        getattr(writer, f"add_sampling_{name}")(defaults[name])
 
 
 def ollama_params(defaults: dict[str, float | int], stop: list[str]) -> dict[str, Any]:

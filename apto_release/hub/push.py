@@ -87,7 +87,7 @@ def _gguf_files(target: Target) -> list[Path]:
     files = []
     for type_ in target.gguf_types:
         files += find_output(target.folder, f"{target.model_name}-{type_}", type_)
-    return [target.folder / README, *files, *companion_files(target.folder)]
+    return [target.folder / README, *files, *companion_files(target.folder, target.model_name)]
 
 
 

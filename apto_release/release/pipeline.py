@@ -150,7 +150,7 @@ def gguf_files(model: ModelTarget) -> list[Path]:
     from apto_release.gguf.output import companion_files, existing_outputs
 
     files = [p for t in model.gguf for p in existing_outputs(model.gguf_folder, f"{model.name}-{t}")]
-    return sorted(files + companion_files(model.gguf_folder)) if files else []
+    return sorted(files + companion_files(model.gguf_folder, model.name)) if files else []
 
 
 _MADE_BY = {"adapter": "train", "merged checkpoint": "merge", "base checkpoint": None}

@@ -108,6 +108,21 @@ QWEN35_VISION_CONFIG: dict[str, Any] = {
 #: values could not be read from here; the GGUF files and Ollama's ``params`` carry whatever it has.
 QWEN35_SAMPLING: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_k": 20, "top_p": 0.95}
 
+#: The image preprocessing of a Qwen3.5 with its vision tower (``preprocessor_config.json``, as
+#: Qwen3-VL's: the processor normalises to [-1, 1] with mean and std 0.5; llama.cpp's converter
+#: reads ``image_mean`` and ``image_std`` from it for the mmproj). The patch sizes are the vision
+#: config's.
+QWEN35_PREPROCESSOR: dict[str, Any] = {
+    "image_processor_type": "Qwen2VLImageProcessorFast",
+    "processor_class": "Qwen3VLProcessor",
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+    "patch_size": QWEN35_VISION_CONFIG["patch_size"],
+    "temporal_patch_size": QWEN35_VISION_CONFIG["temporal_patch_size"],
+    "merge_size": QWEN35_VISION_CONFIG["spatial_merge_size"],
+    "size": {"longest_edge": 16777216, "shortest_edge": 65536},
+}
+
 #: The tiny plain Qwen3 (``Qwen3Config``).
 QWEN3_CONFIG: dict[str, Any] = {
     "hidden_size": 64,
@@ -145,8 +160,8 @@ def build_tiny_qwen35(
 
     With ``vision`` (the default) the folder holds a ``Qwen3_5ForConditionalGeneration`` (config
     ``Qwen3_5Config`` with ``text_config`` and ``vision_config``; tensors
-    ``model.language_model.*``, ``model.visual.*``, ``lm_head.weight``), as the Hub's Qwen3.5
-    checkpoints do. Without, a text-only ``Qwen3_5ForCausalLM`` (config ``Qwen3_5TextConfig``;
+    ``model.language_model.*``, ``model.visual.*``, ``lm_head.weight``) and its image
+    preprocessing (``preprocessor_config.json``), as the Hub's Qwen3.5 checkpoints do. Without, a text-only ``Qwen3_5ForCausalLM`` (config ``Qwen3_5TextConfig``;
     tensors ``model.*``, ``lm_head.weight``). With ``mtp`` the shards also carry a
     multi-token-prediction head as the real checkpoints do (``mtp.fc.weight``,
     ``mtp.layers.0.*`` shaped like a full-attention decoder layer, ``mtp.norm.weight``,
@@ -219,6 +234,7 @@ def build_tiny_qwen35(
     return _write_checkpoint(
         out_dir, config, model_class, tensors, tokenizer, ids, num_shards=num_shards, dtype=dtype,
         last_shard_prefix="mtp." if mtp else None, sampling=QWEN35_SAMPLING,
+        extra_json={"preprocessor_config.json": QWEN35_PREPROCESSOR} if vision else None,
     )
 
 
@@ -367,8 +383,12 @@ def _write_checkpoint(
     dtype: str,
     last_shard_prefix: str | None = None,
     sampling: dict[str, Any] | None = None,
+    extra_json: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """Write shards, index, config, generation config (with ``sampling``) and tokenizer into a fresh ``out_dir``."""
+    """Write shards, index, config, generation config (with ``sampling``), tokenizer and the
+    ``extra_json`` files (name -> content) into a fresh ``out_dir``."""
+    import json
+
     import torch
     from safetensors.torch import save_file
     from transformers import GenerationConfig
@@ -402,6 +422,8 @@ def _write_checkpoint(
         config.save_pretrained(tmp)
         generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        for name, content in (extra_json or {}).items():
+            (tmp / name).write_text(json.dumps(content, indent=2) + "\n", "utf-8")
     return Path(out_dir)
 
 

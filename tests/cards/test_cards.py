@@ -353,6 +353,26 @@ def test_the_gguf_card_names_the_sampling_defaults_of_the_params_file(release, t
     assert check_card(text, "gguf") == []
 
 
+def test_the_gguf_card_lists_the_vision_projector_and_shows_image_input(release):
+    manifest, built = release
+    model = manifest.models[0]
+    assert "mmproj" not in built["gguf"].text  # a text-only model: nothing said
+    projector = model.gguf_folder / f"mmproj-{NAME}-F16.gguf"
+    write_gguf(projector, {"v.patch_embd.weight": ("F16", (32, 48))})
+    write_gguf(model.gguf_folder / "mmproj-Other-F16.gguf", {"v.patch_embd.weight": ("F16", (32, 48))})  # another model's
+    text = build_cards(manifest, year=2026)[-1].text
+    sha = hashlib.sha256(projector.read_bytes()).hexdigest()
+    url = f"https://huggingface.co/{ORG}/{NAME}-GGUF/blob/main/{projector.name}"
+    for kind in ("画像エンコーダー（mmproj、F16）", "vision projector (mmproj, F16)"):  # the file table, both languages
+        assert f"| [{projector.name}]({url}) | {kind} | {human_size(projector.stat().st_size)} | — | `{sha}` |" in text
+    assert "mmproj-Other" not in text
+    assert text.count(f"llama-server -hf {ORG}/{NAME}-GGUF:Q4_K_M") == 2  # fetches the projector itself
+    assert text.count(f"llama-mtmd-cli -m {NAME}-Q4_K_M.gguf --mmproj {projector.name} --image photo.jpg") == 2
+    assert "画像入力" in text and "Image input" in text
+    assert f'--include "{NAME}-Q4_K_M*.gguf" "{projector.name}"' in text
+    assert check_card(text, "gguf") == []
+
+
 def test_a_missing_gguf_type_is_an_input_error(tmp_path):
     path = make_release(tmp_path)
     (tmp_path / f"out/gguf/{NAME}-Q4_K_M.gguf").unlink()

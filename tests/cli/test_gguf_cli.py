@@ -20,8 +20,10 @@ def test_convert_writes_one_file_per_type(run_cli, tiny_qwen3, tmp_path):
         "gguf", "convert", tiny_qwen3, "-o", tmp_path, "--quant", "F16", "--quant", "q8_0", "--license", "apache-2.0", "--no-verify"
     )
     assert code == 0, err
-    lines = out.splitlines()
+    *lines, last = out.splitlines()
     assert [line.split()[0] for line in lines] == [str(tmp_path / "TinyQwen3-F16.gguf"), str(tmp_path / "TinyQwen3-Q8_0.gguf")]
+    assert last == "no vision projector: the checkpoint has no vision tower (text only)"
+    assert not list(tmp_path.glob("mmproj-*"))
     reader = gguf.GGUFReader(tmp_path / "TinyQwen3-Q8_0.gguf")
     license_field = reader.fields["general.license"]
     assert bytes(license_field.parts[license_field.data[0]]).decode() == "apache-2.0"
@@ -50,3 +52,27 @@ def test_convert_quantizes_splits_and_verifies(run_cli, tiny_qwen3, tmp_path):
     lines = [line for line in out.splitlines() if line.startswith(str(tmp_path))]
     assert len(lines) == 2 and all(line.endswith("verified") for line in lines), out
     assert f"(+{len(f16) - 1} split files)" in lines[0]
+
+
+def test_convert_writes_the_vision_projector_of_a_qwen35_beside_its_files(run_cli, tmp_path):
+    from apto_release.gguf.provenance import read_record
+    from apto_release.testing import build_tiny_qwen35
+
+    model, out = build_tiny_qwen35(tmp_path / "TinyVL"), tmp_path / "out"
+    code, stdout, err = run_cli("gguf", "convert", model, "-o", out, "--quant", "F16", "--mmproj-type", "bf16", "--no-verify")
+    assert code == 0, err
+    *_, last = stdout.splitlines()
+    assert last.startswith(f"{out / 'mmproj-TinyVL-BF16.gguf'}  ") and last.endswith("vision projector")
+    reader = gguf.GGUFReader(out / "mmproj-TinyVL-BF16.gguf")
+    assert reader.fields["general.type"].contents() == "mmproj" and reader.fields["general.file_type"].contents() == 32
+    assert read_record(out)["files"]["mmproj-TinyVL-BF16.gguf"]["written_by"] == "gguf-py"
+    # the projector's name is checked before anything is written
+    code, _, err = run_cli("gguf", "convert", model, "-o", out, "--quant", "Q8_0", "--mmproj-type", "BF16", "--no-verify")
+    assert code == 2 and err.startswith(f"Error: {out / 'mmproj-TinyVL-BF16.gguf'}: the output file exists")
+    assert not (out / "TinyVL-Q8_0.gguf").exists()
+    # overwritten with another type: the old projector goes (only one is published)
+    code, _, err = run_cli("gguf", "convert", model, "-o", out, "--quant", "F16", "--no-verify", "--overwrite")
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("mmproj-*")) == ["mmproj-TinyVL-F16.gguf"]
+    code, stdout, err = run_cli("gguf", "convert", model, "-o", tmp_path / "text", "--quant", "F16", "--no-mmproj", "--no-verify")
+    assert code == 0 and "vision projector" not in stdout and not list((tmp_path / "text").glob("mmproj-*"))

@@ -131,7 +131,13 @@ def test_the_pushed_release_reads_back_at_its_tag(baseline, hub, tmp_path):
         assert remote == local, repo
     gguf = Path(snapshot_download(f"{DEMO_ORG}/{DEMO_MODEL}-GGUF", revision="v1.0.0", endpoint=hub.url, token=hub.token,
                                   cache_dir=tmp_path / "cache"))
-    assert sorted(p.name for p in gguf.glob("*.gguf")) == sorted(f"{DEMO_MODEL}-{t}.gguf" for t in ("F16", "Q8_0", "Q4_K_M"))
+    # the demo's tiny Qwen3.5 has a vision tower: its projector is published beside the files, as is
+    # its card's listing of it, and it is the file the gguf stage wrote
+    assert sorted(p.name for p in gguf.glob("*.gguf")) == sorted(
+        [*(f"{DEMO_MODEL}-{t}.gguf" for t in ("F16", "Q8_0", "Q4_K_M")), f"mmproj-{DEMO_MODEL}-F16.gguf"])
+    projector = gguf / f"mmproj-{DEMO_MODEL}-F16.gguf"
+    assert projector.read_bytes() == (models / "gguf" / projector.name).read_bytes()
+    assert f"[{projector.name}](" in (gguf / "README.md").read_text("utf-8")
     code = (f"import datasets; ds = datasets.load_dataset({SAMPLE_REPO!r}, 'mid_refusal', split='train', revision='v1.0.0'); "
             "print(len(ds), ds.features['messages'])")
     done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **hub.client_env(tmp_path / "hf_home")},
