@@ -34,6 +34,8 @@ from typing import Any
 from apto_release.errors import UsageError
 from apto_release.gguf import GGUF_TYPES, output
 from apto_release.gguf.convert import EOT_TOKEN, QUANT_TYPES, convert, output_name
+from apto_release.gguf.imatrix import check_request as check_imatrix_request
+from apto_release.gguf.imatrix import prepare_imatrix
 from apto_release.gguf.quantize import K_QUANTS, quantize
 from apto_release.gguf.provenance import record_files
 from apto_release.gguf.sampling import OLLAMA_PARAMS, params_text
@@ -96,6 +98,9 @@ def build_gguf(
     threads: int | None = None,
     on_file: Callable[[GgufFile], None] | None = None,
     progress: Progress | None = None,
+    imatrix: str | Path | None = None,
+    calibration: str | Path | None = None,
+    llama_cpp: str | Path | None = None,
     **metadata: Any,
 ) -> list[GgufFile]:
     """Write ``out_dir/<name>-<TYPE>.gguf`` for each of ``quants`` from the checkpoint in ``model_dir``.
@@ -103,6 +108,9 @@ def build_gguf(
     ``metadata`` goes to ``convert`` (basename, finetune, version, size_label, license, mtp, ...).
     ``on_file`` is called with each output as it is finished (and, last, verified), between the
     tasks of ``progress``, which reports each conversion, quantization and verification.
+    ``imatrix`` (``"auto"`` with a ``calibration``, or a file) quantizes with an importance matrix,
+    written beside the files (``gguf.imatrix.prepare_imatrix``); ``llama_cpp`` is a folder with
+    llama.cpp's tools (default: built once, ``gguf.tools``).
     """
     progress = progress or Progress.off()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -110,6 +118,7 @@ def build_gguf(
     name = name or model_dir.resolve().name
     for quant in quants:
         output.check_free(out_dir, output_name(name, quant).removesuffix(".gguf"), overwrite=overwrite)
+    check_imatrix_request(quants, imatrix, calibration, out_dir, overwrite=overwrite)
     params, params_path = params_text(model_dir, [EOT_TOKEN]), out_dir / OLLAMA_PARAMS
     if not overwrite and params_path.is_file() and params_path.read_bytes() != params.encode("utf-8"):
         raise UsageError(f"{params_path} exists with other settings (another model's?)",
@@ -142,10 +151,14 @@ def build_gguf(
                     source = convert(
                         model_dir, staged, quant=source_quant, name=name, split_max_size=0, on_bytes=task.update, **metadata
                     ).path
+            if imatrix is not None:
+                with progress.task("imatrix"):
+                    imatrix = prepare_imatrix(imatrix, calibration, source, model_dir, out_dir, threads=threads, llama_cpp=llama_cpp)
             for quant in k_quants:
                 with progress.task(f"quantize {quant}"):
                     result = quantize(
-                        source, out_dir, output_name(name, quant).removesuffix(".gguf"), quant, threads=threads, overwrite=overwrite
+                        source, out_dir, output_name(name, quant).removesuffix(".gguf"), quant, threads=threads, overwrite=overwrite,
+                        imatrix=imatrix, llama_cpp=llama_cpp,
                     )
                 done(GgufFile.of(result))
 

@@ -58,7 +58,7 @@ def existing_outputs(out_dir: Path, stem: str) -> list[Path]:
 
 
 #: Files a GGUF repo publishes beside the GGUF files, written by ``gguf convert`` (``build_gguf``).
-COMPANION_FILES = ("params",)  # Ollama's defaults (gguf.sampling.OLLAMA_PARAMS)
+COMPANION_FILES = ("params", "imatrix.gguf", "calibration.txt")  # Ollama's defaults (gguf.sampling.OLLAMA_PARAMS); gguf.imatrix's
 
 
 def companion_files(folder: Path) -> list[Path]:

@@ -50,3 +50,22 @@ def test_convert_quantizes_splits_and_verifies(run_cli, tiny_qwen3, tmp_path):
     lines = [line for line in out.splitlines() if line.startswith(str(tmp_path))]
     assert len(lines) == 2 and all(line.endswith("verified") for line in lines), out
     assert f"(+{len(f16) - 1} split files)" in lines[0]
+
+
+def test_a_type_that_needs_an_imatrix_is_refused_with_the_reason(run_cli, tiny_qwen3, tmp_path):
+    code, _, err = run_cli("gguf", "convert", tiny_qwen3, "-o", tmp_path / "out", "--quant", "F16,IQ2_XS")
+    assert code == 2 and "IQ2_XS cannot be made without an importance matrix: llama.cpp's quantizer refuses" in err
+    assert "--imatrix auto" in err and not (tmp_path / "out").exists()
+    code, _, err = run_cli("gguf", "convert", tiny_qwen3, "-o", tmp_path / "out", "--quant", "Q4_K_M", "--imatrix", "auto")
+    assert code == 2 and "--imatrix auto needs a calibration text" in err
+
+
+def test_calibration_prints_records_and_tokens(run_cli, tiny_qwen3, tmp_path):
+    from apto_release.dataset.example import write_example_data
+
+    write_example_data(tmp_path / "records.jsonl", n=8)
+    code, out, err = run_cli("gguf", "calibration", "-o", tmp_path / "calib.txt", "--records", tmp_path / "records.jsonl",
+                             "--model", tiny_qwen3, "--max-tokens", "100000")
+    assert code == 0, err
+    assert out.startswith(f"{tmp_path / 'calib.txt'}: 8 records, ") and " tokens (" in out
+    assert (tmp_path / "calib.txt").read_text("utf-8").count("<|im_start|>assistant") >= 8
