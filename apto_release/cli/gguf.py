@@ -23,7 +23,7 @@ def gguf_group() -> None:
 @click.option(
     "--quant", "quants", multiple=True, default=("F16",), show_default=True, metavar="TYPE",
     help="F16, BF16, Q8_0 (written directly) or a K-quant: Q4_K_M, Q5_K_M, Q6_K, Q4_K_S, Q5_K_S, Q3_K_M, Q2_K "
-    "(llama.cpp's quantizer), or an i-quant: IQ4_XS, IQ3_M, IQ2_M, ... (IQ1_*, IQ2_XXS/XS/S/M, IQ3_XXS and Q2_K_S need "
+    "(llama.cpp's quantizer), or an i-quant: IQ4_XS, IQ3_M, IQ2_M, ... (IQ1_*, IQ2_*, IQ3_XXS, IQ3_XS and Q2_K_S need "
     "--imatrix). Repeatable or comma-separated: one file per type.",
 )
 @click.option("--imatrix", metavar="auto|FILE", help="Quantize with an importance matrix: 'auto' computes imatrix.gguf with "

@@ -89,6 +89,19 @@ def test_types_that_need_an_imatrix_are_refused_before_any_work(wide, tmp_path, 
     assert "--imatrix" in info.value.hint and not (tmp_path / "out").exists()
 
 
+def test_the_refused_types_are_those_llama_cpp_refuses(wide, tmp_path, monkeypatch):
+    """Our check off: llama.cpp's quantizer itself refuses each type of IMATRIX_REQUIRED, and makes IQ3_M (the nearest other)."""
+    from apto_release.errors import BuildError
+    from apto_release.gguf import quantize as quantize_module
+
+    monkeypatch.setattr(quantize_module, "check_imatrix", lambda *args: None)
+    for quant in IMATRIX_REQUIRED:
+        with pytest.raises(BuildError, match="requires an imatrix"):
+            quantize(wide["f16"], tmp_path, f"Wide-{quant}", quant)
+    assert quantize(wide["f16"], tmp_path, "Wide-IQ3_M", "IQ3_M").tensor_types.get("IQ3_S", 0) >= 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Wide-IQ3_M.gguf"]
+
+
 def test_iq2_xs_is_made_with_an_imatrix(wide, tmp_path):
     imatrix = wide["imatrix"]
     made = quantize(wide["f16"], tmp_path, "Wide-IQ2_XS", "IQ2_XS", imatrix=imatrix.path)
