@@ -2,11 +2,11 @@
 
 The flags are fixed so that the same inputs give the same file: the context (``-c``, also the
 batch), the number of chunks, the threads, ``--parse-special`` (the calibration text is rendered
-with the chat template, whose ``<|im_start|>`` must be the control tokens training saw) and
-``--no-ppl``. llama-imatrix records the calibration file's name in the imatrix (and
-llama-quantize the imatrix's name in the GGUF): both run in the file's folder with the bare
-name, so no local path is published. The output is written beside its destination and renamed
-into place.
+with the chat template, whose ``<|im_start|>`` must be the control tokens training saw),
+``--no-ppl``, and ``--no-repack`` as ``verify`` loads models (``_llama_worker`` says why).
+llama-imatrix records the calibration file's name in the imatrix (and llama-quantize the
+imatrix's name in the GGUF): both run in the file's folder with the bare name, so no local path
+is published. The output is written beside its destination and renamed into place.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def compute_imatrix(
         command = [
             str(tool), "-m", str(model), "-f", calibration.name, "-o", str(Path(tmp).resolve()),
             "-c", str(context), "-b", str(context), "-ub", str(context), "--chunks", str(chunks or -1),
-            "-t", str(threads or DEFAULT_THREADS), "--parse-special", "--no-ppl", "--output-frequency", "1000000", "-ngl", "0",
+            "-t", str(threads or DEFAULT_THREADS), "--parse-special", "--no-ppl", "--output-frequency", "1000000",
+            "-ngl", "0", "--no-repack",
         ]
         try:
             run_tool(command, f"computing the imatrix of {model.name}", cwd=calibration.parent)
