@@ -125,6 +125,7 @@ def build_gguf(
                          hint="use another output folder, or overwrite it (--overwrite)")
 
     files: list[GgufFile] = []
+    made_with: dict[str, Any] = {}  # the imatrix, for the build record
 
     def done(item: GgufFile) -> None:
         files.append(item)
@@ -153,7 +154,7 @@ def build_gguf(
                     ).path
             if imatrix is not None:
                 with progress.task("imatrix"):
-                    imatrix = prepare_imatrix(imatrix, calibration, source, model_dir, out_dir, threads=threads, llama_cpp=llama_cpp)
+                    imatrix, made_with = prepare_imatrix(imatrix, calibration, source, model_dir, out_dir, threads=threads, llama_cpp=llama_cpp)
             for quant in k_quants:
                 with progress.task(f"quantize {quant}"):
                     result = quantize(
@@ -176,7 +177,9 @@ def build_gguf(
             if on_file is not None:
                 on_file(item)
     record_files(out_dir, {path: {"written_by": "llama.cpp's quantizer" if item.quant in K_QUANTS else "gguf-py",
-                                  "verified": verify and item.ok} for item in files for path in item.paths})
+                                  "verified": verify and item.ok,
+                                  **({"imatrix": made_with} if made_with and item.quant in K_QUANTS else {})}
+                           for item in files for path in item.paths})
     return files
 
 

@@ -15,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from apto_release.errors import InputError, UsageError
 from apto_release.gguf.tools import find_tool, run_tool
@@ -188,26 +189,36 @@ def prepare_imatrix(
     threads: int | None = None,
     llama_cpp: str | Path | None = None,
     context: int = DEFAULT_CONTEXT,
-) -> Path:
+) -> tuple[Path, dict[str, Any]]:
     """``out_dir/imatrix.gguf``: the given imatrix copied there, or (``auto``) computed from ``source``
-    over ``out_dir/calibration.txt`` (drawn from a records file, or the given text copied)."""
+    over ``out_dir/calibration.txt`` (drawn from a records file, or the given text copied).
+
+    Returns:
+        The imatrix's path, and what made it for the build record (``gguf.provenance``): the
+        files' names and SHA-256, the chunks, and how the calibration text was made.
+    """
     import shutil
 
     from apto_release.gguf.calibration import draw_calibration
-    from apto_release.io import atomic_path
+    from apto_release.io import atomic_path, sha256_file
 
     dest = out_dir / IMATRIX_FILE
+    text = out_dir / CALIBRATION_FILE
     if str(imatrix) != "auto":
         if not _same(dest, imatrix):
             with atomic_path(dest) as tmp:
                 shutil.copyfile(imatrix, tmp)
-        return dest
-    text = out_dir / CALIBRATION_FILE
+        text.unlink(missing_ok=True)  # an earlier run's (checked: --overwrite), which did not make this imatrix
+        return dest, {"file": IMATRIX_FILE, "sha256": sha256_file(dest), "chunks": read_imatrix(dest)[0], "given": True}
     calibration = Path(calibration)
     if calibration.name.lower().endswith(RECORD_SUFFIXES):
-        draw_calibration(calibration, model_dir, text)
-    elif not _same(text, calibration):
-        with atomic_path(text) as tmp:
-            shutil.copyfile(calibration, tmp)
-    compute_imatrix(source, text, dest, context=context, threads=threads, llama_cpp=llama_cpp)
-    return dest
+        drawn = draw_calibration(calibration, model_dir, text)
+        how = {"records": calibration.name, "records_drawn": drawn.records, "tokens": drawn.tokens}
+    else:
+        if not _same(text, calibration):
+            with atomic_path(text) as tmp:
+                shutil.copyfile(calibration, tmp)
+        how = {"text": calibration.name}
+    made = compute_imatrix(source, text, dest, context=context, threads=threads, llama_cpp=llama_cpp)
+    return dest, {"file": IMATRIX_FILE, "sha256": sha256_file(dest), "chunks": made.chunks, "context": context,
+                  "calibration": {"file": CALIBRATION_FILE, "sha256": sha256_file(text), **how}}

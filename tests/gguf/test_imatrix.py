@@ -17,11 +17,13 @@ pytest.importorskip("llama_cpp")
 from apto_release import schema
 from apto_release.dataset.example import write_example_data
 from apto_release.errors import InputError, UsageError
+from apto_release.io import sha256_file
 from apto_release.gguf import IMATRIX_REQUIRED
 from apto_release.gguf.build import build_gguf
 from apto_release.gguf.calibration import count_tokens, draw_calibration
 from apto_release.gguf.convert import convert
 from apto_release.gguf.imatrix import compute_imatrix, read_imatrix
+from apto_release.gguf.provenance import read_record
 from apto_release.gguf.quantize import quantize
 from apto_release.testing.models import build_tiny_qwen35
 
@@ -123,6 +125,22 @@ def test_convert_with_an_auto_imatrix_makes_and_verifies_q4_k_m_and_iq4_xs(wide,
     assert read_imatrix(out / "imatrix.gguf")[1] > 0
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert names == ["Wide-IQ4_XS.gguf", "Wide-Q4_K_M.gguf", "calibration.txt", "imatrix.gguf", "params"]
+    made_with = read_record(out)["files"]["Wide-IQ4_XS.gguf"]["imatrix"]  # for the card
+    assert made_with["sha256"] == sha256_file(out / "imatrix.gguf") and made_with["chunks"] >= 1
+    assert made_with["calibration"]["sha256"] == sha256_file(out / "calibration.txt")
+    assert made_with["calibration"]["records"] == "records.jsonl" and made_with["calibration"]["records_drawn"] == 24
+
+
+def test_convert_with_a_given_imatrix_or_text(wide, tmp_path):
+    out = tmp_path / "gguf"
+    (files,) = build_gguf(wide["model"], out, ["IQ4_XS"], imatrix=wide["imatrix"].path, verify=False)
+    assert (out / "imatrix.gguf").read_bytes() == wide["imatrix"].path.read_bytes() and not (out / "calibration.txt").exists()
+    assert read_record(out)["files"]["Wide-IQ4_XS.gguf"]["imatrix"]["given"] is True
+    text = tmp_path / "general.txt"
+    text.write_text(wide["calib"].path.read_text("utf-8") * 2, encoding="utf-8")  # a plain text: used as it is
+    build_gguf(wide["model"], out, ["IQ4_XS"], imatrix="auto", calibration=text, verify=False, overwrite=True)
+    assert (out / "calibration.txt").read_bytes() == text.read_bytes()
+    assert read_record(out)["files"]["Wide-IQ4_XS.gguf"]["imatrix"]["calibration"]["text"] == "general.txt"
 
 
 def test_convert_checks_the_imatrix_options_first(wide, tmp_path):
