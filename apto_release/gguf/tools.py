@@ -2,7 +2,8 @@
 llama-cpp-python vendors (``llama_source``), so that one llama.cpp version quantizes and verifies.
 
 ``build_tools()`` configures and builds only those two targets with CMake (Release, static, no curl
-or OpenSSL, ``GGML_NATIVE`` on as in the locally built wheel), once, into
+or OpenSSL, ``GGML_NATIVE`` on as llama.cpp's default, then ``$CMAKE_ARGS``: the flags
+llama-cpp-python's wheel was built with, e.g. CI's portable AVX2 build), once, into
 ``<cache>/llama-cpp-<version>-tools/bin/``. The CMake build folder beside it (hidden) is kept so that
 an interrupted build resumes; the ``-tools`` folder itself appears only when both binaries are in it
 (renamed into place). ``find_tool()`` looks in ``--llama-cpp DIR``, then the cache, then ``PATH``,
@@ -14,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -72,7 +74,8 @@ def build_tools(*, jobs: int | None = None) -> Path:
 def _build(cmake: str, source: Path, final: Path, jobs: int | None) -> Path:
     build = final.with_name(f".{final.name}.build")  # kept: a second run resumes an interrupted build
     started = time.monotonic()
-    _cmake([cmake, "-S", str(source), "-B", str(build), *CMAKE_FLAGS], "configuring")
+    flags = [*CMAKE_FLAGS, *shlex.split(os.environ.get("CMAKE_ARGS", ""))]  # llama-cpp-python's wheel takes CMAKE_ARGS too
+    _cmake([cmake, "-S", str(source), "-B", str(build), *flags], "configuring")
     jobs = jobs or max(1, os.cpu_count() or 1)
     _cmake([cmake, "--build", str(build), "--config", "Release", "-j", str(jobs), "--target", *TOOLS], "building")
     work = make_temp_dir(final)
@@ -80,7 +83,7 @@ def _build(cmake: str, source: Path, final: Path, jobs: int | None) -> Path:
         (work / "bin").mkdir()
         for tool in TOOLS:
             shutil.copy2(build / "bin" / tool, work / "bin" / tool)
-        record = {"llama_cpp_python": LLAMA_CPP_PYTHON, "flags": list(CMAKE_FLAGS), "seconds": round(time.monotonic() - started, 1)}
+        record = {"llama_cpp_python": LLAMA_CPP_PYTHON, "flags": flags, "seconds": round(time.monotonic() - started, 1)}
         (work / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         try:
             work.rename(final)
