@@ -118,7 +118,7 @@ def build_gguf(
     name = name or model_dir.resolve().name
     for quant in quants:
         output.check_free(out_dir, output_name(name, quant).removesuffix(".gguf"), overwrite=overwrite)
-    check_imatrix_request(quants, imatrix, calibration, out_dir, overwrite=overwrite)
+    check_imatrix_request(quants, imatrix, calibration, out_dir, overwrite=overwrite, llama_cpp=llama_cpp)
     params, params_path = params_text(model_dir, [EOT_TOKEN]), out_dir / OLLAMA_PARAMS
     if not overwrite and params_path.is_file() and params_path.read_bytes() != params.encode("utf-8"):
         raise UsageError(f"{params_path} exists with other settings (another model's?)",

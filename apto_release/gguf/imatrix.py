@@ -137,13 +137,13 @@ RECORD_SUFFIXES = (".jsonl", ".json", ".parquet", ".gz")  # a records file in sc
 
 
 def check_request(quants: list[str], imatrix: str | Path | None, calibration: str | Path | None, out_dir: str | Path,
-                  *, overwrite: bool = False) -> None:
-    """Everything about ``--imatrix``/``--calibration`` that can be checked before any work.
+                  *, overwrite: bool = False, llama_cpp: str | Path | None = None) -> None:
+    """Everything about ``--imatrix``/``--calibration``/``--llama-cpp`` that can be checked before any work.
 
     Raises:
         UsageError: a type that needs an imatrix without one; ``auto`` without a calibration, or
             a calibration without ``auto``; a missing file; an imatrix or calibration text already
-            in ``out_dir`` (without ``overwrite``).
+            in ``out_dir`` (without ``overwrite``); a ``llama_cpp`` folder without the tools.
     """
     from apto_release.gguf.quantize import K_QUANTS, check_imatrix
 
@@ -154,6 +154,9 @@ def check_request(quants: list[str], imatrix: str | Path | None, calibration: st
         return
     if not any(q in K_QUANTS for q in quants):
         raise UsageError("an imatrix is used by llama.cpp's quantizer only, and no K- or i-quant is requested", field="imatrix")
+    if llama_cpp is not None:
+        for tool in ("llama-quantize", "llama-imatrix") if str(imatrix) == "auto" else ("llama-quantize",):
+            find_tool(tool, llama_cpp)
     if str(imatrix) == "auto":
         if calibration is None:
             raise UsageError("--imatrix auto needs a calibration text", field="calibration",
