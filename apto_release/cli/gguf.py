@@ -23,8 +23,16 @@ def gguf_group() -> None:
 @click.option(
     "--quant", "quants", multiple=True, default=("F16",), show_default=True, metavar="TYPE",
     help="F16, BF16, Q8_0 (written directly) or a K-quant: Q4_K_M, Q5_K_M, Q6_K, Q4_K_S, Q5_K_S, Q3_K_M, Q2_K "
-    "(llama.cpp's quantizer). Repeatable or comma-separated: one file per type.",
+    "(llama.cpp's quantizer), or an i-quant: IQ4_XS, IQ3_M, IQ2_M, ... (IQ1_*, IQ2_*, IQ3_XXS, IQ3_XS and Q2_K_S need "
+    "--imatrix). Repeatable or comma-separated: one file per type.",
 )
+@click.option("--imatrix", metavar="auto|FILE", help="Quantize with an importance matrix: 'auto' computes imatrix.gguf with "
+              "llama-imatrix from the F16/BF16 file and --calibration; a FILE (GGUF imatrix) is used as it is. Written beside the files.")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), metavar="RECORDS_OR_TEXT",
+              help="For --imatrix auto: a records file (.jsonl/.parquet, drawn as `gguf calibration` does) or a plain UTF-8 text; "
+              "kept as calibration.txt.")
+@click.option("--llama-cpp", "llama_cpp", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="A folder with llama.cpp's llama-imatrix and llama-quantize [default: built once from the pinned source, or on PATH].")
 @click.option("--name", help="general.name and the file names' stem (<NAME>-<TYPE>.gguf) [default: the folder's name].")
 @click.option("--basename", help="general.basename.")
 @click.option("--finetune", help="general.finetune.")
@@ -53,7 +61,7 @@ def gguf_group() -> None:
 @overwrite_option("Replace existing files.")
 def convert_command(
     model_dir, out_dir, quants, name, basename, finetune, version, size_label, license_, base_models, tags, languages, datasets,
-    quantized_by, split_max_size, mmproj_type, no_mmproj, mtp, verify, threads, overwrite,
+    quantized_by, split_max_size, mmproj_type, no_mmproj, mtp, verify, threads, overwrite, imatrix, calibration, llama_cpp,
 ):
     """Convert the checkpoint in MODEL_DIR (Qwen3.5, Qwen3 or Qwen2) to GGUF files, tensor by tensor.
 
@@ -97,6 +105,7 @@ def convert_command(
     files = build_gguf(
         model_dir, out_dir, quants, name=name, split_max_size=limit, verify=verify, overwrite=overwrite,
         threads=threads, mmproj=None if no_mmproj else mmproj_type, on_file=show, on_mmproj=show_mmproj, progress=Progress(),
+        imatrix=imatrix, calibration=calibration, llama_cpp=llama_cpp,
         **metadata,
     )
     return 0 if all(f.ok for f in files) else 1
@@ -123,6 +132,7 @@ spread, NMSE = mean Δ² / var(reference), KL in nats):
   Q6_K     NMSE <= 2e-2  KL <= 0.05
   Q5_K_*   NMSE <= 4e-2  KL <= 0.08
   Q4_K_*   NMSE <= 0.1   KL <= 0.2
+  IQ4_XS   NMSE <= 0.15  KL <= 0.3
   Q3_K_*   NMSE <= 0.2   KL <= 0.5
   Q2_K     NMSE <= 0.4   KL <= 1.0
 and for every type the argmax agrees wherever the reference's top-two margin is over 8 times
@@ -159,6 +169,29 @@ def verify_command(files, reference, threads, timeout, as_json):
         failed = [r.path.name for r in reports if not r.ok]
         click.echo(f"{len(reports) - len(failed)} of {len(reports)} files passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 0 if ok else 1
+
+
+@gguf_group.command(
+    "calibration",
+    epilog="Example: apto-release gguf calibration -o out/calibration.txt --records data/records.jsonl --model out/merged",
+)
+@click.option("-o", "--output", "dest", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The text file to write.")
+@click.option("--records", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Records in schema v1 (validated).")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The checkpoint whose tokenizer and chat template render the records and count the tokens.")
+@click.option("--max-tokens", type=click.IntRange(1), default=300_000, show_default=True, help="The token budget.")
+def calibration_command(dest, records, model_dir, max_tokens):
+    """Draw a calibration text for `gguf convert --imatrix auto` from the release's records.
+
+    Every category in turn, each in a fixed order (a SHA-256 of the record id), rendered with the
+    chat template as in training, until the next record would pass --max-tokens.
+    """
+    from apto_release.gguf.calibration import draw_calibration
+
+    made = draw_calibration(records, model_dir, dest, max_tokens=max_tokens)
+    parts = ", ".join(f"{category} {n}" for category, n in made.by_category.items())
+    click.echo(f"{made.path}: {made.records} records, {made.tokens} tokens ({parts})")
+    return 0
 
 
 def register(cli: click.Group) -> None:

@@ -38,6 +38,8 @@ from typing import Any
 from apto_release.errors import UsageError
 from apto_release.gguf import GGUF_TYPES, output
 from apto_release.gguf.convert import EOT_TOKEN, QUANT_TYPES, convert, output_name
+from apto_release.gguf.imatrix import check_request as check_imatrix_request
+from apto_release.gguf.imatrix import prepare_imatrix
 from apto_release.gguf.mmproj import convert_mmproj, mmproj_name, vision_tower
 from apto_release.gguf.quantize import K_QUANTS, quantize
 from apto_release.gguf.provenance import record_files
@@ -103,6 +105,9 @@ def build_gguf(
     on_file: Callable[[GgufFile], None] | None = None,
     on_mmproj: Callable[[output.Written | None], None] | None = None,
     progress: Progress | None = None,
+    imatrix: str | Path | None = None,
+    calibration: str | Path | None = None,
+    llama_cpp: str | Path | None = None,
     **metadata: Any,
 ) -> list[GgufFile]:
     """Write ``out_dir/<name>-<TYPE>.gguf`` for each of ``quants`` from the checkpoint in ``model_dir``,
@@ -115,7 +120,9 @@ def build_gguf(
     reports each conversion, quantization and verification; ``on_mmproj``, last, with the
     projector written, or with None when ``mmproj`` is set and the checkpoint has no vision tower.
     The list returned holds the ``quants`` files; the projector is a companion file
-    (``output.COMPANION_FILES``).
+    (``output.COMPANION_FILES``). ``imatrix`` (``"auto"`` with a ``calibration``, or a file)
+    quantizes with an importance matrix, written beside the files (``gguf.imatrix.prepare_imatrix``);
+    ``llama_cpp`` is a folder with llama.cpp's tools (default: built once, ``gguf.tools``).
     """
     progress = progress or Progress.off()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -132,12 +139,14 @@ def build_gguf(
             mmproj = None
         else:
             output.check_free(out_dir, mmproj_name(name, mmproj).removesuffix(".gguf"), overwrite=overwrite)
+    check_imatrix_request(quants, imatrix, calibration, out_dir, overwrite=overwrite, llama_cpp=llama_cpp)
     params, params_path = params_text(model_dir, [EOT_TOKEN]), out_dir / OLLAMA_PARAMS
     if not overwrite and params_path.is_file() and params_path.read_bytes() != params.encode("utf-8"):
         raise UsageError(f"{params_path} exists with other settings (another model's?)",
                          hint="use another output folder, or overwrite it (--overwrite)")
 
     files: list[GgufFile] = []
+    made_with: dict[str, Any] = {}  # the imatrix, for the build record
 
     def done(item: GgufFile) -> None:
         files.append(item)
@@ -172,10 +181,14 @@ def build_gguf(
                     source = convert(
                         model_dir, staged, quant=source_quant, name=name, split_max_size=0, on_bytes=task.update, **metadata
                     ).path
+            if imatrix is not None:
+                with progress.task("imatrix"):
+                    imatrix, made_with = prepare_imatrix(imatrix, calibration, source, model_dir, out_dir, threads=threads, llama_cpp=llama_cpp)
             for quant in k_quants:
                 with progress.task(f"quantize {quant}"):
                     result = quantize(
-                        source, out_dir, output_name(name, quant).removesuffix(".gguf"), quant, threads=threads, overwrite=overwrite
+                        source, out_dir, output_name(name, quant).removesuffix(".gguf"), quant, threads=threads, overwrite=overwrite,
+                        imatrix=imatrix, llama_cpp=llama_cpp,
                     )
                 done(GgufFile.of(result))
 
@@ -193,7 +206,9 @@ def build_gguf(
             if on_file is not None:
                 on_file(item)
     record = {path: {"written_by": "llama.cpp's quantizer" if item.quant in K_QUANTS else "gguf-py",
-                     "verified": verify and item.ok} for item in files for path in item.paths}
+                     "verified": verify and item.ok,
+                     **({"imatrix": made_with} if made_with and item.quant in K_QUANTS else {})}
+              for item in files for path in item.paths}
     if projector is not None:
         record[projector.path] = {"written_by": "gguf-py", "verified": False}  # `gguf verify` checks text models
     record_files(out_dir, record)

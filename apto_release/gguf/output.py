@@ -58,9 +58,9 @@ def existing_outputs(out_dir: Path, stem: str) -> list[Path]:
 
 
 #: Files a GGUF repo publishes beside the GGUF files, written by ``gguf convert`` (``build_gguf``):
-#: Ollama's defaults (gguf.sampling.OLLAMA_PARAMS) and the vision projector (gguf.mmproj), a glob
-#: in which ``{name}`` is the model's name.
-COMPANION_FILES = ("params", "mmproj-{name}-*.gguf")
+#: Ollama's defaults (gguf.sampling.OLLAMA_PARAMS), the vision projector (gguf.mmproj), a glob in
+#: which ``{name}`` is the model's name, and the importance matrix and its calibration text (gguf.imatrix).
+COMPANION_FILES = ("params", "mmproj-{name}-*.gguf", "imatrix.gguf", "calibration.txt")
 
 
 def companion_files(folder: Path, name: str | None = None) -> list[Path]:

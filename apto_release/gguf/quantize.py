@@ -1,4 +1,4 @@
-"""K-quants (Q4_K_M, Q5_K_M, Q6_K, ...) with llama.cpp's own quantizer.
+"""K-quants (Q4_K_M, Q5_K_M, Q6_K, ...) and i-quants (IQ4_XS, ...) with llama.cpp's own quantizer.
 
 gguf-py writes F16, BF16 and Q8_0 itself; the K-quants' mixes (which tensors get more bits, the
 super-block formats) live in llama.cpp's ``llama_model_quantize``, which we call through the
@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 
 from apto_release.errors import BuildError, UsageError
-from apto_release.gguf import K_QUANT_TYPES, output
+from apto_release.gguf import IMATRIX_REQUIRED, IQ_TYPES, K_QUANT_TYPES, output
 
 #: Our type name -> the ``llama_ftype`` constant of llama.cpp (``include/llama.h``): LLAMA_FTYPE_MOSTLY_<name>.
-K_QUANTS: dict[str, str] = {name: f"LLAMA_FTYPE_MOSTLY_{name}" for name in K_QUANT_TYPES}
+K_QUANTS: dict[str, str] = {name: f"LLAMA_FTYPE_MOSTLY_{name}" for name in K_QUANT_TYPES + IQ_TYPES}
 
 _STDERR_TAIL = 12  # lines of llama.cpp's log quoted when it fails
 
@@ -42,19 +42,26 @@ def quantize(
     *,
     threads: int | None = None,
     overwrite: bool = False,
+    imatrix: str | Path | None = None,
+    llama_cpp: str | Path | None = None,
 ) -> output.Written:
     """Quantize the GGUF ``source`` (a file, or the first file of a split set) to ``out_dir/<stem>.gguf``.
 
-    A split input gives a split output with the same tensors in each file.
+    A split input gives a split output with the same tensors in each file. With an ``imatrix``
+    (a GGUF imatrix from ``gguf.imatrix``) the quantizer is llama.cpp's ``llama-quantize`` built
+    from the same source (``gguf.tools``, or the one in ``llama_cpp``): llama-cpp-python exposes
+    the imatrix only as a C array, and reading llama.cpp's imatrix format is llama.cpp's job.
 
     Raises:
-        UsageError: ``quant`` is not a K-quant this module knows; the output exists (without ``overwrite``).
+        UsageError: ``quant`` is not a type this module knows, or needs an imatrix and has none;
+            the output exists (without ``overwrite``).
         BuildError: llama.cpp failed or crashed; nothing is left in ``out_dir``.
     """
     started = time.monotonic()
     quant = quant.upper()
     if quant not in K_QUANTS:
-        raise UsageError(f"unknown K-quant '{quant}'; choose one of {', '.join(K_QUANTS)}", field="quant")
+        raise UsageError(f"unknown quantization type '{quant}'; choose one of {', '.join(K_QUANTS)}", field="quant")
+    check_imatrix([quant], imatrix)
     source = Path(source)
     out_dir = Path(out_dir)
     output.check_free(out_dir, stem, overwrite=overwrite)
@@ -69,7 +76,10 @@ def quantize(
             "threads": threads or os.cpu_count() or 1,
             "keep_split": split,
         }
-        _run_worker(request, quant)
+        if imatrix is not None:
+            _run_quantize_tool(request, quant, Path(imatrix), llama_cpp)
+        else:
+            _run_worker(request, quant)
         paths = output.publish(staged, out_dir, stem)
     return output.Written(quant, paths, sum(p.stat().st_size for p in paths), time.monotonic() - started, tensor_types(paths))
 
@@ -83,6 +93,34 @@ def tensor_types(paths: tuple[Path, ...]) -> dict[str, int]:
         for tensor in gguf.GGUFReader(path).tensors:
             counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + 1
     return counts
+
+
+def check_imatrix(quants: list[str], imatrix: object) -> None:
+    """Refuse, before any work, the types llama.cpp will not make without an importance matrix.
+
+    Raises:
+        UsageError: one of ``quants`` is in ``IMATRIX_REQUIRED`` and ``imatrix`` is None.
+    """
+    needing = [q for q in quants if q in IMATRIX_REQUIRED]
+    if needing and imatrix is None:
+        raise UsageError(
+            f"{', '.join(needing)} cannot be made without an importance matrix: llama.cpp's quantizer refuses to, "
+            "because at 1-2 bits per weight the rounding must be weighted by how much each weight is used",
+            field="quant", hint="add --imatrix auto (computed from a calibration text) or --imatrix FILE",
+        )
+
+
+def _run_quantize_tool(request: dict, quant: str, imatrix: Path, llama_cpp: str | Path | None) -> None:
+    """``llama-quantize --imatrix``, in the imatrix's folder: the GGUF records the name it is given, not a local path."""
+    from apto_release.gguf.tools import find_tool, run_tool
+
+    if not imatrix.is_file():
+        raise UsageError("the imatrix file does not exist", path=imatrix, field="imatrix")
+    command = [str(find_tool("llama-quantize", llama_cpp)), "--imatrix", imatrix.name]
+    if request["keep_split"]:
+        command.append("--keep-split")
+    command += [str(Path(request["source"]).resolve()), str(Path(request["target"]).resolve()), quant, str(request["threads"])]
+    run_tool(command, f"making {quant} from {request['source']}", cwd=imatrix.resolve().parent)
 
 
 def _run_worker(request: dict, quant: str) -> None:

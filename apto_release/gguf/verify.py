@@ -123,6 +123,8 @@ LOGIT_BOUNDS: dict[str, LogitBounds] = {
     "Q5_K_S": LogitBounds(max_abs=None, nmse=4e-2, mean_kl=0.08),
     "Q4_K_M": LogitBounds(max_abs=None, nmse=0.1, mean_kl=0.2),
     "Q4_K_S": LogitBounds(max_abs=None, nmse=0.1, mean_kl=0.2),
+    # 4.25 bits per weight, between Q4_K_S and Q3_K_L in llama.cpp's quantize table (docs/verify.md)
+    "IQ4_XS": LogitBounds(max_abs=None, nmse=0.15, mean_kl=0.3),
     "Q3_K_L": LogitBounds(max_abs=None, nmse=0.2, mean_kl=0.5),
     "Q3_K_M": LogitBounds(max_abs=None, nmse=0.2, mean_kl=0.5),
     "Q3_K_S": LogitBounds(max_abs=None, nmse=0.2, mean_kl=0.5),

@@ -76,3 +76,39 @@ def test_convert_writes_the_vision_projector_of_a_qwen35_beside_its_files(run_cl
     assert sorted(p.name for p in out.glob("mmproj-*")) == ["mmproj-TinyVL-F16.gguf"]
     code, stdout, err = run_cli("gguf", "convert", model, "-o", tmp_path / "text", "--quant", "F16", "--no-mmproj", "--no-verify")
     assert code == 0 and "vision projector" not in stdout and not list((tmp_path / "text").glob("mmproj-*"))
+
+
+def test_a_type_that_needs_an_imatrix_is_refused_with_the_reason(run_cli, tiny_qwen3, tmp_path):
+    code, _, err = run_cli("gguf", "convert", tiny_qwen3, "-o", tmp_path / "out", "--quant", "F16,IQ2_XS")
+    assert code == 2 and "IQ2_XS cannot be made without an importance matrix: llama.cpp's quantizer refuses" in err
+    assert "--imatrix auto" in err and not (tmp_path / "out").exists()
+    code, _, err = run_cli("gguf", "convert", tiny_qwen3, "-o", tmp_path / "out", "--quant", "Q4_K_M", "--imatrix", "auto")
+    assert code == 2 and "--imatrix auto needs a calibration text" in err
+
+
+def test_calibration_prints_records_and_tokens(run_cli, tiny_qwen3, tmp_path):
+    from apto_release.dataset.example import write_example_data
+
+    write_example_data(tmp_path / "records.jsonl", n=8)
+    code, out, err = run_cli("gguf", "calibration", "-o", tmp_path / "calib.txt", "--records", tmp_path / "records.jsonl",
+                             "--model", tiny_qwen3, "--max-tokens", "100000")
+    assert code == 0, err
+    assert out.startswith(f"{tmp_path / 'calib.txt'}: 8 records, ") and " tokens (" in out
+    assert (tmp_path / "calib.txt").read_text("utf-8").count("<|im_start|>assistant") >= 8
+
+
+def test_convert_with_an_auto_imatrix_and_a_given_llama_cpp(run_cli, tiny_qwen3, tmp_path):
+    pytest.importorskip("llama_cpp")
+    from apto_release.dataset.example import write_example_data
+    from apto_release.gguf.tools import build_tools
+
+    tools = build_tools()  # cached after the first run
+    write_example_data(tmp_path / "records.jsonl", n=24)
+    code, out, err = run_cli("gguf", "convert", tiny_qwen3, "-o", tmp_path / "out", "--quant", "Q4_K_M", "--imatrix", "auto",
+                             "--calibration", tmp_path / "records.jsonl", "--llama-cpp", tools.parent, "--no-verify")
+    assert code == 0, out + err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
+        "TinyQwen3-Q4_K_M.gguf", "calibration.txt", "imatrix.gguf", "params"]
+    code, _, err = run_cli("gguf", "convert", tiny_qwen3, "-o", tmp_path / "o2", "--quant", "Q4_K_M", "--imatrix",
+                           tmp_path / "out" / "imatrix.gguf", "--llama-cpp", tmp_path)
+    assert code == 2 and "'llama-quantize' is not in" in err and not (tmp_path / "o2").exists()  # before any work
