@@ -23,7 +23,7 @@ COMMANDS = _commands()
 
 def test_the_commands_are_all_there():
     assert {" ".join(path) for path, _ in COMMANDS} == {
-        "cards", "dataset", "dataset build", "demo", "eval", "eval generate", "eval judge", "eval run", "eval summarize", "example-data", "gguf", "gguf convert",
+        "cards", "dataset", "dataset build", "demo", "eval", "eval generate", "eval judge", "eval run", "eval summarize", "example-data", "gguf", "gguf calibration", "gguf convert",
         "gguf verify", "merge", "push", "release", "sample", "schema", "train", "validate",
     }
 
