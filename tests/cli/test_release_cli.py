@@ -30,7 +30,7 @@ def test_demo_runs_end_to_end_then_everything_is_up_to_date(run_cli, tmp_path, m
     gguf_card = (out_dir / "out" / "models" / DEMO_MODEL / "gguf" / "README.md").read_text("utf-8")
     # the files are compared with the tuned model as the demo served it: its F16 GGUF file, not the checkpoint
     assert f"as the tuned model, served from `{DEMO_MODEL}-F16.gguf` by llama.cpp's server," in gguf_card
-    assert "Where everything is:" in out and "the GGUF files (F16, Q8_0, Q4_K_M) and their card" in out
+    assert "Where everything is:" in out and "the GGUF files (F16, Q8_0, Q4_K_M), the vision projector, Ollama's params and their card" in out
     assert f"train {DEMO_MODEL}: 2/2 steps done in" in err  # progress lines, not bars, off a terminal
     assert f"push {DEMO_MODEL}: done in" in err and "convert Q8_0: " in err
     ds = load_offline(out_dir / "out" / "dataset-sample", "mid_refusal", cache_dir=tmp_path / "cache")
