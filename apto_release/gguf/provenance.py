@@ -44,9 +44,14 @@ def record_files(folder: Path, files: Mapping[Path, Mapping[str, Any]]) -> Path:
     """Add ``files`` (path -> ``{"written_by": ..., "verified": bool}``) to the folder's record, each
     with this environment's llama.cpp build and its size and time; other files' entries are kept."""
     build = llama_cpp_build()
-    entries = dict(read_record(folder).get("files", {}))
+    entries = dict(_entries(folder))
     entries.update({p.name: {**info, "llama_cpp": build, **_stamp(p)} for p, info in files.items()})
     return write_json(folder / RECORD_NAME, {"files": dict(sorted(entries.items()))})
+
+
+def _entries(folder: Path) -> Mapping[str, Any]:
+    files = read_record(folder).get("files")
+    return files if isinstance(files, dict) else {}
 
 
 def read_record(folder: Path) -> dict[str, Any]:
@@ -62,7 +67,7 @@ def recorded(paths: Iterable[Path]) -> dict[str, dict[str, Any]] | None:
     """The record of each of ``paths`` (files of one folder), by name, when every one is recorded
     and unchanged since; else None."""
     paths = list(paths)
-    entries = read_record(paths[0].parent).get("files", {}) if paths else {}
+    entries = _entries(paths[0].parent) if paths else {}
     found = {}
     for p in paths:
         entry = entries.get(p.name)

@@ -610,3 +610,13 @@ def test_optional_evaluation_keys_read(tmp_path):
     assert [m.category for m in ev.metrics] == [None, None, None, "差別"] and len(ev.overall) == 3 and len(ev.by_category) == 1
     assert (ev.metrics[0].method, ev.metrics[0].p_value, ev.metrics[0].per_judge[0].after) == ("mcnemar", 0.001, 90.0)
     assert ev.agreement[0].value is None and ev.bootstrap_resamples == 10000 and ev.chart == tmp_path / "c.png"
+
+
+def test_a_damaged_gguf_build_record_claims_nothing(release):
+    from apto_release.gguf.provenance import RECORD_NAME
+
+    manifest, _ = release
+    model = manifest.models[0]
+    for damaged in ("{not json", '{"files": ["a list"]}', "[]"):
+        (model.gguf_folder / RECORD_NAME).write_text(damaged, "utf-8")
+        assert "| llama.cpp | `not recorded" in render_gguf_card(manifest, model, find_gguf_outputs(model)).text
