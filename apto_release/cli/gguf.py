@@ -180,18 +180,37 @@ def verify_command(files, reference, threads, timeout, as_json):
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The checkpoint whose tokenizer and chat template render the records and count the tokens.")
 @click.option("--max-tokens", type=click.IntRange(1), default=300_000, show_default=True, help="The token budget.")
-def calibration_command(dest, records, model_dir, max_tokens):
+@click.option("--against", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Benchmark file (as `validate --against`): records close to one of its items are left out. Repeatable.")
+@click.option("--against-field", "against_fields", multiple=True, metavar="FIELD", help="Text field of the --against items to compare. Repeatable.")
+@click.option("--general", type=click.Path(dir_okay=False, path_type=Path),
+              help="A plain UTF-8 general Japanese text mixed in: its lines in file order, up to --general-share of the budget.")
+@click.option("--general-share", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True,
+              help="The share of --max-tokens the --general text may take.")
+def calibration_command(dest, records, model_dir, max_tokens, against, against_fields, general, general_share):
     """Draw a calibration text for `gguf convert --imatrix auto` from the release's records.
 
     Every category in turn, each in a fixed order (a SHA-256 of the record id), rendered with the
-    chat template as in training, until the next record would pass --max-tokens.
+    chat template as in training, until the next record would pass its budget; records close to an
+    --against benchmark left out; then the --general text's lines, up to their share.
     """
     from apto_release.gguf.calibration import draw_calibration
 
-    made = draw_calibration(records, model_dir, dest, max_tokens=max_tokens)
-    parts = ", ".join(f"{category} {n}" for category, n in made.by_category.items())
-    click.echo(f"{made.path}: {made.records} records, {made.tokens} tokens ({parts})")
+    made = draw_calibration(records, model_dir, dest, max_tokens=max_tokens, against=against, against_fields=against_fields,
+                            general=general, general_share=general_share)
+    click.echo(calibration_summary(made))
     return 0
+
+
+def calibration_summary(made) -> str:
+    """What a drawn calibration holds: records per category, tokens per source, what was left out."""
+    parts = ", ".join(f"{category} {n}" for category, n in made.by_category.items())
+    sources = ", ".join(f"{source} {n}" for source, n in made.tokens_by_source.items())
+    lines = [f"{made.path}: {made.records} records, {made.tokens} tokens ({parts})", f"tokens: {sources}"]
+    if made.against:
+        s = "" if made.left_out == 1 else "s"
+        lines.append(f"{made.left_out} record{s} left out as close to {', '.join(made.against)}")
+    return "\n".join(lines)
 
 
 def register(cli: click.Group) -> None:
