@@ -31,6 +31,10 @@ def gguf_group() -> None:
 @click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), metavar="RECORDS_OR_TEXT",
               help="For --imatrix auto: a records file (.jsonl/.parquet, drawn as `gguf calibration` does) or a plain UTF-8 text; "
               "kept as calibration.txt.")
+@click.option("--calibration-against", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="With --calibration RECORDS: records close to an item of this benchmark are left out (as `gguf calibration --against`). Repeatable.")
+@click.option("--calibration-general", type=click.Path(dir_okay=False, path_type=Path), metavar="TEXT",
+              help="With --calibration RECORDS: a general Japanese UTF-8 text mixed in (as `gguf calibration --general`).")
 @click.option("--llama-cpp", "llama_cpp", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="A folder with llama.cpp's llama-imatrix and llama-quantize [default: built once from the pinned source, or on PATH].")
 @click.option("--name", help="general.name and the file names' stem (<NAME>-<TYPE>.gguf) [default: the folder's name].")
@@ -62,6 +66,7 @@ def gguf_group() -> None:
 def convert_command(
     model_dir, out_dir, quants, name, basename, finetune, version, size_label, license_, base_models, tags, languages, datasets,
     quantized_by, split_max_size, mmproj_type, no_mmproj, mtp, verify, threads, overwrite, imatrix, calibration, llama_cpp,
+    calibration_against, calibration_general,
 ):
     """Convert the checkpoint in MODEL_DIR (Qwen3.5, Qwen3 or Qwen2) to GGUF files, tensor by tensor.
 
@@ -106,6 +111,7 @@ def convert_command(
         model_dir, out_dir, quants, name=name, split_max_size=limit, verify=verify, overwrite=overwrite,
         threads=threads, mmproj=None if no_mmproj else mmproj_type, on_file=show, on_mmproj=show_mmproj, progress=Progress(),
         imatrix=imatrix, calibration=calibration, llama_cpp=llama_cpp,
+        calibration_against=calibration_against, calibration_general=calibration_general,
         **metadata,
     )
     return 0 if all(f.ok for f in files) else 1

@@ -78,3 +78,15 @@ def test_calibration_command_reports_left_out_and_sources(setup, tmp_path, capsy
     assert exit_info.value.code in (0, None), out + err
     assert "1 record left out as close to bench.jsonl" in out
     assert "tokens: records " in out and ", general " in out
+
+
+def test_convert_takes_the_calibration_sources_and_checks_them_first(setup, tmp_path, capsys, monkeypatch):
+    from apto_release.cli import main
+
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gguf", "convert", str(setup["model"]), "-o", str(tmp_path / "out"), "--quant", "Q4_K_M", "--imatrix", "auto",
+              "--calibration", str(setup["general"]), "--calibration-against", str(setup["bench"])])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--calibration-against is used when --imatrix auto draws" in err
+    assert not (tmp_path / "out").exists()
