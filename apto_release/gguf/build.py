@@ -170,7 +170,7 @@ def build_gguf(
             projector = convert_mmproj(model_dir, out_dir, quant=mmproj, name=name, overwrite=overwrite, on_bytes=task.update, **metadata)
         if overwrite:  # a projector of another type from an earlier run would be published too
             for stale in output.companion_files(out_dir, name):
-                if stale.suffix == ".gguf" and stale != projector.path:
+                if stale.suffix == ".gguf" and stale.name.startswith("mmproj-") and stale != projector.path:
                     stale.unlink()
 
     k_quants = [q for q in quants if q in K_QUANTS]
