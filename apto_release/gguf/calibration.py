@@ -95,7 +95,8 @@ def draw_calibration(
 
     Raises:
         ValidationFailed: the records do not validate.
-        InputError: no record fits within ``max_tokens``; a benchmark or general file is unreadable.
+        InputError: no record fits within ``max_tokens``; a benchmark or general file is unreadable;
+            no line of the general text fits in its share.
         ValueError: ``general_share`` is not in [0, 1).
     """
     from apto_release.train.collate import RecordEncoder, load_tokenizer, read_training_records
@@ -118,6 +119,9 @@ def draw_calibration(
             break
         general_texts.append(line)
         general_tokens += n
+    if lines and not general_texts:
+        raise InputError(f"no line of the general text fits in its share ({int(max_tokens * general_share)} tokens)", path=general,
+                         hint="break the text into lines (one paragraph a line), or raise --general-share or --max-tokens")
     budget = max_tokens - general_tokens
     encoder = RecordEncoder(tokenizer, max_length=max(1, max_tokens))
     queues: dict[str, list[dict[str, Any]]] = {}

@@ -63,6 +63,11 @@ def test_a_general_text_that_is_not_utf8_is_named(setup, tmp_path):
     with pytest.raises(InputError, match="UTF-8") as caught:
         draw_calibration(setup["records"], setup["model"], tmp_path / "f.txt", general=bad)
     assert "bad.txt" in str(caught.value)
+    long_line = tmp_path / "long.txt"
+    long_line.write_text("長い一行。" * 2000, "utf-8")
+    with pytest.raises(InputError, match="no line of the general text fits") as caught:
+        draw_calibration(setup["records"], setup["model"], tmp_path / "f.txt", max_tokens=3000, general=long_line)
+    assert "long.txt" in str(caught.value)
     with pytest.raises(ValueError, match="share"):
         draw_calibration(setup["records"], setup["model"], tmp_path / "f.txt", general=setup["general"], general_share=1.0)
 
