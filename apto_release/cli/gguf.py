@@ -114,7 +114,24 @@ def convert_command(
         calibration_against=calibration_against, calibration_general=calibration_general,
         **metadata,
     )
+    if str(imatrix) == "auto" and files:
+        _show_calibration(files[-1].path)
     return 0 if all(f.ok for f in files) else 1
+
+
+def _show_calibration(path: Path) -> None:
+    """What the auto imatrix's calibration text held, from the build record beside ``path``."""
+    from apto_release.gguf.provenance import read_record
+
+    made = read_record(path.parent).get("files", {}).get(path.name, {}).get("imatrix", {}).get("calibration")
+    if not isinstance(made, dict):
+        return
+    sources = ", ".join(f"{source} {n}" for source, n in made.get("tokens_by_source", {}).items())
+    drawn = f"{made['records_drawn']} records, " if "records_drawn" in made else ""
+    line = f"{path.parent / made.get('file', '')}: {drawn}{made.get('tokens')} tokens" + (f" ({sources})" if sources else "")
+    if made.get("against"):
+        line += f"; {made.get('left_out')} left out as close to {', '.join(made['against'])}"
+    click.echo(line)
 
 
 VERIFY_HELP = """Check GGUF FILEs with llama.cpp against the checkpoint they came from.
