@@ -178,3 +178,14 @@ def test_calibration_sources_need_a_records_calibration(wide, tmp_path):
     with pytest.raises(UsageError, match="general text does not exist"):
         build_gguf(wide["model"], tmp_path / "o", ["Q4_K_M"], imatrix="auto", calibration=wide["records"], calibration_general=tmp_path / "no.txt")
     assert not (tmp_path / "o").exists()
+
+
+def test_overwriting_a_vision_model_keeps_the_imatrix_beside_the_files(wide, tmp_path):
+    model = build_tiny_qwen35(tmp_path / "Vis", vision=True, mtp=False, dtype="bfloat16", config=WIDE)
+    out = tmp_path / "gguf"
+    out.mkdir()
+    given = out / "imatrix.gguf"
+    given.write_bytes(wide["imatrix"].path.read_bytes())
+    build_gguf(model, out, ["Q4_K_M"], imatrix=given, verify=False, overwrite=True)  # the projector's clean-up spares it
+    assert given.read_bytes() == wide["imatrix"].path.read_bytes()
+    assert sorted(p.name for p in out.glob("*.gguf")) == ["Vis-Q4_K_M.gguf", "imatrix.gguf", "mmproj-Vis-F16.gguf"]
