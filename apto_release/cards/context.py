@@ -220,6 +220,33 @@ def gguf_provenance(outputs: Sequence[GGUFOutput]) -> dict[str, str]:
             "verified in llama.cpp": ", ".join(verified) or "none"}
 
 
+def gguf_imatrix(outputs: Sequence[GGUFOutput]) -> dict[str, Any] | None:
+    """How the importance matrix of the files quantized with one was made (``gguf.imatrix``), from
+    the build record when it covers every file unchanged and the imatrix beside them is the one
+    recorded; None otherwise. ``calibration_in_repo``: the calibration text beside them is the one recorded."""
+    from apto_release.gguf.provenance import recorded
+    from apto_release.io import sha256_file
+
+    entries = recorded([f.path for o in outputs for f in o.files]) or {}
+    made = {o.type: entries[o.files[0].path.name].get("imatrix") for o in outputs if entries}
+    made = {t: m for t, m in made.items() if isinstance(m, dict) and m.get("sha256")}
+    if not made or len({m["sha256"] for m in made.values()}) > 1:
+        return None
+    first = next(iter(made.values()))
+    folder = outputs[0].files[0].path.parent
+
+    def present(name: Any, sha256: Any) -> bool:
+        path = folder / str(name)
+        return isinstance(name, str) and path.is_file() and sha256_file(path) == sha256
+
+    if not present(first.get("file"), first["sha256"]):
+        return None
+    calibration = first.get("calibration") if isinstance(first.get("calibration"), dict) else {}
+    return {"types": list(made), "file": first.get("file"), "sha256": first["sha256"], "chunks": first.get("chunks"),
+            "context": first.get("context"), "given": bool(first.get("given")), "calibration": calibration,
+            "calibration_in_repo": bool(calibration) and present(calibration.get("file"), calibration.get("sha256"))}
+
+
 def training_context(summary: TrainingSummary) -> dict[str, Any]:
     """The training section: the LoRA and optimiser settings, the steps, the data per category."""
     s = summary.setting

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from apto_release.cards.check import EXPECTED_VALUES, check_card
 from apto_release.cards.context import (
-    COMMON_TAGS, GGUF_ORDER, KIND_TAGS, LANGUAGES, base_provenance, common_context, eval_results, gguf_context, gguf_provenance,
+    COMMON_TAGS, GGUF_ORDER, KIND_TAGS, LANGUAGES, base_provenance, common_context, eval_results, gguf_context, gguf_imatrix, gguf_provenance,
     mmproj_rows, public_datasets, tuned_model_context,
 )
 from apto_release.errors import BuildError, InputError
@@ -151,7 +151,7 @@ def find_mmproj(model: ModelTarget, sha256: Callable[[Path], str] | None = None)
     from apto_release.hub.filerules import check_file
     from apto_release.io import sha256_file
 
-    found = [p for p in companion_files(model.gguf_folder, model.name) if p.suffix == ".gguf"]
+    found = [p for p in companion_files(model.gguf_folder, model.name) if p.suffix == ".gguf" and p.name.startswith("mmproj-")]
     for p in found:
         check_file(model.gguf_folder, p)
     return tuple(GGUFFile(p, p.stat().st_size, (sha256 or sha256_file)(p)) for p in found)
@@ -325,6 +325,7 @@ def render_gguf_card(
         **gguf_context(outputs, evaluation),
         "sampling_defaults": _sampling_defaults(model.gguf_folder),
         "mmproj": mmproj_rows(find_mmproj(model) if mmproj is None else mmproj),
+        "imatrix": gguf_imatrix(outputs),
     }
     return _finish("gguf", model, data, context, dest=model.gguf_folder / CARD_NAME, strict=strict, repo=model.gguf_repo)
 

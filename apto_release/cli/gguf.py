@@ -31,6 +31,10 @@ def gguf_group() -> None:
 @click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), metavar="RECORDS_OR_TEXT",
               help="For --imatrix auto: a records file (.jsonl/.parquet, drawn as `gguf calibration` does) or a plain UTF-8 text; "
               "kept as calibration.txt.")
+@click.option("--calibration-against", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="With --calibration RECORDS: records close to an item of this benchmark are left out (as `gguf calibration --against`). Repeatable.")
+@click.option("--calibration-general", type=click.Path(dir_okay=False, path_type=Path), metavar="TEXT",
+              help="With --calibration RECORDS: a general Japanese UTF-8 text mixed in (as `gguf calibration --general`).")
 @click.option("--llama-cpp", "llama_cpp", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="A folder with llama.cpp's llama-imatrix and llama-quantize [default: built once from the pinned source, or on PATH].")
 @click.option("--name", help="general.name and the file names' stem (<NAME>-<TYPE>.gguf) [default: the folder's name].")
@@ -62,6 +66,7 @@ def gguf_group() -> None:
 def convert_command(
     model_dir, out_dir, quants, name, basename, finetune, version, size_label, license_, base_models, tags, languages, datasets,
     quantized_by, split_max_size, mmproj_type, no_mmproj, mtp, verify, threads, overwrite, imatrix, calibration, llama_cpp,
+    calibration_against, calibration_general,
 ):
     """Convert the checkpoint in MODEL_DIR (Qwen3.5, Qwen3 or Qwen2) to GGUF files, tensor by tensor.
 
@@ -106,9 +111,27 @@ def convert_command(
         model_dir, out_dir, quants, name=name, split_max_size=limit, verify=verify, overwrite=overwrite,
         threads=threads, mmproj=None if no_mmproj else mmproj_type, on_file=show, on_mmproj=show_mmproj, progress=Progress(),
         imatrix=imatrix, calibration=calibration, llama_cpp=llama_cpp,
+        calibration_against=calibration_against, calibration_general=calibration_general,
         **metadata,
     )
+    if str(imatrix) == "auto" and files:
+        _show_calibration(files[-1].path)
     return 0 if all(f.ok for f in files) else 1
+
+
+def _show_calibration(path: Path) -> None:
+    """What the auto imatrix's calibration text held, from the build record beside ``path``."""
+    from apto_release.gguf.provenance import read_record
+
+    made = read_record(path.parent).get("files", {}).get(path.name, {}).get("imatrix", {}).get("calibration")
+    if not isinstance(made, dict):
+        return
+    sources = ", ".join(f"{source} {n}" for source, n in made.get("tokens_by_source", {}).items())
+    drawn = f"{made['records_drawn']} records, " if "records_drawn" in made else ""
+    line = f"{path.parent / made.get('file', '')}: {drawn}{made.get('tokens')} tokens" + (f" ({sources})" if sources else "")
+    if made.get("against"):
+        line += f"; {made.get('left_out')} left out as close to {', '.join(made['against'])}"
+    click.echo(line)
 
 
 VERIFY_HELP = """Check GGUF FILEs with llama.cpp against the checkpoint they came from.
@@ -180,18 +203,37 @@ def verify_command(files, reference, threads, timeout, as_json):
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The checkpoint whose tokenizer and chat template render the records and count the tokens.")
 @click.option("--max-tokens", type=click.IntRange(1), default=300_000, show_default=True, help="The token budget.")
-def calibration_command(dest, records, model_dir, max_tokens):
+@click.option("--against", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Benchmark file (as `validate --against`): records close to one of its items are left out. Repeatable.")
+@click.option("--against-field", "against_fields", multiple=True, metavar="FIELD", help="Text field of the --against items to compare. Repeatable.")
+@click.option("--general", type=click.Path(dir_okay=False, path_type=Path),
+              help="A plain UTF-8 general Japanese text mixed in: its lines in file order, up to --general-share of the budget.")
+@click.option("--general-share", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True,
+              help="The share of --max-tokens the --general text may take.")
+def calibration_command(dest, records, model_dir, max_tokens, against, against_fields, general, general_share):
     """Draw a calibration text for `gguf convert --imatrix auto` from the release's records.
 
     Every category in turn, each in a fixed order (a SHA-256 of the record id), rendered with the
-    chat template as in training, until the next record would pass --max-tokens.
+    chat template as in training, until the next record would pass its budget; records close to an
+    --against benchmark left out; then the --general text's lines, up to their share.
     """
     from apto_release.gguf.calibration import draw_calibration
 
-    made = draw_calibration(records, model_dir, dest, max_tokens=max_tokens)
-    parts = ", ".join(f"{category} {n}" for category, n in made.by_category.items())
-    click.echo(f"{made.path}: {made.records} records, {made.tokens} tokens ({parts})")
+    made = draw_calibration(records, model_dir, dest, max_tokens=max_tokens, against=against, against_fields=against_fields,
+                            general=general, general_share=general_share)
+    click.echo(calibration_summary(made))
     return 0
+
+
+def calibration_summary(made) -> str:
+    """What a drawn calibration holds: records per category, tokens per source, what was left out."""
+    parts = ", ".join(f"{category} {n}" for category, n in made.by_category.items())
+    sources = ", ".join(f"{source} {n}" for source, n in made.tokens_by_source.items())
+    lines = [f"{made.path}: {made.records} records, {made.tokens} tokens ({parts})", f"tokens: {sources}"]
+    if made.against:
+        s = "" if made.left_out == 1 else "s"
+        lines.append(f"{made.left_out} record{s} left out as close to {', '.join(made.against)}")
+    return "\n".join(lines)
 
 
 def register(cli: click.Group) -> None:

@@ -30,7 +30,7 @@ existing file stops at once rather than after the long conversions.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,8 @@ def build_gguf(
     progress: Progress | None = None,
     imatrix: str | Path | None = None,
     calibration: str | Path | None = None,
+    calibration_against: Sequence[str | Path] = (),
+    calibration_general: str | Path | None = None,
     llama_cpp: str | Path | None = None,
     **metadata: Any,
 ) -> list[GgufFile]:
@@ -121,7 +123,8 @@ def build_gguf(
     projector written, or with None when ``mmproj`` is set and the checkpoint has no vision tower.
     The list returned holds the ``quants`` files; the projector is a companion file
     (``output.COMPANION_FILES``). ``imatrix`` (``"auto"`` with a ``calibration``, or a file)
-    quantizes with an importance matrix, written beside the files (``gguf.imatrix.prepare_imatrix``);
+    quantizes with an importance matrix, written beside the files (``gguf.imatrix.prepare_imatrix``,
+    which takes ``calibration_against`` and ``calibration_general`` to the draw from records);
     ``llama_cpp`` is a folder with llama.cpp's tools (default: built once, ``gguf.tools``).
     """
     progress = progress or Progress.off()
@@ -139,7 +142,8 @@ def build_gguf(
             mmproj = None
         else:
             output.check_free(out_dir, mmproj_name(name, mmproj).removesuffix(".gguf"), overwrite=overwrite)
-    check_imatrix_request(quants, imatrix, calibration, out_dir, overwrite=overwrite, llama_cpp=llama_cpp)
+    sources = {"calibration_against": tuple(calibration_against), "calibration_general": calibration_general}
+    check_imatrix_request(quants, imatrix, calibration, out_dir, overwrite=overwrite, llama_cpp=llama_cpp, **sources)
     params, params_path = params_text(model_dir, [EOT_TOKEN]), out_dir / OLLAMA_PARAMS
     if not overwrite and params_path.is_file() and params_path.read_bytes() != params.encode("utf-8"):
         raise UsageError(f"{params_path} exists with other settings (another model's?)",
@@ -166,7 +170,7 @@ def build_gguf(
             projector = convert_mmproj(model_dir, out_dir, quant=mmproj, name=name, overwrite=overwrite, on_bytes=task.update, **metadata)
         if overwrite:  # a projector of another type from an earlier run would be published too
             for stale in output.companion_files(out_dir, name):
-                if stale.suffix == ".gguf" and stale != projector.path:
+                if stale.suffix == ".gguf" and stale.name.startswith("mmproj-") and stale != projector.path:
                     stale.unlink()
 
     k_quants = [q for q in quants if q in K_QUANTS]
@@ -183,7 +187,8 @@ def build_gguf(
                     ).path
             if imatrix is not None:
                 with progress.task("imatrix"):
-                    imatrix, made_with = prepare_imatrix(imatrix, calibration, source, model_dir, out_dir, threads=threads, llama_cpp=llama_cpp)
+                    imatrix, made_with = prepare_imatrix(imatrix, calibration, source, model_dir, out_dir, threads=threads, llama_cpp=llama_cpp,
+                                                         **sources)
             for quant in k_quants:
                 with progress.task(f"quantize {quant}"):
                     result = quantize(

@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from apto_release.errors import InputError, UsageError
 from apto_release.gguf.tools import find_tool, run_tool
@@ -137,18 +137,21 @@ RECORD_SUFFIXES = (".jsonl", ".json", ".parquet", ".gz")  # a records file in sc
 
 
 def check_request(quants: list[str], imatrix: str | Path | None, calibration: str | Path | None, out_dir: str | Path,
-                  *, overwrite: bool = False, llama_cpp: str | Path | None = None) -> None:
+                  *, overwrite: bool = False, llama_cpp: str | Path | None = None,
+                  calibration_against: Sequence[str | Path] = (), calibration_general: str | Path | None = None) -> None:
     """Everything about ``--imatrix``/``--calibration``/``--llama-cpp`` that can be checked before any work.
 
     Raises:
         UsageError: a type that needs an imatrix without one; ``auto`` without a calibration, or
-            a calibration without ``auto``; a missing file; an imatrix or calibration text already
+            a calibration without ``auto``; ``calibration_against``/``calibration_general``
+            without a records calibration to draw; a missing file; an imatrix or calibration text already
             in ``out_dir`` (without ``overwrite``); a ``llama_cpp`` folder without the tools.
     """
     from apto_release.gguf.quantize import K_QUANTS, check_imatrix
 
     check_imatrix(quants, imatrix)
     if imatrix is None:
+        _check_sources(None, calibration_against, calibration_general)
         if calibration is not None:
             raise UsageError("--calibration is only used with --imatrix auto", field="calibration")
         return
@@ -163,7 +166,9 @@ def check_request(quants: list[str], imatrix: str | Path | None, calibration: st
                              hint="add --calibration RECORDS.jsonl (drawn as `gguf calibration` does) or --calibration TEXT.txt")
         if not Path(calibration).is_file():
             raise UsageError("the calibration file does not exist", path=calibration, field="calibration")
+        _check_sources(calibration, calibration_against, calibration_general)
     else:
+        _check_sources(None, calibration_against, calibration_general)
         if calibration is not None:
             raise UsageError("--calibration is only used with --imatrix auto (the given imatrix is used as it is)", field="calibration")
         read_imatrix(imatrix)  # a missing or wrong file fails here, before the conversions
@@ -173,6 +178,19 @@ def check_request(quants: list[str], imatrix: str | Path | None, calibration: st
         given = imatrix if name == IMATRIX_FILE else calibration
         if target.exists() and not overwrite and not (given is not None and str(given) != "auto" and _same(target, given)):
             raise UsageError(f"{target} exists", path=target, hint="use another output folder, or overwrite it (--overwrite)")
+
+
+def _check_sources(calibration: str | Path | None, against: Sequence[str | Path], general: str | Path | None) -> None:
+    """``--calibration-against``/``--calibration-general`` shape a draw from records, so need one."""
+    for option, given in (("--calibration-against", against), ("--calibration-general", general)):
+        if given and (calibration is None or not Path(calibration).name.lower().endswith(RECORD_SUFFIXES)):
+            raise UsageError(f"{option} is used when --imatrix auto draws the calibration text from a records file",
+                             field=option.lstrip("-"), hint="give --calibration RECORDS.jsonl, or leave the option out")
+    for path in against:
+        if not Path(path).is_file():
+            raise UsageError("the benchmark file does not exist", path=path, field="calibration-against")
+    if general is not None and not Path(general).is_file():
+        raise UsageError("the general text does not exist", path=general, field="calibration-general")
 
 
 def _same(a: Path, b: str | Path) -> bool:
@@ -192,9 +210,12 @@ def prepare_imatrix(
     threads: int | None = None,
     llama_cpp: str | Path | None = None,
     context: int = DEFAULT_CONTEXT,
+    calibration_against: Sequence[str | Path] = (),
+    calibration_general: str | Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """``out_dir/imatrix.gguf``: the given imatrix copied there, or (``auto``) computed from ``source``
-    over ``out_dir/calibration.txt`` (drawn from a records file, or the given text copied).
+    over ``out_dir/calibration.txt`` (drawn from a records file, leaving out records close to
+    ``calibration_against`` and mixing in ``calibration_general``, or the given text copied).
 
     Returns:
         The imatrix's path, and what made it for the build record (``gguf.provenance``): the
@@ -202,7 +223,7 @@ def prepare_imatrix(
     """
     import shutil
 
-    from apto_release.gguf.calibration import draw_calibration
+    from apto_release.gguf.calibration import count_tokens, draw_calibration
     from apto_release.io import atomic_path, sha256_file
 
     dest = out_dir / IMATRIX_FILE
@@ -215,13 +236,18 @@ def prepare_imatrix(
         return dest, {"file": IMATRIX_FILE, "sha256": sha256_file(dest), "chunks": read_imatrix(dest)[0], "given": True}
     calibration = Path(calibration)
     if calibration.name.lower().endswith(RECORD_SUFFIXES):
-        drawn = draw_calibration(calibration, model_dir, text)
-        how = {"records": calibration.name, "records_drawn": drawn.records, "tokens": drawn.tokens}
+        drawn = draw_calibration(calibration, model_dir, text, against=calibration_against, general=calibration_general)
+        how = {"records": calibration.name, "records_drawn": drawn.records, "tokens": drawn.tokens,
+               "tokens_by_source": drawn.tokens_by_source}
+        if drawn.against:
+            how.update(against=list(drawn.against), left_out=drawn.left_out)
+        if drawn.general is not None:
+            how["general"] = drawn.general.name
     else:
         if not _same(text, calibration):
             with atomic_path(text) as tmp:
                 shutil.copyfile(calibration, tmp)
-        how = {"text": calibration.name}
+        how = {"text": calibration.name, "tokens": count_tokens(text, model_dir)}
     made = compute_imatrix(source, text, dest, context=context, threads=threads, llama_cpp=llama_cpp)
     return dest, {"file": IMATRIX_FILE, "sha256": sha256_file(dest), "chunks": made.chunks, "context": context,
                   "calibration": {"file": CALIBRATION_FILE, "sha256": sha256_file(text), **how}}

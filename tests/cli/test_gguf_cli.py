@@ -109,6 +109,7 @@ def test_convert_with_an_auto_imatrix_and_a_given_llama_cpp(run_cli, tiny_qwen3,
     assert code == 0, out + err
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
         "TinyQwen3-Q4_K_M.gguf", "calibration.txt", "imatrix.gguf", "params"]
+    assert f"{tmp_path / 'out' / 'calibration.txt'}: 24 records, " in out and " tokens (records " in out
     code, _, err = run_cli("gguf", "convert", tiny_qwen3, "-o", tmp_path / "o2", "--quant", "Q4_K_M", "--imatrix",
                            tmp_path / "out" / "imatrix.gguf", "--llama-cpp", tmp_path)
     assert code == 2 and "'llama-quantize' is not in" in err and not (tmp_path / "o2").exists()  # before any work

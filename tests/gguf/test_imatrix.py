@@ -152,3 +152,40 @@ def test_convert_checks_the_imatrix_options_first(wide, tmp_path):
     with pytest.raises(UsageError, match="no K- or i-quant"):
         build_gguf(wide["model"], out, ["F16"], imatrix="auto", calibration=wide["records"])
     assert not out.exists()
+
+
+def test_convert_draws_a_decontaminated_calibration_with_general_text(wide, tmp_path):
+    rows = [json.loads(line) for line in wide["records"].read_text("utf-8").splitlines()]
+    prompt = next(m["content"] for m in rows[5]["messages"] if m["role"] == "user")
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"id": "b1", "question": prompt}, ensure_ascii=False) + "\n", "utf-8")
+    general = tmp_path / "wiki.txt"
+    general.write_text("\n".join(f"{i}番目の文です。日本語の一般的な文章。" for i in range(300)), "utf-8")
+    out = tmp_path / "gguf"
+    build_gguf(wide["model"], out, ["Q4_K_M"], imatrix="auto", calibration=wide["records"], verify=False,
+               calibration_against=[bench], calibration_general=general)
+    made = read_record(out)["files"]["Wide-Q4_K_M.gguf"]["imatrix"]["calibration"]
+    assert made["records_drawn"] == 23 and made["left_out"] == 1 and made["against"] == ["bench.jsonl"]
+    assert made["general"] == "wiki.txt" and set(made["tokens_by_source"]) == {"records", "general"}
+    assert made["tokens"] == sum(made["tokens_by_source"].values()) and prompt not in (out / "calibration.txt").read_text("utf-8")
+
+
+def test_calibration_sources_need_a_records_calibration(wide, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("テキスト\n", "utf-8")
+    with pytest.raises(UsageError, match="--calibration-against.*records file"):
+        build_gguf(wide["model"], tmp_path / "o", ["Q4_K_M"], imatrix="auto", calibration=text, calibration_against=[text])
+    with pytest.raises(UsageError, match="general text does not exist"):
+        build_gguf(wide["model"], tmp_path / "o", ["Q4_K_M"], imatrix="auto", calibration=wide["records"], calibration_general=tmp_path / "no.txt")
+    assert not (tmp_path / "o").exists()
+
+
+def test_overwriting_a_vision_model_keeps_the_imatrix_beside_the_files(wide, tmp_path):
+    model = build_tiny_qwen35(tmp_path / "Vis", vision=True, mtp=False, dtype="bfloat16", config=WIDE)
+    out = tmp_path / "gguf"
+    out.mkdir()
+    given = out / "imatrix.gguf"
+    given.write_bytes(wide["imatrix"].path.read_bytes())
+    build_gguf(model, out, ["Q4_K_M"], imatrix=given, verify=False, overwrite=True)  # the projector's clean-up spares it
+    assert given.read_bytes() == wide["imatrix"].path.read_bytes()
+    assert sorted(p.name for p in out.glob("*.gguf")) == ["Vis-Q4_K_M.gguf", "imatrix.gguf", "mmproj-Vis-F16.gguf"]
