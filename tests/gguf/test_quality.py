@@ -65,3 +65,30 @@ def test_heldout_text_shares_no_sentence_with_the_example_records(tmp_path):
     assert not shared, shared
     # and the check itself finds a sentence that is there
     assert any(s.strip() in corpus for s in json.loads(corpus)[0]["messages"][0]["content"].split("。") if len(s.strip()) >= 8)
+
+
+def run_cli(capsys, *args):
+    from apto_release.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return (exit_info.value.code or 0), out, err
+
+
+def test_verify_against_f16_prints_the_quality_pass(wide, capsys):
+    import json
+
+    code, out, err = run_cli(capsys, "gguf", "verify", wide["Q8_0"], wide["Q4_K_M"], "--against-f16", wide["F16"])
+    assert code == 0, err
+    assert "quality against Wide-F16.gguf" in out
+    assert "Wide-Q8_0.gguf: KL(F16 || file) mean" in out and "top-1 agreement" in out and "Wide-Q4_K_M.gguf" in out
+    code, out, err = run_cli(capsys, "gguf", "verify", wide["Q8_0"], "--against-f16", wide["F16"], "--json")
+    assert code == 0, err
+    (q8,) = json.loads(out)["quality"]
+    assert q8["file"] == "Wide-Q8_0.gguf" and 0 < q8["kl_mean"] < 0.02 and q8["tokens"] > 200
+
+
+def test_verify_needs_a_reference_or_an_f16(wide, capsys):
+    code, out, err = run_cli(capsys, "gguf", "verify", wide["Q8_0"])
+    assert code == 2 and "--against-f16" in err and "Traceback" not in err
