@@ -92,6 +92,8 @@ def convert_command(
         click.echo(f"{item.path}{more}  {human_size(item.bytes)}  ({types})  {item.seconds:.1f}s{status}")
         if item.report is not None and not item.report.ok:
             click.echo(item.report.to_text())
+        if item.quality is not None:
+            click.echo(f"  quality against {item.quality.against}: " + item.quality.to_text().split(": ", 1)[1])
         if limit and len(item.paths) == 1 and item.bytes > limit:
             click.echo(f"warning: {item.path.name} is larger than --split-max-size ({human_size(item.bytes)}); K-quants are not split", err=True)
 

@@ -40,9 +40,14 @@ class Quality:
     kl_p99: float
     top1: float
     tokens: int
+    against: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def recorded(self) -> dict[str, Any]:
+        """What the build record keeps (``gguf.provenance``): the figures and the F16 file's name."""
+        return {k: v for k, v in self.to_dict().items() if k != "file"}
 
     def to_text(self) -> str:
         return (f"{self.file}: KL(F16 || file) mean {self.kl_mean:.3g}, p99 {self.kl_p99:.3g} nats; "
@@ -83,7 +88,7 @@ def measure_quality(files: list[str | Path], f16: str | Path, *, threads: int | 
         data = json.loads(result.read_text("utf-8"))
     if "error" in data:
         raise UsageError(data["error"], field="against-f16")
-    return [Quality(**q) for q in data["files"]]
+    return [Quality(**q, against=paths[0].name) for q in data["files"]]
 
 
 def _log_probs(llm, ids: list[int]):

@@ -92,3 +92,27 @@ def test_verify_against_f16_prints_the_quality_pass(wide, capsys):
 def test_verify_needs_a_reference_or_an_f16(wide, capsys):
     code, out, err = run_cli(capsys, "gguf", "verify", wide["Q8_0"])
     assert code == 2 and "--against-f16" in err and "Traceback" not in err
+
+
+def test_convert_records_the_quality_of_every_file_against_its_f16(wide, tmp_path):
+    """`gguf convert` with an F16 in the run measures every other type against it, into the build record."""
+    from apto_release.gguf.build import build_gguf
+    from apto_release.gguf.provenance import read_record
+
+    files = build_gguf(wide["model"], tmp_path / "out", ["F16", "Q8_0", "Q4_K_M"], name="Wide", mmproj=None, threads=2)
+    assert all(f.ok for f in files), [f.report.to_text() for f in files if not f.ok]
+    entries = read_record(tmp_path / "out")["files"]
+    assert "quality" not in entries["Wide-F16.gguf"]
+    q8, q4 = entries["Wide-Q8_0.gguf"]["quality"], entries["Wide-Q4_K_M.gguf"]["quality"]
+    assert q8["against"] == q4["against"] == "Wide-F16.gguf" and q8["tokens"] == q4["tokens"] > 200
+    assert 0 < q8["kl_mean"] < q4["kl_mean"] and 0 < q4["top1"] < q8["top1"] <= 1
+    # the same figures as the pass run by hand on the module's files (same weights, same llama.cpp)
+    assert q4["kl_mean"] == measure_quality([wide["Q4_K_M"]], wide["F16"], threads=2)[0].kl_mean
+
+
+def test_convert_without_an_f16_measures_nothing(wide, tmp_path):
+    from apto_release.gguf.build import build_gguf
+    from apto_release.gguf.provenance import read_record
+
+    files = build_gguf(wide["model"], tmp_path / "out", ["Q8_0"], name="Wide", mmproj=None, threads=2)
+    assert files[0].quality is None and "quality" not in read_record(tmp_path / "out")["files"]["Wide-Q8_0.gguf"]
