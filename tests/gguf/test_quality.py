@@ -116,3 +116,11 @@ def test_convert_without_an_f16_measures_nothing(wide, tmp_path):
 
     files = build_gguf(wide["model"], tmp_path / "out", ["Q8_0"], name="Wide", mmproj=None, threads=2)
     assert files[0].quality is None and "quality" not in read_record(tmp_path / "out")["files"]["Wide-Q8_0.gguf"]
+
+
+def test_convert_prints_the_quality_of_each_file(wide, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "gguf", "convert", wide["model"], "-o", tmp_path / "out", "--quant", "F16,Q8_0",
+                             "--name", "Wide", "--threads", "2")
+    assert code == 0, out + err
+    assert "quality against Wide-F16.gguf: KL(F16 || file) mean" in out and "top-1 agreement" in out
+    assert out.count("quality against") == 1  # the F16 itself is not measured
