@@ -385,9 +385,10 @@ def gguf_context(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None = 
         "outputs": [
             {"type": o.type, "size": o.size, "bpw": f"{o.bits_per_weight:.2f}", "first": o.files[0].path.name,
              "parts": len(o.files), "ja": GGUF_GUIDANCE.get(o.type, ("", ""))[0], "en": GGUF_GUIDANCE.get(o.type, ("", ""))[1],
-             "memory": [estimate([f.path for f in o.files], n_ctx).total for n_ctx in CARD_CONTEXTS]}
+             "memory": [estimate([f.path for f in o.files], n_ctx).total for n_ctx in CARD_CONTEXTS], **gguf_quality(o)}
             for o in outputs
         ],
+        "quality_against": sorted({q["against"] for o in outputs if (q := _recorded_quality(o))}),
         "memory_contexts": [f"{n_ctx // 1024}k" for n_ctx in CARD_CONTEXTS],
         "memory_parts": _memory_parts(outputs),
         "files": files,
@@ -401,6 +402,23 @@ def gguf_context(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None = 
             QUANT_SAFETY[0]) if quant_safety else [],
         "quant_reference": _quant_reference(quant_safety, evaluation),
     }
+
+
+def _recorded_quality(output: GGUFOutput) -> dict[str, Any] | None:
+    from apto_release.gguf.provenance import recorded
+
+    entries = recorded([f.path for f in output.files]) or {}
+    found = entries.get(output.files[0].path.name, {}).get("quality")
+    return found if isinstance(found, dict) and {"kl_mean", "top1", "against"} <= found.keys() else None
+
+
+def gguf_quality(output: GGUFOutput) -> dict[str, str]:
+    """The which-file table's KL and top-1 cells of one output, from ``gguf convert``'s record when it
+    covers the output's files unchanged (``gguf.quality``); "–" when not measured."""
+    found = _recorded_quality(output)
+    if found is None:
+        return {"kl": "–", "top1": "–"}
+    return {"kl": f"{found['kl_mean']:.2g}", "top1": f"{100 * found['top1']:.1f}%"}
 
 
 def mmproj_rows(files: Sequence[GGUFFile]) -> list[dict[str, Any]]:

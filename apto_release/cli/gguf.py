@@ -97,6 +97,8 @@ def convert_command(
         click.echo(f"{item.path}{more}  {human_size(item.bytes)}  ({types})  {item.seconds:.1f}s{status}")
         if item.report is not None and not item.report.ok:
             click.echo(item.report.to_text())
+        if item.quality is not None:
+            click.echo(f"  quality against {item.quality.against}: " + item.quality.to_text().split(": ", 1)[1])
         if limit and len(item.paths) == 1 and item.bytes > limit:
             click.echo(f"warning: {item.path.name} is larger than --split-max-size ({human_size(item.bytes)}); K-quants are not split", err=True)
 
@@ -161,6 +163,13 @@ spread, NMSE = mean Δ² / var(reference), KL in nats):
 and for every type the argmax agrees wherever the reference's top-two margin is over 8 times
 the rms of Δ. (Why these: docs/verify.md.)
 
+\b
+--against-f16 F16: the quality pass. Each FILE and F16 (the F16 or BF16 file of the same
+model) run in llama.cpp on a held-out Japanese text (about 600 tokens); printed per file: mean
+and 99th percentile of KL(F16 || FILE) per token in nats, and top-1 agreement (the share of
+positions whose most likely next token is the F16's). Measured, not bounded. Without
+--reference, only this pass runs.
+
 Exit 0 when every check passes, 1 when one fails, 2 for a missing file or a bad reference folder.
 """
 
@@ -171,23 +180,38 @@ Exit 0 when every check passes, 1 when one fails, 2 for a missing file or a bad 
     epilog="Example: apto-release gguf verify out/gguf/Apto-Qwen3-8B-Safety-F16.gguf out/gguf/Apto-Qwen3-8B-Safety-Q8_0.gguf --reference out/merged",
 )
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-r", "--reference", "reference", required=True, type=click.Path(path_type=Path), help="The checkpoint folder the files were converted from (weights and tokenizer).")
+@click.option("-r", "--reference", "reference", type=click.Path(path_type=Path), help="The checkpoint folder the files were converted from (weights and tokenizer).")
+@click.option("--against-f16", "against_f16", type=click.Path(path_type=Path), metavar="F16",
+              help="The F16 (or BF16) file of the same model: also measure KL and top-1 agreement of each FILE against it.")
 @threads_option("CPU threads for llama.cpp and torch [default: up to 4].")
 @click.option("--timeout", type=click.FloatRange(1, min_open=False), help="Seconds llama.cpp may take per file before its checks fail.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
-def verify_command(files, reference, threads, timeout, as_json):
+def verify_command(files, reference, against_f16, threads, timeout, as_json):
     import json
 
+    from apto_release.errors import UsageError
     from apto_release.gguf.verify import verify_files
 
+    if reference is None and against_f16 is None:
+        raise UsageError("give the checkpoint (--reference DIR), the F16 file (--against-f16 F16), or both", field="reference")
     reports = []
-    for report in verify_files(files, reference, threads=threads, timeout=timeout):
+    for report in verify_files(files, reference, threads=threads, timeout=timeout) if reference is not None else ():
         reports.append(report)
         if not as_json:
             click.echo(report.to_text())
+    quality = []
+    if against_f16 is not None:
+        from apto_release.gguf.quality import measure_quality
+
+        quality = measure_quality(list(files), against_f16, threads=threads, timeout=timeout)
+        if not as_json:
+            click.echo(f"quality against {against_f16.name} (held-out Japanese text, llama.cpp):")
+            for q in quality:
+                click.echo("  " + q.to_text())
     ok = all(r.ok for r in reports)
     if as_json:
-        click.echo(json.dumps({"ok": ok, "files": [r.to_dict() for r in reports]}, ensure_ascii=False, indent=2))
+        extra = {"quality": [q.to_dict() for q in quality]} if against_f16 is not None else {}
+        click.echo(json.dumps({"ok": ok, "files": [r.to_dict() for r in reports], **extra}, ensure_ascii=False, indent=2))
     elif len(reports) > 1:
         failed = [r.path.name for r in reports if not r.ok]
         click.echo(f"{len(reports) - len(failed)} of {len(reports)} files passed" + (f"; failed: {', '.join(failed)}" if failed else ""))

@@ -60,6 +60,7 @@ class GgufFile(output.Written):
     """One output (a file or a split set) and, when verified, its report."""
 
     report: Any = None  # verify.VerifyReport
+    quality: Any = None  # quality.Quality, against the run's F16 or BF16 file
 
     @classmethod
     def of(cls, result: output.Written) -> GgufFile:
@@ -205,6 +206,7 @@ def build_gguf(
 
         with progress.task("reference logits"):
             reference = load_reference(model_dir, threads=threads)
+        _measure_quality(files, _intermediate_type(model_dir), threads, progress)
         for item in files:
             with progress.task(f"verify {item.quant}"):
                 item.report = verify_file(item.path, reference, threads=threads)
@@ -212,7 +214,8 @@ def build_gguf(
                 on_file(item)
     record = {path: {"written_by": "llama.cpp's quantizer" if item.quant in K_QUANTS else "gguf-py",
                      "verified": verify and item.ok,
-                     **({"imatrix": made_with} if made_with and item.quant in K_QUANTS else {})}
+                     **({"imatrix": made_with} if made_with and item.quant in K_QUANTS else {}),
+                     **({"quality": item.quality.recorded()} if item.quality is not None else {})}
               for item in files for path in item.paths}
     if projector is not None:
         record[projector.path] = {"written_by": "gguf-py", "verified": False}  # `gguf verify` checks text models
@@ -220,6 +223,21 @@ def build_gguf(
     if on_mmproj is not None and (projector is not None or wanted):
         on_mmproj(projector)
     return files
+
+
+def _measure_quality(files: list[GgufFile], preferred: str, threads: int | None, progress: Progress) -> None:
+    """The quality pass (``gguf.quality``) of every other file against the run's F16 or BF16 file
+    (``preferred`` when both were written), when there is one."""
+    floats = sorted((f for f in files if f.quant in ("F16", "BF16")), key=lambda f: f.quant != preferred)
+    others = [f for f in files if floats and f is not floats[0]]
+    if not others:
+        return
+    from apto_release.gguf.quality import measure_quality
+
+    with progress.task(f"quality against {floats[0].quant}"):
+        measured = measure_quality([f.path for f in others], floats[0].path, threads=threads)
+    for item, quality in zip(others, measured):
+        item.quality = quality
 
 
 def _intermediate_type(model_dir: Path) -> str:

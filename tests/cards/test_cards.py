@@ -315,7 +315,7 @@ def test_gguf_card(release):
     at_8k, at_32k = (estimate([f16], n).total for n in (8192, 32768))
     assert at_32k > at_8k > size
     assert f"| F16 | {human_size(size)} | {human_size(at_8k)} | {human_size(at_32k)} |" in card.text
-    assert "| type | size | memory at 8k | memory at 32k | use |" in card.text and "メモリ（32k）" in card.text
+    assert "| type | size | memory at 8k | memory at 32k | KL | top-1 | use |" in card.text and "メモリ（32k）" in card.text
     assert f"ollama run hf.co/{ORG}/{NAME}-GGUF:Q4_K_M" in card.text
     assert "LM Studio" in card.text
     assert "**recommended**" in card.text
@@ -620,3 +620,27 @@ def test_a_damaged_gguf_build_record_claims_nothing(release):
     for damaged in ("{not json", '{"files": ["a list"]}', "[]"):
         (model.gguf_folder / RECORD_NAME).write_text(damaged, "utf-8")
         assert "| llama.cpp | `not recorded" in render_gguf_card(manifest, model, find_gguf_outputs(model)).text
+
+
+def test_the_gguf_card_shows_kl_and_top1_from_the_build_record(release):
+    import os
+
+    from apto_release.gguf.provenance import record_files
+
+    manifest, built = release
+    model = manifest.models[0]
+    assert "| KL | top-1 | use |" in built["gguf"].text and "| KL | 上位1一致 | 用途 |" in built["gguf"].text
+    assert "measured in llama.cpp against" not in built["gguf"].text  # no record: every cell "–"
+    outputs = find_gguf_outputs(model)
+    quality = {"kl_mean": 0.0312, "kl_p99": 0.0839, "top1": 0.588, "tokens": 594, "against": f"{NAME}-F16.gguf"}
+    record_files(model.gguf_folder, {f.path: {"written_by": "gguf-py", "verified": True, **({"quality": quality} if o.type == "Q8_0" else {})}
+                                     for o in outputs for f in o.files})
+    text = render_gguf_card(manifest, model, outputs).text
+    q8_rows = [line for line in text.splitlines() if line.startswith("| Q8_0 |")]
+    f16_rows = [line for line in text.splitlines() if line.startswith("| F16 |")]
+    assert len(q8_rows) == 2 and all("| 0.031 | 58.8% |" in row for row in q8_rows), q8_rows
+    assert f16_rows and all("| – | – |" in row for row in f16_rows), f16_rows
+    assert f"measured in llama.cpp against {NAME}-F16.gguf" in text and f"{NAME}-F16.gguf に対して llama.cpp で測った値" in text
+    q8 = next(o for o in outputs if o.type == "Q8_0")
+    os.utime(q8.files[-1].path, ns=(0, 0))  # a file changed since: its figures are no longer shown
+    assert not any("58.8%" in line for line in render_gguf_card(manifest, model, outputs).text.splitlines())
