@@ -177,6 +177,9 @@ _MANIFEST = textwrap.dedent('''\
     merged = "out/models/{model}/merged"
     gguf = [{quants}]
     gguf_folder = "out/models/{model}/gguf"
+    # Q4_K_M with an importance matrix calibrated on the records (the imatrix job; docs/imatrix.md):
+    # imatrix.gguf and calibration.txt are published beside the files.
+    gguf_imatrix = {{ calibration = "auto" }}
     push_adapter = true
     # The tiny model trains anywhere: on a GPU without the [gpu] kernels too (their speed is for real sizes).
     train = {{ max_steps = {steps}, save_steps = {save_steps}, allow_slow_kernels = true, set = {{ "data.max_length" = 512 }} }}
