@@ -470,30 +470,23 @@ class _Plan:
         }
 
     def imatrix_folder(self, model: ModelTarget) -> Path:
-        """Where the imatrix job writes imatrix.gguf, calibration.txt and its record (the gguf job copies them)."""
+        """Where the imatrix job writes (the gguf job copies imatrix.gguf and calibration.txt from there)."""
         return self.state_dir / "imatrix" / model.name
 
     def _imatrix_paths(self, model: ModelTarget) -> tuple[Path, Path, Path]:
-        from apto_release.gguf.imatrix import CALIBRATION_FILE, IMATRIX_FILE
-
         folder = self.imatrix_folder(model)
-        return folder / IMATRIX_FILE, folder / CALIBRATION_FILE, folder / "imatrix.json"
+        return folder / "imatrix.gguf", folder / "calibration.txt", folder / "imatrix.json"  # gguf.imatrix's names
 
     def imatrix(self, model: ModelTarget) -> Job:
-        """The importance matrix: computed from the F16/BF16 file of the merged checkpoint (which
-        the merged folder's digest fixes: the conversion is byte for byte) over the calibration
-        text (whose sources' digests are the other inputs); docs/release-pipeline.md."""
+        """The importance matrix, from the merged checkpoint's F16/BF16 file over the calibration text (docs/release-pipeline.md)."""
         options = model.gguf_imatrix
-
-        def calibration() -> Path:
-            return self._data().records if options.calibration == "auto" else Path(options.calibration)
+        calibration = lambda: self._data().records if options.calibration == "auto" else Path(options.calibration)  # noqa: E731
 
         def inputs():
-            source = calibration()
-            if not source.is_file():
-                raise UsageError("the calibration file does not exist", path=source, hint=f"fix gguf_imatrix of {model.name}")
+            if not calibration().is_file():
+                raise UsageError("the calibration file does not exist", path=calibration(), hint=f"fix gguf_imatrix of {model.name}")
             return {"merged": folder_digest(self.state, merged_files(model), model.merged, "merged checkpoint"),
-                    "calibration": {"file": source.name, "sha256": self.state.sha256(source)},
+                    "calibration": {"file": calibration().name, "sha256": self.state.sha256(calibration())},
                     "against": [self._sha(p, "imatrix") for p in options.against],
                     "general": self._sha(options.general, "imatrix") if options.general else None, "toolkit": __version__}
 
