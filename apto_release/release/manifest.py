@@ -620,6 +620,10 @@ def _imatrix(check: _Checker, table: Any, types: Sequence[str], where: str) -> I
         else:
             against.append(Path(item) if Path(item).is_absolute() else check.root / item)
     general = check.path(table, "general", where, required=False)
+    from apto_release.gguf.imatrix import RECORD_SUFFIXES
+
+    if calibration and calibration != "auto" and not calibration.name.lower().endswith(RECORD_SUFFIXES) and (against or general):
+        check.problem(where.rstrip("."), "against and general shape a draw from records; the calibration is a text, used as it is")
     return ImatrixOptions(calibration or "auto", tuple(against), general)
 
 

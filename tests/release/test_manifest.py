@@ -370,3 +370,6 @@ def test_bad_gguf_imatrix_tables_are_listed_with_their_place(tmp_path):
     assert any(p.startswith("model[2].gguf_imatrix: set, but the model's gguf list has no K- or i-quant") for p in problems), problems
     assert "model[1].gguf_imatrix: expected a table" in " ".join(problems_of(tmp_path, GOOD.replace(
         'gguf_folder = "out/gguf/27b"', 'gguf_folder = "out/gguf/27b"\ngguf_imatrix = "auto"')))
+    text_with_general = GOOD.replace('gguf_folder = "out/gguf/27b"', 'gguf_folder = "out/gguf/27b"\n'
+                                     'gguf_imatrix = { calibration = "calib.txt", general = "ja.txt" }')
+    assert any("the calibration is a text" in p for p in problems_of(tmp_path, text_with_general))
