@@ -177,6 +177,9 @@ _MANIFEST = textwrap.dedent('''\
     merged = "out/models/{model}/merged"
     gguf = [{quants}]
     gguf_folder = "out/models/{model}/gguf"
+    # Q4_K_M with an importance matrix calibrated on the records (the imatrix job; docs/imatrix.md):
+    # imatrix.gguf and calibration.txt are published beside the files.
+    gguf_imatrix = {{ calibration = "auto" }}
     push_adapter = true
     # The tiny model trains anywhere: on a GPU without the [gpu] kernels too (their speed is for real sizes).
     train = {{ max_steps = {steps}, save_steps = {save_steps}, allow_slow_kernels = true, set = {{ "data.max_length" = 512 }} }}
@@ -224,7 +227,7 @@ class DemoResult:
             (out / "dataset-full", "the full set's Hub dataset folder (private)"),
             (models / "adapter", "the LoRA adapter, training summary, loss curve and card"),
             (models / "merged", "the merged checkpoint and its card"),
-            (models / "gguf", f"the GGUF files ({', '.join(DEMO_QUANTS)}), the vision projector, Ollama's params and their card"),
+            (models / "gguf", f"the GGUF files ({', '.join(DEMO_QUANTS)}), the vision projector, the importance matrix and its calibration text, Ollama's params and their card"),
             (models / "eval", "the evaluation results and chart (the eval stage; the cards show them)"),
             (models / "eval" / "results-details", "the per-item answers and judgements (pushed as a private dataset)"),
             (self.hub_folder, "the local Hub's storage (the pushed repos, tagged v1.0.0)"),

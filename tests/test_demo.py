@@ -25,7 +25,9 @@ def test_the_map_names_the_manifests_folders(tmp_path):
     ]
     assert demo.sample_dataset.resolve() == sample.folder
     assert model.name == DEMO_MODEL
-    assert [what for _, what in demo.contents()][8] == "the GGUF files (F16, Q8_0, Q4_K_M), the vision projector, Ollama's params and their card"
+    assert [what for _, what in demo.contents()][8] == ("the GGUF files (F16, Q8_0, Q4_K_M), the vision projector, "
+                                                   "the importance matrix and its calibration text, Ollama's params and their card")
+    assert model.gguf_imatrix is not None and model.gguf_imatrix.calibration == "auto"  # drawn from the demo's records
 
 
 def test_the_demo_evaluates_its_gguf_files_with_its_scripted_judge(tmp_path):

@@ -72,7 +72,7 @@ def _finish(result, error=None) -> None:
 @click.command("release", epilog="Example: apto-release release --manifest release.toml --stages train,merge --only Apto-Qwen3.5-9B-Safety")
 @manifest_option
 @click.option("--stages", "stages", multiple=True, metavar="STAGE[,STAGE]",
-              help="Run only these stages (validate, sample, dataset, train, merge, gguf, eval, cards, push); comma-separated or repeated.")
+              help="Run only these stages (validate, sample, dataset, train, merge, imatrix, gguf, eval, cards, push); comma-separated or repeated.")
 @only_option("Only these targets: data, dataset.sample, dataset.full or a model's name. Repeatable.")
 @dry_run_option("Say what would run and why, and the push's plan; write nothing.")
 @progress_option

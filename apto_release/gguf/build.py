@@ -39,7 +39,7 @@ from apto_release.errors import UsageError
 from apto_release.gguf import GGUF_TYPES, output
 from apto_release.gguf.convert import EOT_TOKEN, QUANT_TYPES, convert, output_name
 from apto_release.gguf.imatrix import check_request as check_imatrix_request
-from apto_release.gguf.imatrix import prepare_imatrix
+from apto_release.gguf.imatrix import place_computed, prepare_imatrix
 from apto_release.gguf.mmproj import convert_mmproj, mmproj_name, vision_tower
 from apto_release.gguf.quantize import K_QUANTS, quantize
 from apto_release.gguf.provenance import record_files
@@ -111,6 +111,7 @@ def build_gguf(
     calibration_against: Sequence[str | Path] = (),
     calibration_general: str | Path | None = None,
     llama_cpp: str | Path | None = None,
+    imatrix_made: dict[str, Any] | None = None,
     **metadata: Any,
 ) -> list[GgufFile]:
     """Write ``out_dir/<name>-<TYPE>.gguf`` for each of ``quants`` from the checkpoint in ``model_dir``,
@@ -127,6 +128,8 @@ def build_gguf(
     quantizes with an importance matrix, written beside the files (``gguf.imatrix.prepare_imatrix``,
     which takes ``calibration_against`` and ``calibration_general`` to the draw from records);
     ``llama_cpp`` is a folder with llama.cpp's tools (default: built once, ``gguf.tools``).
+    ``imatrix_made``: ``imatrix`` is a file that ``imatrix_for_checkpoint`` computed over the text
+    ``calibration``, and this its record; both files are copied beside the files, as ``auto`` leaves them.
     """
     progress = progress or Progress.off()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -144,7 +147,7 @@ def build_gguf(
         else:
             output.check_free(out_dir, mmproj_name(name, mmproj).removesuffix(".gguf"), overwrite=overwrite)
     sources = {"calibration_against": tuple(calibration_against), "calibration_general": calibration_general}
-    check_imatrix_request(quants, imatrix, calibration, out_dir, overwrite=overwrite, llama_cpp=llama_cpp, **sources)
+    check_imatrix_request(quants, imatrix, None if imatrix_made else calibration, out_dir, overwrite=overwrite, llama_cpp=llama_cpp, **sources)
     params, params_path = params_text(model_dir, [EOT_TOKEN]), out_dir / OLLAMA_PARAMS
     if not overwrite and params_path.is_file() and params_path.read_bytes() != params.encode("utf-8"):
         raise UsageError(f"{params_path} exists with other settings (another model's?)",
@@ -186,7 +189,9 @@ def build_gguf(
                     source = convert(
                         model_dir, staged, quant=source_quant, name=name, split_max_size=0, on_bytes=task.update, **metadata
                     ).path
-            if imatrix is not None:
+            if imatrix is not None and imatrix_made is not None:
+                imatrix, made_with = place_computed(Path(imatrix), Path(str(calibration)), imatrix_made, out_dir)
+            elif imatrix is not None:
                 with progress.task("imatrix"):
                     imatrix, made_with = prepare_imatrix(imatrix, calibration, source, model_dir, out_dir, threads=threads, llama_cpp=llama_cpp,
                                                          **sources)
@@ -223,6 +228,31 @@ def build_gguf(
     if on_mmproj is not None and (projector is not None or wanted):
         on_mmproj(projector)
     return files
+
+
+def imatrix_for_checkpoint(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    calibration: str | Path,
+    *,
+    name: str | None = None,
+    threads: int | None = None,
+    llama_cpp: str | Path | None = None,
+    calibration_against: Sequence[str | Path] = (),
+    calibration_general: str | Path | None = None,
+) -> dict[str, Any]:
+    """``out_dir/imatrix.gguf`` and ``out_dir/calibration.txt`` for the checkpoint in ``model_dir``:
+    its F16/BF16 file (the one ``build_gguf`` quantizes from: the same bytes) is converted into a
+    staging folder, removed after. Returns the record ``build_gguf(imatrix_made=...)`` takes."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    check_imatrix_request(["Q4_K_M"], "auto", calibration, out_dir, overwrite=True, llama_cpp=llama_cpp,
+                          calibration_against=tuple(calibration_against), calibration_general=calibration_general)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = name or model_dir.resolve().name
+    with output.staging(out_dir, f"{name}-intermediate") as staged:
+        source = convert(model_dir, staged, quant=_intermediate_type(model_dir), name=name, split_max_size=0).path
+        return prepare_imatrix("auto", calibration, source, model_dir, out_dir, threads=threads, llama_cpp=llama_cpp,
+                               calibration_against=calibration_against, calibration_general=calibration_general)[1]
 
 
 def _measure_quality(files: list[GgufFile], preferred: str, threads: int | None, progress: Progress) -> None:

@@ -251,3 +251,17 @@ def prepare_imatrix(
     made = compute_imatrix(source, text, dest, context=context, threads=threads, llama_cpp=llama_cpp)
     return dest, {"file": IMATRIX_FILE, "sha256": sha256_file(dest), "chunks": made.chunks, "context": context,
                   "calibration": {"file": CALIBRATION_FILE, "sha256": sha256_file(text), **how}}
+
+
+def place_computed(imatrix: Path, text: Path, made_with: dict[str, Any], out_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """Copy an imatrix computed earlier (the release's imatrix job) and its calibration text into
+    ``out_dir``, beside the files; returns the imatrix's path there and ``made_with`` (its record)."""
+    import shutil
+
+    for given, name in ((imatrix, IMATRIX_FILE), (text, CALIBRATION_FILE)):
+        if not given.is_file():
+            raise InputError("the imatrix job's output does not exist", path=given, hint="run the imatrix stage first (--stages imatrix)")
+        if not _same(out_dir / name, given):
+            with atomic_path(out_dir / name) as tmp:
+                shutil.copyfile(given, tmp)
+    return out_dir / IMATRIX_FILE, dict(made_with)

@@ -36,6 +36,7 @@ Example::
     push_adapter = false             # also publish the adapter as <name>-LoRA
     base = "models/Qwen3.5-27B"      # optional: the base checkpoint's local folder (default: base_model from the Hub cache)
     train = { max_steps = 2000, set = { "lora.r" = 32 } }   # optional: train options and preset overrides
+    gguf_imatrix = { calibration = "auto", against = ["bench/ac.jsonl"], general = "ja-wiki.txt" }  # optional (docs/imatrix.md)
 
     [model.eval]                     # optional: what `eval run` and the release's eval stage evaluate (README)
     benchmarks = ["AnswerCarefully", "MT-Bench-ja"]
@@ -155,6 +156,17 @@ class TrainOptions:
 
 
 @dataclass(frozen=True)
+class ImatrixOptions:
+    """A model's ``gguf_imatrix``: the K- and i-quants are made with an importance matrix computed
+    over ``calibration`` ("auto": drawn from ``[data] records``; else a records file or a text),
+    leaving out records close to ``against`` and mixing in ``general`` (``gguf calibration``)."""
+
+    calibration: str | Path = "auto"
+    against: tuple[Path, ...] = ()
+    general: Path | None = None
+
+
+@dataclass(frozen=True)
 class EngineSpec:
     """Where a model answers: an OpenAI-compatible ``url`` (with the ``model`` it serves and the
     ``api_key_env`` holding its key), or ``serve``: a local ``path`` that ``eval run`` starts an
@@ -207,6 +219,7 @@ class ModelTarget:
     train: TrainOptions = TrainOptions()
     gguf_verify: bool = True  # the release checks each GGUF file in llama.cpp (needs RAM for a float32 reference)
     eval: EvalConfig | None = None  # [model.eval]: what ``eval run`` and the release's eval stage do
+    gguf_imatrix: ImatrixOptions | None = None  # the release's imatrix job (``release.pipeline``)
 
     @property
     def details_folder(self) -> Path | None:
@@ -265,7 +278,9 @@ _DATA = {"records", "sample_size", "seed", "expected_count", "license", "sample_
 _MODEL = {
     "name", "base_model", "variant", "preset", "adapter", "merged", "gguf", "gguf_folder", "evaluation",
     "push_adapter", "private", "repo", "gguf_repo", "adapter_repo", "base", "train", "gguf_verify", "eval",
+    "gguf_imatrix",
 }
+_IMATRIX = {"calibration", "against", "general"}
 _EVAL = {"benchmarks", "bench_dir", "limit", "max_tokens", "judges", "base", "tuned", "gguf", "parallel", "details_repo"}
 _ENGINE = {"url", "path", "serve", "model", "api_key_env"}
 _TRAIN = {"max_steps", "save_steps", "set", "allow_slow_kernels"}
@@ -575,13 +590,41 @@ def _models(check: _Checker, tables: Any, organisation: str | None) -> list[Mode
         evaluate = _eval(check, table["eval"], cleaned, f"{where}eval.", organisation) if "eval" in table else None
         if evaluate is not None and evaluation is None and "evaluation" not in table:
             check.problem(f"{where}evaluation", "missing: [model.eval] writes its results to the model's evaluation file")
+        imatrix = _imatrix(check, table["gguf_imatrix"], cleaned, f"{where}gguf_imatrix.") if "gguf_imatrix" in table else None
         if None not in (name, base_model, preset, adapter, merged, repo, gguf_repo):
             out.append(ModelTarget(
                 name, base_model, variant, preset, adapter, merged, tuple(cleaned), gguf_folder or merged.parent / "gguf",
                 evaluation, repo, gguf_repo, adapter_repo, bool(private), str(base) if base else base_model, train,
-                gguf_verify is not False, evaluate,
+                gguf_verify is not False, evaluate, imatrix,
             ))
     return out
+
+
+def _imatrix(check: _Checker, table: Any, types: Sequence[str], where: str) -> ImatrixOptions | None:
+    """``gguf_imatrix = { calibration = "auto" | "PATH", against = [...], general = "PATH" }``."""
+    from apto_release.gguf.quantize import K_QUANTS
+
+    if not isinstance(table, dict):
+        check.problem(where.rstrip("."), 'expected a table, e.g. { calibration = "auto" }')
+        return None
+    check.keys(table, _IMATRIX, where)
+    if not any(t in K_QUANTS for t in types):
+        check.problem(where.rstrip("."), "set, but the model's gguf list has no K- or i-quant to make with it")
+    calibration = check.get(table, "calibration", str, where, required=False, default="auto")
+    if calibration != "auto":
+        calibration = check.path(table, "calibration", where)
+    against = []
+    for j, item in enumerate(check.get(table, "against", list, where, required=False, default=[]) or [], 1):
+        if not isinstance(item, str) or not item:
+            check.problem(f"{where}against[{j}]", f"expected a path, found {item!r}")
+        else:
+            against.append(Path(item) if Path(item).is_absolute() else check.root / item)
+    general = check.path(table, "general", where, required=False)
+    from apto_release.gguf.imatrix import RECORD_SUFFIXES
+
+    if calibration and calibration != "auto" and not calibration.name.lower().endswith(RECORD_SUFFIXES) and (against or general):
+        check.problem(where.rstrip("."), "against and general shape a draw from records; the calibration is a text, used as it is")
+    return ImatrixOptions(calibration or "auto", tuple(against), general)
 
 
 def _engine(check: _Checker, table: Any, where: str, *, default_path: bool) -> EngineSpec | None:

@@ -24,10 +24,10 @@ from apto_release.io import folder_files
 from apto_release.release.manifest import Manifest, ModelTarget
 from apto_release.release.state import ReleaseState, changed_inputs, changed_outputs, digest
 
-STAGES = ("validate", "sample", "dataset", "train", "merge", "gguf", "eval", "cards", "push")
+STAGES = ("validate", "sample", "dataset", "train", "merge", "imatrix", "gguf", "eval", "cards", "push")
 STAGE_TITLES = {
     "validate": "validate", "sample": "sample", "dataset": "dataset build", "train": "train", "merge": "merge",
-    "gguf": "GGUF convert + verify", "eval": "eval", "cards": "cards", "push": "push",
+    "imatrix": "imatrix", "gguf": "GGUF convert + verify", "eval": "eval", "cards": "cards", "push": "push",
 }
 
 
@@ -269,7 +269,7 @@ class _Plan:
             folders.add(self.m.data.sample_folder)
         folders.update(target.folder for target in self.m.datasets.values())
         for model in self.m.models:
-            folders.update((model.adapter, model.merged, model.gguf_folder))
+            folders.update((model.adapter, model.merged, model.gguf_folder, self.imatrix_folder(model)))
             if model.eval and model.evaluation:
                 folders.update((model.evaluation.parent, self.state_dir / "eval" / model.name))
         return folders | {folder.parent for folder in folders}
@@ -279,6 +279,8 @@ class _Plan:
         jobs += [self.dataset(key) for key in ("sample", "full") if key in self.m.datasets]
         for model in self.m.models:
             jobs += [self.train(model), self.merge(model)]
+            if model.gguf and model.gguf_imatrix:
+                jobs.append(self.imatrix(model))
             if model.gguf:
                 jobs.append(self.gguf(model))
             if model.eval:
@@ -467,16 +469,60 @@ class _Plan:
             "quantized_by": self.m.organisation,
         }
 
-    def gguf(self, model: ModelTarget) -> Job:
+    def imatrix_folder(self, model: ModelTarget) -> Path:
+        """Where the imatrix job writes (the gguf job copies imatrix.gguf and calibration.txt from there)."""
+        return self.state_dir / "imatrix" / model.name
+
+    def _imatrix_paths(self, model: ModelTarget) -> tuple[Path, Path, Path]:
+        folder = self.imatrix_folder(model)
+        return folder / "imatrix.gguf", folder / "calibration.txt", folder / "imatrix.json"  # gguf.imatrix's names
+
+    def imatrix(self, model: ModelTarget) -> Job:
+        """The importance matrix, from the merged checkpoint's F16/BF16 file over the calibration text (docs/release-pipeline.md)."""
+        options = model.gguf_imatrix
+        calibration = lambda: self._data().records if options.calibration == "auto" else Path(options.calibration)  # noqa: E731
+
         def inputs():
+            if not calibration().is_file():
+                raise UsageError("the calibration file does not exist", path=calibration(), hint=f"fix gguf_imatrix of {model.name}")
             return {"merged": folder_digest(self.state, merged_files(model), model.merged, "merged checkpoint"),
-                    "types": list(model.gguf), "metadata": self._gguf_metadata(model), "verify": model.gguf_verify}
+                    "calibration": {"file": calibration().name, "sha256": self.state.sha256(calibration())},
+                    "against": [self._sha(p, "imatrix") for p in options.against],
+                    "general": self._sha(options.general, "imatrix") if options.general else None, "toolkit": __version__}
 
         def run(ctx: ReleaseContext) -> str:
+            from apto_release.gguf.build import imatrix_for_checkpoint
+            from apto_release.io import write_json
+
+            record = self._imatrix_paths(model)[2]
+            with ctx.progress.task(f"imatrix {model.name}", total=None, unit="step"):
+                made = imatrix_for_checkpoint(model.merged, record.parent, calibration(), name=model.name,
+                                              calibration_against=options.against, calibration_general=options.general)
+            write_json(record, made)  # last: the gguf job reads it with the two files it describes
+            return f"{made['chunks']} chunks over {made['calibration'].get('tokens', 0):,} calibration tokens"
+
+        return Job("imatrix", model.name, inputs, run, lambda: [p for p in self._imatrix_paths(model) if p.is_file()],
+                   deps=(f"merge:{model.name}",))
+
+    def gguf(self, model: ModelTarget) -> Job:
+        def inputs():
+            found = {"merged": folder_digest(self.state, merged_files(model), model.merged, "merged checkpoint"),
+                     "types": list(model.gguf), "metadata": self._gguf_metadata(model), "verify": model.gguf_verify}
+            if model.gguf_imatrix:
+                found["imatrix"] = [self._sha(p, "imatrix") for p in self._imatrix_paths(model)]
+            return found
+
+        def run(ctx: ReleaseContext) -> str:
+            import json
+
             from apto_release.gguf.build import build_gguf
 
+            extra: dict[str, Any] = {}
+            if model.gguf_imatrix:
+                imatrix, text, record = self._imatrix_paths(model)
+                extra = {"imatrix": imatrix, "calibration": text, "imatrix_made": json.loads(record.read_text("utf-8"))}
             files = build_gguf(model.merged, model.gguf_folder, list(model.gguf), name=model.name, overwrite=True,
-                               verify=model.gguf_verify, progress=ctx.progress, **self._gguf_metadata(model))
+                               verify=model.gguf_verify, progress=ctx.progress, **extra, **self._gguf_metadata(model))
             failed = [f for f in files if not f.ok]
             if failed:
                 from apto_release.errors import BuildError
@@ -486,7 +532,8 @@ class _Plan:
                                  hint=f"the files stay for inspection; see: apto-release gguf verify {failed[0].path} --reference {model.merged}")
             return ", ".join(f.quant for f in files) + (" written and verified in llama.cpp" if model.gguf_verify else " written (gguf_verify = false)")
 
-        return Job("gguf", model.name, inputs, run, lambda: gguf_files(model), deps=(f"merge:{model.name}",))
+        deps = (f"merge:{model.name}",) + ((f"imatrix:{model.name}",) if model.gguf_imatrix else ())
+        return Job("gguf", model.name, inputs, run, lambda: gguf_files(model), deps=deps)
 
     def _served_digest(self, path: Path) -> str:
         """A served model's digest: a file's SHA-256 or a checkpoint folder's digest."""

@@ -3,6 +3,8 @@ the dry run, usage errors. (Stage skipping, invalidation and kills: tests/releas
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("torch")
@@ -23,14 +25,16 @@ def test_demo_runs_end_to_end_then_everything_is_up_to_date(run_cli, tmp_path, m
     assert f"✓ GGUF convert + verify {DEMO_MODEL}: done" in out and "verified in llama.cpp" in out
     assert "push dataset.sample: done" in out and "tag v1.0.0 created" in out
     table = out[out.index("stage "):out.index("Where everything is:")]
-    assert table.count(" done ") == 12
+    assert table.count(" done ") == 13 and f"✓ imatrix {DEMO_MODEL}: done" in out
     assert f"✓ eval {DEMO_MODEL}: done" in out and "before, after, Q8_0, Q4_K_M evaluated" in out
     card = (out_dir / "out" / "models" / DEMO_MODEL / "merged" / "README.md").read_text("utf-8")
     assert "| AnswerCarefully | AC 許容回答率 ↑ |" in card  # the card shows the evaluation table
     gguf_card = (out_dir / "out" / "models" / DEMO_MODEL / "gguf" / "README.md").read_text("utf-8")
     # the files are compared with the tuned model as the demo served it: its F16 GGUF file, not the checkpoint
     assert f"as the tuned model, served from `{DEMO_MODEL}-F16.gguf` by llama.cpp's server," in gguf_card
-    assert "Where everything is:" in out and "the GGUF files (F16, Q8_0, Q4_K_M), the vision projector, Ollama's params and their card" in out
+    assert "Where everything is:" in out and ("the GGUF files (F16, Q8_0, Q4_K_M), the vision projector, the importance matrix and its "
+                                              "calibration text, Ollama's params and their card") in out
+    assert "`calibration.txt`" in gguf_card and "`imatrix.gguf`" in gguf_card  # how they were made, with their SHA-256
     assert f"train {DEMO_MODEL}: 2/2 steps done in" in err  # progress lines, not bars, off a terminal
     assert f"push {DEMO_MODEL}: done in" in err and "convert Q8_0: " in err
     ds = load_offline(out_dir / "out" / "dataset-sample", "mid_refusal", cache_dir=tmp_path / "cache")
@@ -41,7 +45,7 @@ def test_demo_runs_end_to_end_then_everything_is_up_to_date(run_cli, tmp_path, m
     code, out, err = run_cli("demo", "-o", out_dir, *DEMO)
     assert code == 0, err
     table = out[out.index("stage "):out.index("Where everything is:")]
-    assert table.count("up to date") == 12 and " done " not in table
+    assert table.count("up to date") == 13 and " done " not in table
     assert "unchanged at" in out and "tag v1.0.0 kept" in out
 
 
@@ -59,6 +63,10 @@ def _the_details_dataset_is_on_the_hub_private_and_loads(out_dir, tmp_path):
         assert hub.api().dataset_info(repo).private is True
         with pytest.raises(RepositoryNotFoundError):
             hub.api(token=False).dataset_info(repo)  # not visible without a token
+        gguf_repo = snapshot_download(f"{DEMO_ORG}/{DEMO_MODEL}-GGUF", revision="v1.0.0", endpoint=hub.url, token=hub.token,
+                                      cache_dir=tmp_path / "hf")
+        for name in ("imatrix.gguf", "calibration.txt"):  # published beside the files
+            assert Path(gguf_repo, name).read_bytes() == (models / "gguf" / name).read_bytes()
         got = snapshot_download(repo, repo_type="dataset", revision="v1.0.0", endpoint=hub.url, token=hub.token,
                                 cache_dir=tmp_path / "hf")
     for side in ("before", "after", "Q8_0", "Q4_K_M"):  # the 6 AnswerCarefully items, one judge

@@ -347,3 +347,29 @@ def test_a_rule_only_huggingface_hub_knows_is_enforced_with_its_message(tmp_path
     monkeypatch.setattr(huggingface_hub.utils, "validate_repo_id", validate_repo_id)
     problems = problems_of(tmp_path, GOOD.replace('repo = "ja-safety-sft-500"', 'repo = "sample-500"'))
     assert problems == ["dataset.sample.repo: 'apto-ai/sample-500' is not a Hub repo id: A future rule refuses 'apto-ai/sample-500'."]
+
+
+def test_gguf_imatrix_loads_with_paths_relative_to_the_manifest(tmp_path):
+    text = GOOD.replace('gguf_folder = "out/gguf/27b"', 'gguf_folder = "out/gguf/27b"\n'
+                        'gguf_imatrix = { calibration = "auto", against = ["bench/ac.jsonl"], general = "ja.txt" }')
+    big, base = load_manifest(write(tmp_path, text)).models
+    assert big.gguf_imatrix.calibration == "auto" and big.gguf_imatrix.against == (tmp_path / "bench/ac.jsonl",)
+    assert big.gguf_imatrix.general == tmp_path / "ja.txt" and base.gguf_imatrix is None
+    given = load_manifest(write(tmp_path, GOOD.replace('gguf_folder = "out/gguf/27b"', 'gguf_folder = "out/gguf/27b"\n'
+                                                       'gguf_imatrix = { calibration = "calib.txt" }'))).models[0]
+    assert given.gguf_imatrix.calibration == tmp_path / "calib.txt"
+
+
+def test_bad_gguf_imatrix_tables_are_listed_with_their_place(tmp_path):
+    text = GOOD.replace('gguf_folder = "out/gguf/27b"', 'gguf_folder = "out/gguf/27b"\n'
+                        'gguf_imatrix = { calibraton = "auto", against = [3] }')
+    text = text.replace('push_adapter = true', 'push_adapter = true\ngguf_imatrix = { calibration = "auto" }')
+    problems = problems_of(tmp_path, text)
+    assert "model[1].gguf_imatrix.calibraton: unknown key (did you mean 'calibration'?)" in problems
+    assert "model[1].gguf_imatrix.against[1]: expected a path, found 3" in problems
+    assert any(p.startswith("model[2].gguf_imatrix: set, but the model's gguf list has no K- or i-quant") for p in problems), problems
+    assert "model[1].gguf_imatrix: expected a table" in " ".join(problems_of(tmp_path, GOOD.replace(
+        'gguf_folder = "out/gguf/27b"', 'gguf_folder = "out/gguf/27b"\ngguf_imatrix = "auto"')))
+    text_with_general = GOOD.replace('gguf_folder = "out/gguf/27b"', 'gguf_folder = "out/gguf/27b"\n'
+                                     'gguf_imatrix = { calibration = "calib.txt", general = "ja.txt" }')
+    assert any("the calibration is a text" in p for p in problems_of(tmp_path, text_with_general))

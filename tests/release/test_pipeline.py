@@ -75,7 +75,7 @@ def test_the_first_run_does_every_job_in_order(baseline):
     model = DEMO_MODEL
     assert list(statuses(first)) == [
         "validate:data", "sample:data", "dataset:dataset.sample", "dataset:dataset.full",
-        f"train:{model}", f"merge:{model}", f"gguf:{model}", f"cards:{model}",
+        f"train:{model}", f"merge:{model}", f"imatrix:{model}", f"gguf:{model}", f"cards:{model}",
         "push:dataset.sample", "push:dataset.full", f"push:{model}",
     ]
     assert set(statuses(first).values()) == {"done"}
@@ -134,7 +134,8 @@ def test_the_pushed_release_reads_back_at_its_tag(baseline, hub, tmp_path):
     # the demo's tiny Qwen3.5 has a vision tower: its projector is published beside the files, as is
     # its card's listing of it, and it is the file the gguf stage wrote
     assert sorted(p.name for p in gguf.glob("*.gguf")) == sorted(
-        [*(f"{DEMO_MODEL}-{t}.gguf" for t in ("F16", "Q8_0", "Q4_K_M")), f"mmproj-{DEMO_MODEL}-F16.gguf"])
+        [*(f"{DEMO_MODEL}-{t}.gguf" for t in ("F16", "Q8_0", "Q4_K_M")), f"mmproj-{DEMO_MODEL}-F16.gguf", "imatrix.gguf"])
+    assert (gguf / "calibration.txt").is_file() and "calibration.txt" in (gguf / "README.md").read_text("utf-8")
     projector = gguf / f"mmproj-{DEMO_MODEL}-F16.gguf"
     assert projector.read_bytes() == (models / "gguf" / projector.name).read_bytes()
     assert f"[{projector.name}](" in (gguf / "README.md").read_text("utf-8")
@@ -152,7 +153,7 @@ def test_a_rebuild_elsewhere_is_byte_identical_and_pushes_nothing(baseline, tmp_
     commit over the first build's repos and tags."""
     demo, *_ = baseline
     again = write_demo_release(tmp_path / "again", **SIZE)
-    result = run_release(load_manifest(again.manifest), stages=["validate", "sample", "dataset", "train", "merge", "gguf", "cards"])
+    result = run_release(load_manifest(again.manifest), stages=["validate", "sample", "dataset", "train", "merge", "imatrix", "gguf", "cards"])
     assert set(statuses(result).values()) == {"done"}
     first, second = release_files(demo.folder), release_files(again.folder)
     assert sorted(first) == sorted(second)
