@@ -20,7 +20,7 @@ from apto_release import __version__
 from apto_release.evals.chart import CHART_NAME  # the chart module imports matplotlib only when it draws
 from apto_release.evals.metrics import BENCHMARKS as EVAL_BENCHMARKS
 from apto_release.evals.results import Evaluation, Metric, Served
-from apto_release.gguf.memory import CARD_CONTEXTS, estimate
+from apto_release.gguf.memory import CARD_CONTEXTS, MemoryEstimate, estimates
 from apto_release.train.summary import LOSS_CURVE_NAME, TrainingSummary
 
 if TYPE_CHECKING:  # the release hands cards its manifest; cards never import the release
@@ -374,6 +374,7 @@ def gguf_context(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None = 
     types = [o.type for o in outputs]
     default = next(t for t in (*GGUF_DEFAULT_PREFERENCE, *types) if t in types)
     quant_safety = quant_safety_rows(outputs, evaluation)
+    memory = {o.type: estimates([f.path for f in o.files], CARD_CONTEXTS) for o in outputs}  # each file's metadata read once
     files = []
     for o in outputs:
         for i, f in enumerate(o.files):
@@ -385,12 +386,12 @@ def gguf_context(outputs: Sequence[GGUFOutput], evaluation: Evaluation | None = 
         "outputs": [
             {"type": o.type, "size": o.size, "bpw": f"{o.bits_per_weight:.2f}", "first": o.files[0].path.name,
              "parts": len(o.files), "ja": GGUF_GUIDANCE.get(o.type, ("", ""))[0], "en": GGUF_GUIDANCE.get(o.type, ("", ""))[1],
-             "memory": [estimate([f.path for f in o.files], n_ctx).total for n_ctx in CARD_CONTEXTS], **gguf_quality(o)}
+             "memory": [m.total for m in memory[o.type]], **gguf_quality(o)}
             for o in outputs
         ],
         "quality_against": sorted({q["against"] for o in outputs if (q := _recorded_quality(o))}),
         "memory_contexts": [f"{n_ctx // 1024}k" for n_ctx in CARD_CONTEXTS],
-        "memory_parts": _memory_parts(outputs),
+        "memory_parts": _memory_parts(memory[outputs[0].type][-1]),
         "files": files,
         "has_split": any(len(o.files) > 1 for o in outputs),
         "parameters": max(o.parameters for o in outputs),
@@ -426,11 +427,10 @@ def mmproj_rows(files: Sequence[GGUFFile]) -> list[dict[str, Any]]:
     return [{"name": f.path.name, "type": f.path.stem.rsplit("-", 1)[-1], "size": f.size, "sha256": f.sha256} for f in files]
 
 
-def _memory_parts(outputs: Sequence[GGUFOutput]) -> dict[str, str]:
+def _memory_parts(part: MemoryEstimate) -> dict[str, Any]:
     """The context-dependent parts of the memory at the largest card context, the same for every
     file (the KV cache, the recurrent state, the compute buffer), for the table's note."""
-    part = estimate([f.path for f in outputs[0].files], CARD_CONTEXTS[-1])
-    return {"context": f"{CARD_CONTEXTS[-1] // 1024}k", "kv_cache": part.kv_cache, "recurrent": part.recurrent,
+    return {"context": f"{part.n_ctx // 1024}k", "kv_cache": part.kv_cache, "recurrent": part.recurrent,
             "compute": part.compute}
 
 

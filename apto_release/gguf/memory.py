@@ -100,8 +100,16 @@ class ModelShape:
         return min(n_ubatch, n_ctx) * n_ctx * (self.heads + 1) * 4 if self.attention_layers else 0
 
 
-def estimate(paths: list[Path] | tuple[Path, ...], n_ctx: int, *, n_ubatch: int = N_UBATCH) -> MemoryEstimate:
-    """The memory to run the GGUF output ``paths`` (a file, or a split set with its first file first) at ``n_ctx``."""
+def estimates(paths: list[Path] | tuple[Path, ...], contexts: tuple[int, ...], *, n_ubatch: int = N_UBATCH
+              ) -> list[MemoryEstimate]:
+    """The memory to run the GGUF output ``paths`` (a file, or a split set with its first file first)
+    at each of ``contexts``; the metadata is read once."""
     shape = ModelShape.from_gguf(paths[0])
-    return MemoryEstimate(n_ctx, sum(Path(p).stat().st_size for p in paths), shape.kv_cache(n_ctx),
-                          shape.recurrent_state(), shape.compute(n_ctx, n_ubatch))
+    weights = sum(Path(p).stat().st_size for p in paths)
+    return [MemoryEstimate(n_ctx, weights, shape.kv_cache(n_ctx), shape.recurrent_state(), shape.compute(n_ctx, n_ubatch))
+            for n_ctx in contexts]
+
+
+def estimate(paths: list[Path] | tuple[Path, ...], n_ctx: int, *, n_ubatch: int = N_UBATCH) -> MemoryEstimate:
+    """The memory to run the GGUF output ``paths`` at ``n_ctx`` (``estimates`` for one context)."""
+    return estimates(paths, (n_ctx,), n_ubatch=n_ubatch)[0]
