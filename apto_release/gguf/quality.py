@@ -55,8 +55,12 @@ class Quality:
 
 
 def measure_quality(files: list[str | Path], f16: str | Path, *, threads: int | None = None,
-                    timeout: float | None = None) -> list[Quality]:
+                    timeout: float | None = None, text: str | None = None) -> list[Quality]:
     """KL and top-1 agreement of each of ``files`` against ``f16`` on the held-out text, through llama.cpp.
+
+    Args:
+        text: another text to measure on instead of the held-out text (the imatrix benchmark's
+            held-out records); it must not be a text the files were calibrated on.
 
     Raises:
         UsageError: a file that does not exist; files whose vocabulary or tokenization differs from the F16's.
@@ -72,7 +76,7 @@ def measure_quality(files: list[str | Path], f16: str | Path, *, threads: int | 
     threads = threads or default_threads()
     with tempfile.TemporaryDirectory(prefix="apto-quality-") as tmp:
         work = Path(tmp)
-        request = {"f16": str(paths[0]), "files": [str(p) for p in paths[1:]], "text": heldout_text(), "threads": threads}
+        request = {"f16": str(paths[0]), "files": [str(p) for p in paths[1:]], "text": heldout_text() if text is None else text, "threads": threads}
         (work / "request.json").write_text(json.dumps(request, ensure_ascii=False), "utf-8")
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         with open(work / "llama.log", "wb") as log:

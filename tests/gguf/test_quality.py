@@ -37,6 +37,13 @@ def test_f16_against_itself_is_zero_and_quants_order(wide):
     assert again == q4  # deterministic
 
 
+def test_another_text_is_measured_instead_of_the_heldout_one(wide):
+    text = "これは別の文章です。猫が庭で眠っている。明日は雨が降るらしい。" * 4
+    (q4,) = measure_quality([wide["Q4_K_M"]], wide["F16"], text=text)
+    (usual,) = measure_quality([wide["Q4_K_M"]], wide["F16"])
+    assert 0 < q4.tokens < usual.tokens and q4.kl_mean != usual.kl_mean
+
+
 def test_a_missing_file_is_a_usage_error(wide, tmp_path):
     with pytest.raises(UsageError, match="no such GGUF file"):
         measure_quality([tmp_path / "missing.gguf"], wide["F16"])
