@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,19 @@ from apto_release import __version__
 from apto_release.cards.model import CARD_ASSETS, CARD_NAME
 from apto_release.errors import AptoError, UsageError
 from apto_release.io import folder_files
+from apto_release.release.artifacts import (
+    adapter_files,
+    details_files,
+    folder_digest,
+    gguf_files,
+    json_safe,
+    manifest_commit,
+    manifest_year,
+    merged_files,
+    target_files,
+    templates_digest,
+    total_size,
+)
 from apto_release.release.manifest import Manifest, ModelTarget
 from apto_release.release.state import ReleaseState, changed_inputs, changed_outputs, digest
 
@@ -102,121 +114,6 @@ class ReleaseError(AptoError, RuntimeError):
         self.result = result
         if cause is not None:
             self.exit_code = cause.exit_code
-
-
-# ---------------------------------------------------------------------------------------------
-# Files and digests
-
-
-def _files(folder: Path, *, exclude: Iterable[str] = (), published: bool = True) -> list[Path]:
-    """Every file under ``folder`` (hidden ones too: a dataset's build marker counts), sorted, but
-    caches and the names in ``exclude`` at the top level. For a ``published`` folder the push's rule
-    holds here too (``hub.filerules``): only regular files inside the folder, or links to them;
-    a folder link, FIFO, socket or device is an ``InputError`` (a FIFO would block the digest
-    forever). A folder that is only read (the base checkpoint) may link anywhere."""
-    skip = set(exclude)
-    if published:
-        from apto_release.hub.filerules import publishable_files
-
-        found = publishable_files(folder, lambda name: name in _CACHES)
-    else:
-        found = folder_files(folder, skip=lambda name: name in _CACHES)
-    return [p for p in found if not (p.parent == folder and p.name in skip)]
-
-
-#: Folders that no output digest counts.
-_CACHES = ("__pycache__", ".cache")
-
-
-def adapter_files(model: ModelTarget, *, reports: bool = False) -> list[Path]:
-    """The adapter folder's files: the adapter itself (weights, config, chat template), and with
-    ``reports`` the training summary and loss curve (the run's reports, which the adapter's digest
-    leaves out, as it always has)."""
-    from apto_release.train.summary import LOSS_CURVE_NAME, SUMMARY_NAME
-
-    # The cards stage writes the card and its images (the eval chart too) into the folder.
-    cards = (CARD_NAME, *(a for a in CARD_ASSETS if a != LOSS_CURVE_NAME))
-    exclude = cards if reports else (*cards, SUMMARY_NAME, LOSS_CURVE_NAME)
-    return _files(model.adapter, exclude=exclude) if model.adapter.is_dir() else []
-
-
-def merged_files(model: ModelTarget) -> list[Path]:
-    """The merged checkpoint's files, without the card and its images (the cards stage writes them
-    after the merge, and names this folder's digest)."""
-    return _files(model.merged, exclude=(CARD_NAME, *CARD_ASSETS)) if model.merged.is_dir() else []
-
-
-def gguf_files(model: ModelTarget) -> list[Path]:
-    from apto_release.gguf.output import companion_files, existing_outputs
-
-    files = [p for t in model.gguf for p in existing_outputs(model.gguf_folder, f"{model.name}-{t}")]
-    return sorted(files + companion_files(model.gguf_folder, model.name)) if files else []
-
-
-_MADE_BY = {"adapter": "train", "merged checkpoint": "merge", "base checkpoint": None}
-
-
-def folder_digest(state: ReleaseState, files: Sequence[Path], root: Path, what: str) -> str:
-    """The digest of ``files`` relative to ``root``; an error naming the stage to run when there are none."""
-    if not files:
-        stage = _MADE_BY.get(what)
-        raise UsageError(f"there is no {what} in this folder", path=root,
-                         hint=f"run the {stage} stage first (apto-release release --stages {stage})" if stage else "fix the manifest")
-    return digest(state.listing(files, root))
-
-
-def _templates_digest() -> str:
-    """The card templates' digest: a changed template re-renders the cards."""
-    import hashlib
-
-    from apto_release.cards.templates import template_dir
-
-    folder = Path(template_dir("model_cards"))
-    return hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in sorted(folder.glob("*.j2")))).hexdigest()
-
-
-def manifest_commit(manifest: Manifest) -> str:
-    """The last git commit of the manifest file (``abc123…``, with ``+ uncommitted changes`` when
-    the file differs from it), or a phrase saying why there is none.
-
-    The manifest's own commit, not HEAD: a commit that leaves the manifest alone changes no card.
-    """
-    folder = manifest.path.resolve().parent
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    if git("rev-parse", "--git-dir") is None:
-        return "none (not in a git repository)"
-    last = git("log", "-1", "--format=%H", "--", manifest.path.name)
-    if not last:
-        return "none (the manifest is not committed)"
-    dirty = git("status", "--porcelain", "--", manifest.path.name)
-    return last + (" + uncommitted changes" if dirty else "")
-
-
-def manifest_year(manifest: Manifest) -> int | None:
-    """The year (UTC) of the manifest's last git commit, or None outside git or before its first commit.
-
-    The cards' citations give it instead of the current year, so that a rebuild of the same
-    release next January writes the same cards (and the push finds nothing to change).
-    """
-    import datetime
-
-    folder = manifest.path.resolve().parent
-    try:
-        done = subprocess.run(["git", "-C", str(folder), "log", "-1", "--format=%ct", "--", manifest.path.name],
-                              capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    stamp = done.stdout.strip()
-    if done.returncode != 0 or not stamp.isdigit():
-        return None
-    return datetime.datetime.fromtimestamp(int(stamp), datetime.timezone.utc).year
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +227,7 @@ class _Plan:
 
         def outputs():
             folder = self._data().sample_folder
-            return _files(folder) if folder.is_dir() else []
+            return target_files(folder) if folder.is_dir() else []
 
         return Job("sample", "data", inputs, run, outputs, deps=("validate:data",))
 
@@ -379,7 +276,7 @@ class _Plan:
             return f"{result.rows:,} rows, configs {', '.join(result.configs)}; loaded back with datasets"
 
         deps = ("sample:data",) if key == "sample" else ("validate:data",)
-        return Job("dataset", f"dataset.{key}", inputs, run, lambda: _files(target.folder) if target.folder.is_dir() else [], deps)
+        return Job("dataset", f"dataset.{key}", inputs, run, lambda: target_files(target.folder) if target.folder.is_dir() else [], deps)
 
     # -- the models -----------------------------------------------------------------------------
 
@@ -406,7 +303,7 @@ class _Plan:
         folder = self._base_folder(model)
         if not folder.is_dir():
             raise UsageError(f"the base checkpoint of {model.name} is not a folder", path=folder, hint="fix the model's base in the manifest")
-        return folder_digest(self.state, _files(folder, exclude=(CARD_NAME,), published=False), folder, "base checkpoint")
+        return folder_digest(self.state, target_files(folder, exclude=(CARD_NAME,), published=False), folder, "base checkpoint")
 
     def _train_config(self, model: ModelTarget):
         from apto_release.train.presets import load_preset
@@ -541,7 +438,7 @@ class _Plan:
             return self.state.sha256(path)
         if not path.is_dir():
             raise UsageError("the model to evaluate does not exist", path=path, hint="fix [model.eval] or run the stage that makes it")
-        return folder_digest(self.state, _files(path, exclude=(CARD_NAME, *CARD_ASSETS), published=False), path, "merged checkpoint")
+        return folder_digest(self.state, target_files(path, exclude=(CARD_NAME, *CARD_ASSETS), published=False), path, "merged checkpoint")
 
     def _bench_digest(self, model: ModelTarget) -> dict[str, str]:
         """The benchmarks' data: the local copies' files, or the pinned Hub revision; with the
@@ -601,7 +498,7 @@ class _Plan:
 
             with ctx.progress.task(f"eval {model.name}", total=None, unit="step") as task:
                 done = evaluate_model(model, work, base_folder=base_folder(), progress=lambda _: task.advance())
-            written[:] = [done.evaluation] + ([done.chart] if done.chart.is_file() else []) + _details_files(model)
+            written[:] = [done.evaluation] + ([done.chart] if done.chart.is_file() else []) + details_files(model)
             return (f"{', '.join(done.labels)} evaluated ({done.asked:,} requests, {done.kept:,} kept); "
                     f"wrote {done.evaluation.name}")
 
@@ -609,7 +506,7 @@ class _Plan:
             from apto_release.evals.chart import CHART_NAME
 
             chart = model.evaluation.parent / CHART_NAME
-            return written or [p for p in (model.evaluation, chart) if p.is_file()] + _details_files(model)
+            return written or [p for p in (model.evaluation, chart) if p.is_file()] + details_files(model)
 
         deps = (f"merge:{model.name}",) + ((f"gguf:{model.name}",) if model.gguf else ())
         return Job("eval", model.name, inputs, run, outputs, deps=deps)
@@ -643,7 +540,7 @@ class _Plan:
                 folders["gguf"] = digest(self.state.listing(gguf_files(model), model.gguf_folder))
             evaluation = self.state.sha256(model.evaluation) if model.evaluation and model.evaluation.is_file() else None
             return {**folders, "evaluation": evaluation, "manifest": self.state.sha256(self.m.path),
-                    "commit": self.commit, "toolkit": __version__, "templates": _templates_digest()}
+                    "commit": self.commit, "toolkit": __version__, "templates": templates_digest()}
 
         def run(ctx: ReleaseContext) -> str:
             from apto_release.cards.model import build_cards, write_card
@@ -677,21 +574,6 @@ class _Plan:
         return Job("push", name, dict, run, list, deps=deps, always=True)
 
 
-def _details_files(model: ModelTarget) -> list[Path]:
-    """The details dataset's files (its hidden marker included), when the model has one."""
-    folder = model.details_folder
-    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder is not None and folder.is_dir() else []
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with paths as strings and tuples as lists (for the state file)."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return str(value) if isinstance(value, Path) else value
-
-
 # ---------------------------------------------------------------------------------------------
 # Running
 
@@ -707,10 +589,6 @@ def select_jobs(jobs: Sequence[Job], manifest: Manifest, *, stages: Iterable[str
     if unknown:
         raise UsageError(f"--only {', '.join(unknown)}: not in the manifest; choose from data, {', '.join(names)}", path=manifest.path)
     return [j for j in jobs if (not stages or j.stage in stages) and (not only or j.target in only)]
-
-
-def _size(paths: Iterable[Path]) -> int:
-    return sum(p.stat().st_size for p in paths if p.is_file())
 
 
 def run_release(
@@ -775,7 +653,7 @@ def run_release(
                 reason = changed_inputs(record.inputs, inputs) or changed_outputs(record, root, state)
             if reason is None:
                 report(JobReport(job.stage, job.target, "up to date", "inputs unchanged, outputs intact",
-                                 summary=record.summary, output_bytes=_size(root / n for n in record.outputs)))
+                                 summary=record.summary, output_bytes=total_size(root / n for n in record.outputs)))
                 continue
             if dry_run and not job.always:
                 pending.add(job.key)
@@ -794,7 +672,7 @@ def run_release(
             if not job.always:
                 state.finish(job.key, inputs, state.listing(written, root), seconds=seconds, summary=summary)
             status = context.status or ("planned" if dry_run else "done")
-            report(JobReport(job.stage, job.target, status, reason, seconds, summary, _size(written)))
+            report(JobReport(job.stage, job.target, status, reason, seconds, summary, total_size(written)))
         except AptoError as exc:
             report(JobReport(job.stage, job.target, "failed", str(exc)))
             if not dry_run:

@@ -712,7 +712,7 @@ def test_the_cli_refuses_in_one_line_and_creates_no_repo(hub, release, tmp_path,
 
 def test_the_cards_gguf_table_and_the_release_digests_follow_the_same_rule(release, tmp_path):
     from apto_release.cards.model import find_gguf_outputs
-    from apto_release.release.pipeline import merged_files
+    from apto_release.release.artifacts import merged_files
 
     model = release.models[0]
     gguf = model.gguf_folder / f"{MODEL}-Q8_0.gguf"
@@ -730,10 +730,10 @@ def test_the_cards_gguf_table_and_the_release_digests_follow_the_same_rule(relea
     with pytest.raises(InputError, match=r"linked-dir: refusing to publish the symlink .* points outside"):
         merged_files(model)
     # a folder that is only read, never published (the base checkpoint), may link anywhere
-    from apto_release.release.pipeline import _files
+    from apto_release.release.artifacts import target_files
 
     (model.merged / "linked-dir").unlink()
     (model.merged / "shared.bin").symlink_to(outside)
-    assert model.merged / "shared.bin" in _files(model.merged, published=False)
+    assert model.merged / "shared.bin" in target_files(model.merged, published=False)
 
 

@@ -113,7 +113,7 @@ def test_an_unreadable_state_file_says_how_to_recover(tmp_path, text):
 def test_the_manifest_s_commit_and_uncommitted_changes(tmp_path):
     from types import SimpleNamespace
 
-    from apto_release.release.pipeline import manifest_commit
+    from apto_release.release.artifacts import manifest_commit
 
     manifest = SimpleNamespace(path=tmp_path / "release.toml")
     manifest.path.write_text('version = "1.0.0"\n')
@@ -138,7 +138,7 @@ def test_the_cards_year_is_the_manifest_s_commit_s_not_today_s(tmp_path):
     """A rebuild next year must write the same cards: their citation year comes from git."""
     from types import SimpleNamespace
 
-    from apto_release.release.pipeline import manifest_year
+    from apto_release.release.artifacts import manifest_year
 
     manifest = SimpleNamespace(path=tmp_path / "release.toml")
     manifest.path.write_text('version = "1.0.0"\n')
