@@ -115,17 +115,23 @@ def test_iq2_xs_is_made_with_an_imatrix(wide, tmp_path):
 
 def test_convert_with_an_auto_imatrix_makes_and_verifies_q4_k_m_and_iq4_xs(wide, tmp_path):
     out = tmp_path / "gguf"
-    files = build_gguf(wide["model"], out, ["Q4_K_M", "IQ4_XS"], imatrix="auto", calibration=wide["records"], threads=2)
-    assert [f.quant for f in files] == ["Q4_K_M", "IQ4_XS"]
-    for item in files:
+    files = build_gguf(wide["model"], out, ["F16", "Q4_K_M", "IQ4_XS"], imatrix="auto", calibration=wide["records"], threads=2)
+    assert [f.quant for f in files] == ["F16", "Q4_K_M", "IQ4_XS"]
+    for item in files[1:]:
         assert item.ok, item.report.to_text()
         assert gguf.GGUFReader(item.path).fields["quantize.imatrix.file"].contents() == "imatrix.gguf"
-    assert files[1].tensor_types.get("IQ4_XS", 0) >= 8, files[1].tensor_types
+        # the KL pass against the run's F16 file, in llama.cpp
+        assert item.quality is not None and item.quality.against == "Wide-F16.gguf", item.quality
+        assert 0 < item.quality.kl_mean < 0.2 and 0.3 < item.quality.top1 < 1 and item.quality.tokens > 200
+    assert files[2].tensor_types.get("IQ4_XS", 0) >= 8, files[2].tensor_types
     assert (out / "calibration.txt").read_text("utf-8").count("<|im_start|>") > 0
     assert read_imatrix(out / "imatrix.gguf")[1] > 0
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    assert names == ["Wide-IQ4_XS.gguf", "Wide-Q4_K_M.gguf", "calibration.txt", "imatrix.gguf", "params"]
-    made_with = read_record(out)["files"]["Wide-IQ4_XS.gguf"]["imatrix"]  # for the card
+    assert names == ["Wide-F16.gguf", "Wide-IQ4_XS.gguf", "Wide-Q4_K_M.gguf", "calibration.txt", "imatrix.gguf", "params"]
+    entries = read_record(out)["files"]
+    assert entries["Wide-Q4_K_M.gguf"]["quality"]["kl_mean"] == files[1].quality.kl_mean  # for the card's columns
+    assert "imatrix" not in entries["Wide-F16.gguf"]  # F16 is converted, not quantized with it
+    made_with = entries["Wide-IQ4_XS.gguf"]["imatrix"]  # for the card
     assert made_with["sha256"] == sha256_file(out / "imatrix.gguf") and made_with["chunks"] >= 1
     assert made_with["calibration"]["sha256"] == sha256_file(out / "calibration.txt")
     assert made_with["calibration"]["records"] == "records.jsonl" and made_with["calibration"]["records_drawn"] == 24
