@@ -423,8 +423,18 @@ def gguf_quality(output: GGUFOutput) -> dict[str, str]:
 
 
 def mmproj_rows(files: Sequence[GGUFFile]) -> list[dict[str, Any]]:
-    """The GGUF card's rows for the vision projector (``mmproj-<Model>-<TYPE>.gguf``): name, type, size, SHA-256."""
-    return [{"name": f.path.name, "type": f.path.stem.rsplit("-", 1)[-1], "size": f.size, "sha256": f.sha256} for f in files]
+    """The GGUF card's rows for the vision projector (``mmproj-<Model>-<TYPE>.gguf``): name, type, size,
+    SHA-256, and ``check``: llama.cpp's check of it (``gguf.projector_check``: ``error``, ``image_tokens``)
+    when the build record says it passed and the file is unchanged since, else None."""
+    from apto_release.gguf.provenance import recorded
+
+    def check(f: GGUFFile) -> dict[str, Any] | None:
+        entry = (recorded([f.path]) or {}).get(f.path.name, {})
+        found = entry.get("check")
+        return found if entry.get("verified") is True and isinstance(found, dict) and "error" in found else None
+
+    return [{"name": f.path.name, "type": f.path.stem.rsplit("-", 1)[-1], "size": f.size, "sha256": f.sha256, "check": check(f)}
+            for f in files]
 
 
 def _memory_parts(part: MemoryEstimate) -> dict[str, Any]:

@@ -102,12 +102,15 @@ def convert_command(
         if limit and len(item.paths) == 1 and item.bytes > limit:
             click.echo(f"warning: {item.path.name} is larger than --split-max-size ({human_size(item.bytes)}); K-quants are not split", err=True)
 
-    def show_mmproj(item) -> None:
+    def show_mmproj(item, check) -> None:
         if item is None:
             click.echo("no vision projector: the checkpoint has no vision tower (text only)")
         else:
             types = ", ".join(f"{n} {t}" for t, n in sorted(item.tensor_types.items()))
-            click.echo(f"{item.path}  {human_size(item.bytes)}  ({types})  {item.seconds:.1f}s  vision projector")
+            status = "" if check is None else ("  verified" if check.ok else "  VERIFY FAILED")
+            click.echo(f"{item.path}  {human_size(item.bytes)}  ({types})  {item.seconds:.1f}s  vision projector{status}")
+            if check is not None:
+                click.echo("  " + check.to_text())
 
     files = build_gguf(
         model_dir, out_dir, quants, name=name, split_max_size=limit, verify=verify, overwrite=overwrite,
@@ -164,6 +167,12 @@ and for every type the argmax agrees wherever the reference's top-two margin is 
 the rms of Δ. (Why these: docs/verify.md.)
 
 \b
+A vision projector among the FILEs (mmproj-NAME-TYPE.gguf, general.type mmproj) is loaded by
+llama.cpp's mtmd beside the first text FILE, encodes a 128 x 96 image, and passes when its
+embeddings are those of the checkpoint's vision tower in transformers: max |Δ| / max |reference|
+<= 5e-3 (F16), 3e-2 (BF16), 5e-2 (Q8_0). It needs --reference and a text FILE.
+
+\b
 --against-f16 F16: the quality pass. Each FILE and F16 (the F16 or BF16 file of the same
 model) run in llama.cpp on a held-out Japanese text (about 600 tokens); printed per file: mean
 and 99th percentile of KL(F16 || FILE) per token in nats, and top-1 agreement (the share of
@@ -190,15 +199,27 @@ def verify_command(files, reference, against_f16, threads, timeout, as_json):
     import json
 
     from apto_release.errors import UsageError
+    from apto_release.gguf.projector_check import check_projector, is_projector
     from apto_release.gguf.verify import verify_files
 
     if reference is None and against_f16 is None:
         raise UsageError("give the checkpoint (--reference DIR), the F16 file (--against-f16 F16), or both", field="reference")
+    projectors = [f for f in files if is_projector(f)]
+    files = [f for f in files if f not in projectors]
+    if projectors and (reference is None or not files):
+        raise UsageError(f"{projectors[0].name} is a vision projector: it is checked against the checkpoint's vision tower "
+                         "(--reference DIR), loaded beside a text GGUF file of the same model given with it", field="files",
+                         hint=f"e.g. apto-release gguf verify {projectors[0]} MODEL-Q8_0.gguf --reference MODEL_DIR")
     reports = []
     for report in verify_files(files, reference, threads=threads, timeout=timeout) if reference is not None else ():
         reports.append(report)
         if not as_json:
             click.echo(report.to_text())
+    checks = []
+    for projector in projectors:
+        checks.append(check_projector(projector, files[0], reference, threads=threads, timeout=timeout))
+        if not as_json:
+            click.echo(checks[-1].to_text())
     quality = []
     if against_f16 is not None:
         from apto_release.gguf.quality import measure_quality
@@ -208,9 +229,11 @@ def verify_command(files, reference, against_f16, threads, timeout, as_json):
             click.echo(f"quality against {against_f16.name} (held-out Japanese text, llama.cpp):")
             for q in quality:
                 click.echo("  " + q.to_text())
-    ok = all(r.ok for r in reports)
+    ok = all(r.ok for r in reports) and all(c.ok for c in checks)
     if as_json:
         extra = {"quality": [q.to_dict() for q in quality]} if against_f16 is not None else {}
+        if projectors:
+            extra["projectors"] = [c.to_dict() for c in checks]
         click.echo(json.dumps({"ok": ok, "files": [r.to_dict() for r in reports], **extra}, ensure_ascii=False, indent=2))
     elif len(reports) > 1:
         failed = [r.path.name for r in reports if not r.ok]

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apto_release.errors import UsageError
+from apto_release.errors import BuildError, UsageError
 from apto_release.gguf import GGUF_TYPES, output
 from apto_release.gguf.convert import EOT_TOKEN, QUANT_TYPES, convert, output_name
 from apto_release.gguf.imatrix import check_request as check_imatrix_request
@@ -122,7 +122,10 @@ def build_gguf(
     type (``F16``, ``BF16``, ``Q8_0``), or None for no projector. ``on_file`` is called with each
     output as it is finished (and, last, verified), between the tasks of ``progress``, which
     reports each conversion, quantization and verification; ``on_mmproj``, last, with the
-    projector written, or with None when ``mmproj`` is set and the checkpoint has no vision tower.
+    projector written (or None when ``mmproj`` is set and the checkpoint has no vision tower) and,
+    with ``verify``, its check (``gguf.projector_check``: llama.cpp encodes an image with it as
+    transformers' vision tower does), else None. A failed check raises ``BuildError`` after that
+    call, with every file left in place and recorded.
     The list returned holds the ``quants`` files; the projector is a companion file
     (``output.COMPANION_FILES``). ``imatrix`` (``"auto"`` with a ``calibration``, or a file)
     quantizes with an importance matrix, written beside the files (``gguf.imatrix.prepare_imatrix``,
@@ -222,11 +225,21 @@ def build_gguf(
                      **({"imatrix": made_with} if made_with and item.quant in K_QUANTS else {}),
                      **({"quality": item.quality.recorded()} if item.quality is not None else {})}
               for item in files for path in item.paths}
+    check = None
     if projector is not None:
-        record[projector.path] = {"written_by": "gguf-py", "verified": False}  # `gguf verify` checks text models
+        if verify:
+            from apto_release.gguf.projector_check import check_projector
+
+            with progress.task(f"verify mmproj {mmproj}"):
+                check = check_projector(projector.path, files[0].path, model_dir, threads=threads)
+        record[projector.path] = {"written_by": "gguf-py", "verified": check is not None and check.ok,
+                                  **({"check": check.recorded()} if check is not None else {})}
     record_files(out_dir, record)
     if on_mmproj is not None and (projector is not None or wanted):
-        on_mmproj(projector)
+        on_mmproj(projector, check)
+    if check is not None and not check.ok:
+        raise BuildError(f"llama.cpp's check of the vision projector failed: {check.detail}", path=projector.path,
+                         hint=f"the files stay for inspection; see: apto-release gguf verify {projector.path} {files[0].path} --reference {model_dir}")
     return files
 
 

@@ -371,6 +371,19 @@ def test_the_gguf_card_lists_the_vision_projector_and_shows_image_input(release)
     assert "画像入力" in text and "Image input" in text
     assert f'--include "{NAME}-Q4_K_M*.gguf" "{projector.name}"' in text
     assert check_card(text, "gguf") == []
+    assert "Checked in llama.cpp (mtmd)" not in text  # no record of a check: nothing claimed
+    import os
+
+    from apto_release.gguf.provenance import record_files
+
+    record_files(model.gguf_folder, {projector: {"written_by": "gguf-py", "verified": True,
+                                                 "check": {"error": 6.1e-4, "bound": 5e-3, "image_tokens": 12, "text_model": "x.gguf"}}})
+    text = build_cards(manifest, year=2026)[-1].text
+    assert "image embeddings it makes of a test image (12 tokens) differ from those of the checkpoint's vision tower run in " \
+           "transformers by at most 6.1e-04 of their scale" in text
+    assert "llama.cpp（mtmd）で確認済みです" in text and check_card(text, "gguf") == []
+    os.utime(projector, ns=(0, 0))  # changed since: the record no longer speaks for it
+    assert "Checked in llama.cpp (mtmd)" not in build_cards(manifest, year=2026)[-1].text
 
 
 def test_a_missing_gguf_type_is_an_input_error(tmp_path):

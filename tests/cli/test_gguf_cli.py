@@ -78,6 +78,36 @@ def test_convert_writes_the_vision_projector_of_a_qwen35_beside_its_files(run_cl
     assert code == 0 and "vision projector" not in stdout and not list((tmp_path / "text").glob("mmproj-*"))
 
 
+def test_convert_verifies_the_vision_projector_and_gguf_verify_checks_one(run_cli, tmp_path):
+    import json
+
+    from apto_release.gguf.provenance import read_record
+    from apto_release.testing import build_tiny_qwen35
+
+    pytest.importorskip("llama_cpp")
+    model, out = build_tiny_qwen35(tmp_path / "TinyVL"), tmp_path / "out"
+    code, stdout, err = run_cli("gguf", "convert", model, "-o", out, "--quant", "Q8_0", "--threads", "2")
+    assert code == 0, err
+    *_, shown, check = stdout.splitlines()
+    assert shown.endswith("vision projector  verified") and check.startswith("  mmproj-TinyVL-F16.gguf: vision projector, loaded by")
+    entry = read_record(out)["files"]["mmproj-TinyVL-F16.gguf"]
+    assert entry["verified"] is True and entry["check"]["image_tokens"] == 12 and entry["check"]["text_model"] == "TinyVL-Q8_0.gguf"
+    # gguf verify: the projector beside a text file of the model, against the checkpoint
+    projector, text = out / "mmproj-TinyVL-F16.gguf", out / "TinyVL-Q8_0.gguf"
+    code, stdout, err = run_cli("gguf", "verify", projector, text, "--reference", model, "--threads", "2", "--json")
+    assert code == 0, err
+    (found,) = json.loads(stdout)["projectors"]
+    assert found["ok"] and found["file"] == projector.name and 0 < found["error"] <= found["bound"]
+    # a projector alone, or without the checkpoint, cannot be checked: said before any work
+    for args in ((projector, "--reference", model), (projector, text, "--against-f16", text)):
+        code, _, err = run_cli("gguf", "verify", *args)
+        assert code == 2 and "is a vision projector: it is checked against the checkpoint's vision tower" in err, err
+    # another checkpoint's projector fails: exit 1, and convert says so after writing and recording everything
+    other = build_tiny_qwen35(tmp_path / "Other", seed=1)
+    code, stdout, err = run_cli("gguf", "verify", projector, text, "--reference", other, "--threads", "2")
+    assert code == 1 and "FAILED: the embeddings differ by" in stdout, stdout + err
+
+
 def test_a_type_that_needs_an_imatrix_is_refused_with_the_reason(run_cli, tiny_qwen3, tmp_path):
     code, _, err = run_cli("gguf", "convert", tiny_qwen3, "-o", tmp_path / "out", "--quant", "F16,IQ2_XS")
     assert code == 2 and "IQ2_XS cannot be made without an importance matrix: llama.cpp's quantizer refuses" in err

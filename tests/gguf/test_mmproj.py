@@ -3,13 +3,12 @@
 The reference is ``convert_hf_to_gguf.py --mmproj`` from the llama.cpp source of the pinned
 llama-cpp-python (``gguf.llama_source``), run in a subprocess with that source's own gguf-py; the
 file it writes is compared with ours tensor by tensor and key by key. Then llama.cpp's ``mtmd``
-(clip) loader, through llama-cpp-python, loads our projector beside the text model's GGUF and
+(clip) loader, through llama-cpp-python (``gguf.projector_check``), loads our projector beside the text model's GGUF and
 encodes an image with it into the embeddings transformers' vision tower computes.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from apto_release.errors import InputError, UsageError
 from apto_release.gguf.convert import convert
 from apto_release.gguf.mmproj import convert_mmproj, mmproj_name, vision_tower
 from apto_release.gguf.output import companion_files
-from apto_release.testing.models import QWEN35_VISION_CONFIG, build_tiny_qwen35
+from apto_release.testing.models import build_tiny_qwen35
 
 #: A model card in the checkpoint: its licence, sources, tags and languages become general.* keys.
 CARD = """---
@@ -117,88 +116,63 @@ def test_the_projector_is_what_llama_cpps_converter_writes(models, tmp_path, kin
         assert ours.path.read_bytes() == reference.read_bytes()
 
 
-# The loader: llama.cpp's mtmd (clip) through llama-cpp-python, in its own process (llama.cpp aborts on errors).
-MTMD_WORKER = r"""
-import ctypes, json, math, sys
-import llama_cpp.llama_cpp as lib
-import llama_cpp.mtmd_cpp as mtmd
-
-text, projector, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
-lib.llama_backend_init()
-model = lib.llama_model_load_from_file(text.encode(), lib.llama_model_default_params())
-params = mtmd.mtmd_context_params_default()
-params.use_gpu, params.n_threads, params.warmup = False, 2, False
-ctx = mtmd.mtmd_init_from_file(projector.encode(), model, params)
-out = {"loaded": bool(ctx)}
-if ctx:
-    out["vision"] = bool(mtmd.mtmd_support_vision(ctx))
-    pixels = bytes((x * 7 + y * 3 + c * 50) % 256 for y in range(size) for x in range(size) for c in range(3))
-    bitmap = mtmd.mtmd_bitmap_init(size, size, (ctypes.c_uint8 * len(pixels)).from_buffer_copy(pixels))
-    chunks = mtmd.mtmd_input_chunks_init()
-    prompt = mtmd.mtmd_input_text()
-    prompt.text = mtmd.mtmd_default_marker() + " この画像は何ですか？".encode()
-    prompt.text_len, prompt.add_special, prompt.parse_special = len(prompt.text), True, True
-    out["tokenize"] = mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(prompt), (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap), 1)
-    for i in range(mtmd.mtmd_input_chunks_size(chunks)):
-        chunk = mtmd.mtmd_input_chunks_get(chunks, i)
-        if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
-            n, width = mtmd.mtmd_input_chunk_get_n_tokens(chunk), lib.llama_model_n_embd(model)
-            out["encode"] = mtmd.mtmd_encode_chunk(ctx, chunk)
-            embd = mtmd.mtmd_get_output_embd(ctx)
-            values = [embd[j] for j in range(n * width)]
-            out.update(image_tokens=n, width=width, finite=all(math.isfinite(v) for v in values), values=values)
-print(json.dumps(out))
-"""
-
-
-def image(size: int):
-    """The worker's test image: (size, size, 3) uint8, a pattern that differs by row, column and channel."""
+def transformers_image_embeddings(model: Path):
+    """The tiny Qwen3.5's vision tower as the whole model holds it (transformers, float32) on the check's
+    image, preprocessed by the checkpoint's own image processor without resizing: a second road to
+    ``reference_embeddings``, which builds the tower alone."""
     import numpy as np
-
-    return np.array([[[(x * 7 + y * 3 + c * 50) % 256 for c in range(3)] for x in range(size)] for y in range(size)], dtype=np.uint8)
-
-
-def transformers_image_embeddings(model: Path, size: int):
-    """The tiny Qwen3.5's vision tower (transformers, float32) on the worker's image, preprocessed by the
-    checkpoint's own image processor without resizing (llama.cpp keeps a 128 x 128 image as it is)."""
     import torch
     from transformers import AutoImageProcessor, Qwen3_5ForConditionalGeneration
 
-    batch = AutoImageProcessor.from_pretrained(model)(images=[image(size)], do_resize=False, return_tensors="pt")
+    from apto_release.gguf.projector_check import HEIGHT, WIDTH, pattern_image
+
+    pixels = np.frombuffer(pattern_image(), dtype=np.uint8).reshape(HEIGHT, WIDTH, 3)
+    batch = AutoImageProcessor.from_pretrained(model)(images=[pixels], do_resize=False, return_tensors="pt")
     vlm = Qwen3_5ForConditionalGeneration.from_pretrained(model, dtype=torch.float32).eval()
     with torch.no_grad():
         return vlm.model.visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"]).pooler_output.numpy()
 
 
-def run_mtmd(text: Path, projector: Path, size: int = 128) -> dict:
-    pytest.importorskip("llama_cpp")
-    done = subprocess.run([sys.executable, "-c", MTMD_WORKER, str(text), str(projector), str(size)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-#: Bounds on llama.cpp's image embeddings against transformers', as max |difference| / max |reference|
-#: (measured: F16 6e-4, Q8_0 1.7e-2; a projector with the two layer norms of its block swapped: 0.29).
-EMBEDDING_BOUNDS = {"F16": 5e-3, "Q8_0": 5e-2}
-
-
-def test_llama_cpps_mtmd_loads_the_projector_and_encodes_an_image_as_transformers_does(models, tmp_path):
+def test_the_reference_is_the_vision_tower_of_the_whole_model(models):
     import numpy as np
 
+    from apto_release.gguf.projector_check import reference_embeddings
+
+    for model in (models["f32"], models["bf16"]):  # one shard, and two shards in bf16
+        alone, whole = reference_embeddings(model), transformers_image_embeddings(model)
+        # 128 x 96 pixels: 8 x 6 patches of 16, merged 2 x 2 into 12 tokens of the text model's width
+        assert alone.shape == whole.shape == (12, 64)
+        np.testing.assert_allclose(alone, whole, rtol=1e-5, atol=1e-6)
+
+
+#: Measured: F16 6e-4, BF16 3e-3, Q8_0 1.6e-2 of the embeddings' scale; a projector with the two
+#: layer norms of its block swapped: 0.29 (BOUNDS: 5e-3, 3e-2, 5e-2).
+def test_llama_cpps_mtmd_encodes_an_image_with_the_projector_as_transformers_does(models, tmp_path):
+    pytest.importorskip("llama_cpp")
+    from apto_release.gguf.projector_check import BOUNDS, check_projector
+
     text = convert(models["f32"], tmp_path, quant="F16").path
-    reference = transformers_image_embeddings(models["f32"], 128)
-    for quant, bound in EMBEDDING_BOUNDS.items():
+    for quant in ("F16", "BF16", "Q8_0"):
         projector = convert_mmproj(models["f32"], tmp_path, quant=quant).path
-        result = run_mtmd(text, projector)
-        # 128 x 128 pixels: 8 x 8 patches of 16, merged 2 x 2 into 16 tokens of the text model's width
-        merge = QWEN35_VISION_CONFIG["spatial_merge_size"] * QWEN35_VISION_CONFIG["patch_size"]
-        assert result == {**result, "loaded": True, "vision": True, "tokenize": 0, "encode": 0,
-                          "image_tokens": (128 // merge) ** 2, "width": 64, "finite": True}
-        embeddings = np.array(result["values"], dtype=np.float32).reshape(result["image_tokens"], result["width"])
-        assert embeddings.shape == reference.shape
-        error = np.abs(embeddings - reference).max() / np.abs(reference).max()
-        assert error <= bound, f"{quant}: llama.cpp's image embeddings differ from transformers' by {error:.2e} of their scale"
+        check = check_projector(projector, text, models["f32"], threads=2)
+        assert check.ok and check.image_tokens == 12 and check.bound == BOUNDS[quant], check.to_text()
+        assert 0 < check.error <= BOUNDS[quant] / 3, check.to_text()  # room under the bound
+        assert check.to_text().endswith(": ok") and f"beside {text.name}" in check.to_text()
+
+
+def test_a_projector_of_another_checkpoint_fails_the_check(models, tmp_path):
+    pytest.importorskip("llama_cpp")
+    from apto_release.gguf.projector_check import check_projector
+
+    other = build_tiny_qwen35(tmp_path / "TinyVL", seed=1)  # same shapes, other weights
+    text = convert(models["f32"], tmp_path / "out", quant="F16").path
+    projector = convert_mmproj(other, tmp_path / "out").path
+    check = check_projector(projector, text, models["f32"], threads=2)
+    assert not check.ok and check.error > 0.1 and "differ by" in check.detail, check.to_text()
+    assert "FAILED" in check.to_text()
+    # the tensors of a text-only checkpoint make no reference at all
+    with pytest.raises(InputError, match="no vision_config"):
+        check_projector(projector, text, models["text"], threads=2)
 
 
 def test_a_checkpoint_without_a_vision_tower_has_no_projector(models, tmp_path):
@@ -234,3 +208,22 @@ def test_the_projector_is_a_companion_file_of_its_model(models, tmp_path):
     convert_mmproj(models["f32"], tmp_path, name="Other")
     assert [p.name for p in companion_files(tmp_path, "Apto-VL")] == ["params", "mmproj-Apto-VL-F16.gguf"]
     assert [p.name for p in companion_files(tmp_path)] == ["params", "mmproj-Apto-VL-F16.gguf", "mmproj-Other-F16.gguf"]
+
+
+def test_a_failed_projector_check_stops_the_build_with_everything_recorded(models, tmp_path, monkeypatch):
+    pytest.importorskip("llama_cpp")
+    from apto_release.errors import BuildError
+    from apto_release.gguf import projector_check
+    from apto_release.gguf.build import build_gguf
+    from apto_release.gguf.provenance import read_record
+
+    monkeypatch.setitem(projector_check.BOUNDS, "F16", 1e-9)  # no real projector is this close
+    seen = []
+    with pytest.raises(BuildError, match="llama.cpp's check of the vision projector failed: the embeddings differ") as info:
+        build_gguf(models["f32"], tmp_path, ["Q8_0"], threads=2, on_mmproj=lambda item, check: seen.append(check))
+    assert "apto-release gguf verify" in info.value.hint and str(models["f32"]) in info.value.hint
+    (check,) = seen
+    assert not check.ok and check.bound == 1e-9
+    entries = read_record(tmp_path)["files"]
+    assert entries["mmproj-TinyVL-F16.gguf"]["verified"] is False and entries["TinyVL-Q8_0.gguf"]["verified"] is True
+    assert (tmp_path / "TinyVL-Q8_0.gguf").is_file() and (tmp_path / "mmproj-TinyVL-F16.gguf").is_file()
