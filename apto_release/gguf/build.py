@@ -175,10 +175,11 @@ def build_gguf(
     if mmproj is not None:
         with progress.task(f"convert mmproj {mmproj}", unit="B") as task:
             projector = convert_mmproj(model_dir, out_dir, quant=mmproj, name=name, overwrite=overwrite, on_bytes=task.update, **metadata)
-        if overwrite:  # a projector of another type from an earlier run would be published too
-            for stale in output.companion_files(out_dir, name):
-                if stale.suffix == ".gguf" and stale.name.startswith("mmproj-") and stale != projector.path:
-                    stale.unlink()
+
+    if overwrite:  # a projector of another type, or of a run that wanted one, would be published too
+        for stale in output.companion_files(out_dir, name):
+            if stale.suffix == ".gguf" and stale.name.startswith("mmproj-") and (projector is None or stale != projector.path):
+                stale.unlink()
 
     k_quants = [q for q in quants if q in K_QUANTS]
     if k_quants:

@@ -37,6 +37,7 @@ Example::
     base = "models/Qwen3.5-27B"      # optional: the base checkpoint's local folder (default: base_model from the Hub cache)
     train = { max_steps = 2000, set = { "lora.r" = 32 } }   # optional: train options and preset overrides
     gguf_imatrix = { calibration = "auto", against = ["bench/ac.jsonl"], general = "ja-wiki.txt" }  # optional (docs/imatrix.md)
+    gguf_mmproj = "F16"              # the vision projector's type: "F16" (default), "BF16", "Q8_0", or false for none
 
     [model.eval]                     # optional: what `eval run` and the release's eval stage evaluate (README)
     benchmarks = ["AnswerCarefully", "MT-Bench-ja"]
@@ -220,6 +221,7 @@ class ModelTarget:
     gguf_verify: bool = True  # the release checks each GGUF file in llama.cpp (needs RAM for a float32 reference)
     eval: EvalConfig | None = None  # [model.eval]: what ``eval run`` and the release's eval stage do
     gguf_imatrix: ImatrixOptions | None = None  # the release's imatrix job (``release.pipeline``)
+    gguf_mmproj: str | None = "F16"  # the vision projector's type (a checkpoint with a vision tower); None: none
 
     @property
     def details_folder(self) -> Path | None:
@@ -278,7 +280,7 @@ _DATA = {"records", "sample_size", "seed", "expected_count", "license", "sample_
 _MODEL = {
     "name", "base_model", "variant", "preset", "adapter", "merged", "gguf", "gguf_folder", "evaluation",
     "push_adapter", "private", "repo", "gguf_repo", "adapter_repo", "base", "train", "gguf_verify", "eval",
-    "gguf_imatrix",
+    "gguf_imatrix", "gguf_mmproj",
 }
 _IMATRIX = {"calibration", "against", "general"}
 _EVAL = {"benchmarks", "bench_dir", "limit", "max_tokens", "judges", "base", "tuned", "gguf", "parallel", "details_repo"}
@@ -591,13 +593,26 @@ def _models(check: _Checker, tables: Any, organisation: str | None) -> list[Mode
         if evaluate is not None and evaluation is None and "evaluation" not in table:
             check.problem(f"{where}evaluation", "missing: [model.eval] writes its results to the model's evaluation file")
         imatrix = _imatrix(check, table["gguf_imatrix"], cleaned, f"{where}gguf_imatrix.") if "gguf_imatrix" in table else None
+        mmproj = _mmproj(check, table.get("gguf_mmproj", "F16"), f"{where}gguf_mmproj")
         if None not in (name, base_model, preset, adapter, merged, repo, gguf_repo):
             out.append(ModelTarget(
                 name, base_model, variant, preset, adapter, merged, tuple(cleaned), gguf_folder or merged.parent / "gguf",
                 evaluation, repo, gguf_repo, adapter_repo, bool(private), str(base) if base else base_model, train,
-                gguf_verify is not False, evaluate, imatrix,
+                gguf_verify is not False, evaluate, imatrix, mmproj,
             ))
     return out
+
+
+def _mmproj(check, value: Any, where: str) -> str | None:
+    """``gguf_mmproj``: a projector type (``gguf.mmproj``'s), or false for none."""
+    from apto_release.gguf import DIRECT_TYPES
+
+    if value is False:
+        return None
+    if isinstance(value, str) and value.upper() in DIRECT_TYPES:
+        return value.upper()
+    check.problem(where, f"must be one of {', '.join(f'{t!r}' for t in DIRECT_TYPES)}, or false for no vision projector, not {value!r}")
+    return None
 
 
 def _imatrix(check: _Checker, table: Any, types: Sequence[str], where: str) -> ImatrixOptions | None:

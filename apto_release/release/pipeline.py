@@ -407,6 +407,8 @@ class _Plan:
                      "types": list(model.gguf), "metadata": self._gguf_metadata(model), "verify": model.gguf_verify}
             if model.gguf_imatrix:
                 found["imatrix"] = [self._sha(p, "imatrix") for p in self._imatrix_paths(model)]
+            if model.gguf_mmproj != "F16":  # the default leaves the digest of earlier releases as it was
+                found["mmproj"] = model.gguf_mmproj or "none"
             return found
 
         def run(ctx: ReleaseContext) -> str:
@@ -418,7 +420,7 @@ class _Plan:
             if model.gguf_imatrix:
                 imatrix, text, record = self._imatrix_paths(model)
                 extra = {"imatrix": imatrix, "calibration": text, "imatrix_made": json.loads(record.read_text("utf-8"))}
-            files = build_gguf(model.merged, model.gguf_folder, list(model.gguf), name=model.name, overwrite=True,
+            files = build_gguf(model.merged, model.gguf_folder, list(model.gguf), name=model.name, overwrite=True, mmproj=model.gguf_mmproj,
                                verify=model.gguf_verify, progress=ctx.progress, **extra, **self._gguf_metadata(model))
             failed = [f for f in files if not f.ok]
             if failed:

@@ -76,6 +76,10 @@ def test_convert_writes_the_vision_projector_of_a_qwen35_beside_its_files(run_cl
     assert sorted(p.name for p in out.glob("mmproj-*")) == ["mmproj-TinyVL-F16.gguf"]
     code, stdout, err = run_cli("gguf", "convert", model, "-o", tmp_path / "text", "--quant", "F16", "--no-mmproj", "--no-verify")
     assert code == 0 and "vision projector" not in stdout and not list((tmp_path / "text").glob("mmproj-*"))
+    # overwritten without a projector: the old one goes too (it would be published with the new files)
+    code, _, err = run_cli("gguf", "convert", model, "-o", out, "--quant", "F16", "--no-mmproj", "--no-verify", "--overwrite")
+    assert code == 0, err
+    assert not list(out.glob("mmproj-*"))
 
 
 def test_convert_verifies_the_vision_projector_and_gguf_verify_checks_one(run_cli, tmp_path):

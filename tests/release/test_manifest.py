@@ -373,3 +373,15 @@ def test_bad_gguf_imatrix_tables_are_listed_with_their_place(tmp_path):
     text_with_general = GOOD.replace('gguf_folder = "out/gguf/27b"', 'gguf_folder = "out/gguf/27b"\n'
                                      'gguf_imatrix = { calibration = "calib.txt", general = "ja.txt" }')
     assert any("the calibration is a text" in p for p in problems_of(tmp_path, text_with_general))
+
+
+def test_gguf_mmproj_names_the_projector_s_type_or_none(tmp_path):
+    default = load_manifest(write(tmp_path, GOOD)).models[0]
+    assert default.gguf_mmproj == "F16"
+    text = GOOD.replace('gguf_folder = "out/gguf/27b"', 'gguf_folder = "out/gguf/27b"\ngguf_mmproj = "q8_0"')
+    text = text.replace('push_adapter = true', 'push_adapter = true\ngguf_mmproj = false')
+    first, second = load_manifest(write(tmp_path, text)).models
+    assert (first.gguf_mmproj, second.gguf_mmproj) == ("Q8_0", None)
+    for bad in ('"Q4_K_M"', "true", "16"):
+        problems = problems_of(tmp_path, GOOD.replace('gguf_folder = "out/gguf/27b"', f'gguf_folder = "out/gguf/27b"\ngguf_mmproj = {bad}'))
+        assert any(p.startswith("model[1].gguf_mmproj: must be one of 'F16', 'BF16', 'Q8_0', or false") for p in problems), problems

@@ -229,6 +229,16 @@ def test_gguf_verify_false_converts_without_llama_cpp_s_check(own_release):
     assert gguf.read_bytes() == before
 
 
+def test_gguf_mmproj_false_publishes_no_vision_projector(own_release):
+    manifest_path = own_release / "release.toml"
+    gguf = own_release / "out" / "models" / DEMO_MODEL / "gguf"
+    assert (gguf / f"mmproj-{DEMO_MODEL}-F16.gguf").is_file()
+    manifest_path.write_text(manifest_path.read_text().replace("push_adapter = true", "push_adapter = true\ngguf_mmproj = false\ngguf_verify = false"))
+    report = run_release(load_manifest(manifest_path), stages=["gguf"]).reports[0]
+    assert (report.status, report.reason) == ("done", "input changed: verify, mmproj")
+    assert not list(gguf.glob("mmproj-*")) and (gguf / f"{DEMO_MODEL}-Q8_0.gguf").is_file()
+
+
 def test_dry_run_writes_nothing_and_says_what_would_run(own_release, hub):
     manifest_path = own_release / "release.toml"
     (own_release / "out" / "models" / DEMO_MODEL / "adapter" / "adapter_config.json").write_text("{}")
