@@ -38,6 +38,7 @@ import time
 from typing import IO, Literal
 
 from apto_release.errors import UsageError
+from apto_release.io import human_size
 
 Mode = Literal["bars", "lines", "off"]
 MODES: tuple[Mode, ...] = ("bars", "lines", "off")
@@ -244,7 +245,7 @@ class _LineTask(_ReportedTask):
     def _amount(self) -> str:
         """``40/200 steps``, ``1.2 GB/3.4 GB``; without a total ``40 steps``, ``1.2 GB``."""
         if self.unit == "B":
-            return human_bytes(self.done) + (f"/{human_bytes(self.total)}" if self.total else "")
+            return human_size(int(self.done)) + (f"/{human_size(int(self.total))}" if self.total else "")
         count = f"{self.done:,}" + (f"/{self.total:,}" if self.total else "")
         return f"{count} {self.unit}{'' if (self.total or self.done) == 1 else 's'}"
 
@@ -295,21 +296,11 @@ class _BarTask(_ReportedTask):
             return None, self.name
         text = f"{self._frames[self._frame % len(self._frames)]} {self.name}"
         if self.done:
-            text += f": {human_bytes(self.done)}" if self.unit == "B" else f": {self.done:,} {self.unit}s"
+            text += f": {human_size(int(self.done))}" if self.unit == "B" else f": {self.done:,} {self.unit}s"
         return "{desc} [{elapsed}]", text
 
     def _end(self, failed: bool) -> None:
         self._bar.close()
-
-
-def human_bytes(n: float) -> str:
-    """``512 B``, ``12.3 MB``, ``1.2 GB``: decimal units, as the Hub and the merge's summary count."""
-    units = ("B", "KB", "MB", "GB", "TB")
-    power = 0
-    while n >= 1000 and power < len(units) - 1:
-        n /= 1000
-        power += 1
-    return f"{n:,.0f} B" if power == 0 else f"{n:,.1f} {units[power]}"
 
 
 def human_duration(seconds: float) -> str:
@@ -323,4 +314,4 @@ def human_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-__all__ = ["ENV", "HEARTBEAT", "MODES", "Progress", "Task", "human_bytes", "human_duration"]
+__all__ = ["ENV", "HEARTBEAT", "MODES", "Progress", "Task", "human_duration"]
