@@ -19,15 +19,13 @@ type (``BOUNDS``; measured on the tiny Qwen3.5: F16 about 6e-4, Q8_0 about 2e-2)
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from apto_release.errors import BuildError, InputError, UsageError
+from apto_release.errors import InputError, UsageError
 
 #: The largest ``max |difference| / max |reference|`` passed, by the projector's type.
 BOUNDS = {"F32": 5e-3, "F16": 5e-3, "BF16": 3e-2, "Q8_0": 5e-2}
@@ -143,10 +141,11 @@ def check_projector(projector: str | Path, text_model: str | Path, model_dir: st
     Raises:
         UsageError: a file is missing, or llama-cpp-python is not installed.
         InputError: the checkpoint has no vision tower (``reference_embeddings``).
+        BuildError: llama.cpp ran past ``timeout`` seconds.
     """
     import numpy as np
 
-    from apto_release.gguf.verify import default_threads, file_type_name, require_llama_cpp
+    from apto_release.gguf.verify import default_threads, file_type_name, require_llama_cpp, run_llama_module
 
     projector, text_model = Path(projector), Path(text_model)
     for path, field in ((projector, "files"), (text_model, "files")):
@@ -164,18 +163,11 @@ def check_projector(projector: str | Path, text_model: str | Path, model_dir: st
     with tempfile.TemporaryDirectory(prefix="apto-mmproj-") as tmp:
         work = Path(tmp)
         request = {"text": str(text_model), "projector": str(projector), "width": WIDTH, "height": HEIGHT, "threads": threads}
-        (work / "request.json").write_text(json.dumps(request), "utf-8")
-        with open(work / "llama.log", "wb") as log:
-            try:
-                proc = subprocess.run([sys.executable, "-m", "apto_release.gguf.projector_check", str(work / "request.json")],
-                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=timeout,
-                                      env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
-            except subprocess.TimeoutExpired:
-                raise BuildError(f"llama.cpp's check of {projector.name} timed out after {timeout:g} s") from None
+        status, log = run_llama_module("apto_release.gguf.projector_check", request, work, threads=threads, timeout=timeout,
+                                       what=f"llama.cpp's check of {projector.name}")
         result_path = work / "result.json"
-        if proc.returncode != 0 or not result_path.is_file():
-            lines = [x for x in (work / "llama.log").read_text("utf-8", errors="replace").splitlines() if x.strip()]
-            return failed(f"llama.cpp failed (status {proc.returncode}): " + " | ".join(lines[-4:]))
+        if status != 0 or not result_path.is_file():
+            return failed(f"llama.cpp failed (status {status}): " + " | ".join(log[-4:]))
         result = json.loads(result_path.read_text("utf-8"))
         if "error" in result:
             return failed(result["error"])

@@ -11,8 +11,6 @@ top-1 agreement (the share of positions whose argmax is the F16's). See docs/ver
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -66,7 +64,7 @@ def measure_quality(files: list[str | Path], f16: str | Path, *, threads: int | 
         UsageError: a file that does not exist; files whose vocabulary or tokenization differs from the F16's.
         BuildError: llama.cpp failed (its last log lines in the message).
     """
-    from apto_release.gguf.verify import default_threads, require_llama_cpp
+    from apto_release.gguf.verify import default_threads, require_llama_cpp, run_llama_module
 
     paths = [Path(p) for p in (f16, *files)]
     for p in paths:
@@ -77,18 +75,11 @@ def measure_quality(files: list[str | Path], f16: str | Path, *, threads: int | 
     with tempfile.TemporaryDirectory(prefix="apto-quality-") as tmp:
         work = Path(tmp)
         request = {"f16": str(paths[0]), "files": [str(p) for p in paths[1:]], "text": heldout_text() if text is None else text, "threads": threads}
-        (work / "request.json").write_text(json.dumps(request, ensure_ascii=False), "utf-8")
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        with open(work / "llama.log", "wb") as log:
-            try:
-                proc = subprocess.run([sys.executable, "-m", "apto_release.gguf.quality", str(work / "request.json")],
-                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, timeout=timeout)
-            except subprocess.TimeoutExpired:
-                raise BuildError(f"the quality pass against {paths[0].name} timed out after {timeout:g} s") from None
+        status, log = run_llama_module("apto_release.gguf.quality", request, work, threads=threads, timeout=timeout,
+                                       what=f"the quality pass against {paths[0].name}")
         result = work / "result.json"
-        if proc.returncode != 0 or not result.is_file():
-            lines = [x for x in (work / "llama.log").read_text("utf-8", errors="replace").splitlines() if x.strip()]
-            raise BuildError(f"the quality pass against {paths[0].name} failed (status {proc.returncode}): " + "\n".join(lines[-8:]))
+        if status != 0 or not result.is_file():
+            raise BuildError(f"the quality pass against {paths[0].name} failed (status {status}): " + "\n".join(log[-8:]))
         data = json.loads(result.read_text("utf-8"))
     if "error" in data:
         raise UsageError(data["error"], field="against-f16")

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apto_release.errors import InputError, UsageError
+from apto_release.errors import BuildError, InputError, UsageError
 from apto_release.gguf.sampling import sampling_defaults
 from apto_release.io import read_json_object
 
@@ -377,6 +377,25 @@ class _WorkerRun:
         if self.log_tail:
             text += "; last lines of its log:\n" + self.log_tail
         return text
+
+
+def run_llama_module(module: str, request: dict[str, Any], workdir: Path, *, threads: int, timeout: float | None,
+                     what: str) -> tuple[int, list[str]]:
+    """Run ``python -m module workdir/request.json`` (a pass that loads llama.cpp, which aborts its
+    process on errors) on ``threads`` threads, its output in ``workdir/llama.log``; the module writes
+    its results into ``workdir``. Returns the exit status and the log's non-empty lines.
+
+    Raises:
+        BuildError: it ran past ``timeout`` seconds (it is killed): "``what`` timed out".
+    """
+    (workdir / "request.json").write_text(json.dumps(request, ensure_ascii=False), "utf-8")
+    with open(workdir / "llama.log", "wb") as log:
+        try:
+            proc = subprocess.run([sys.executable, "-m", module, str(workdir / "request.json")], stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=log, timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"{what} timed out after {timeout:g} s") from None
+    return proc.returncode, [x for x in (workdir / "llama.log").read_text("utf-8", errors="replace").splitlines() if x.strip()]
 
 
 def _run_worker(request: dict[str, Any], workdir: Path, timeout: float | None) -> _WorkerRun:
