@@ -163,12 +163,10 @@ def check_projector(projector: str | Path, text_model: str | Path, model_dir: st
     with tempfile.TemporaryDirectory(prefix="apto-mmproj-") as tmp:
         work = Path(tmp)
         request = {"text": str(text_model), "projector": str(projector), "width": WIDTH, "height": HEIGHT, "threads": threads}
-        status, log = run_llama_module("apto_release.gguf.projector_check", request, work, threads=threads, timeout=timeout,
-                                       what=f"llama.cpp's check of {projector.name}")
-        result_path = work / "result.json"
-        if status != 0 or not result_path.is_file():
+        result, status, log = run_llama_module("apto_release.gguf.projector_check", request, work, threads=threads, timeout=timeout,
+                                               what=f"llama.cpp's check of {projector.name}")
+        if result is None:
             return failed(f"llama.cpp failed (status {status}): " + " | ".join(log[-4:]))
-        result = json.loads(result_path.read_text("utf-8"))
         if "error" in result:
             return failed(result["error"])
         got = np.load(work / "embeddings.npy")

@@ -75,12 +75,10 @@ def measure_quality(files: list[str | Path], f16: str | Path, *, threads: int | 
     with tempfile.TemporaryDirectory(prefix="apto-quality-") as tmp:
         work = Path(tmp)
         request = {"f16": str(paths[0]), "files": [str(p) for p in paths[1:]], "text": heldout_text() if text is None else text, "threads": threads}
-        status, log = run_llama_module("apto_release.gguf.quality", request, work, threads=threads, timeout=timeout,
-                                       what=f"the quality pass against {paths[0].name}")
-        result = work / "result.json"
-        if status != 0 or not result.is_file():
-            raise BuildError(f"the quality pass against {paths[0].name} failed (status {status}): " + "\n".join(log[-8:]))
-        data = json.loads(result.read_text("utf-8"))
+        data, status, log = run_llama_module("apto_release.gguf.quality", request, work, threads=threads, timeout=timeout,
+                                             what=f"the quality pass against {paths[0].name}")
+    if data is None:
+        raise BuildError(f"the quality pass against {paths[0].name} failed (status {status}): " + "\n".join(log[-8:]))
     if "error" in data:
         raise UsageError(data["error"], field="against-f16")
     return [Quality(**q, against=paths[0].name) for q in data["files"]]

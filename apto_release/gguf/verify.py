@@ -380,10 +380,11 @@ class _WorkerRun:
 
 
 def run_llama_module(module: str, request: dict[str, Any], workdir: Path, *, threads: int, timeout: float | None,
-                     what: str) -> tuple[int, list[str]]:
+                     what: str) -> tuple[dict[str, Any] | None, int, list[str]]:
     """Run ``python -m module workdir/request.json`` (a pass that loads llama.cpp, which aborts its
     process on errors) on ``threads`` threads, its output in ``workdir/llama.log``; the module writes
-    its results into ``workdir``. Returns the exit status and the log's non-empty lines.
+    ``workdir/result.json`` (and any larger results beside it). Returns that result (None when the
+    process failed or wrote none), the exit status and the log's non-empty lines.
 
     Raises:
         BuildError: it ran past ``timeout`` seconds (it is killed): "``what`` timed out".
@@ -395,7 +396,9 @@ def run_llama_module(module: str, request: dict[str, Any], workdir: Path, *, thr
                                   stdout=log, stderr=log, timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
         except subprocess.TimeoutExpired:
             raise BuildError(f"{what} timed out after {timeout:g} s") from None
-    return proc.returncode, [x for x in (workdir / "llama.log").read_text("utf-8", errors="replace").splitlines() if x.strip()]
+    result_path = workdir / "result.json"
+    result = json.loads(result_path.read_text("utf-8")) if proc.returncode == 0 and result_path.is_file() else None
+    return result, proc.returncode, [x for x in (workdir / "llama.log").read_text("utf-8", errors="replace").splitlines() if x.strip()]
 
 
 def _run_worker(request: dict[str, Any], workdir: Path, timeout: float | None) -> _WorkerRun:
